@@ -25,7 +25,7 @@ _ARGUMENTS = "add_arguments"
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, import just that subcommand's module (the others get no arguments)."""
-    parser = argparse.ArgumentParser(prog="kubemill", description="kubemill: Windmill-style workflows on Kubernetes")
+    parser = argparse.ArgumentParser(prog="kubemill", description="Windmill-style workflows on Kubernetes")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, _, help_text) in _COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
