@@ -1,0 +1,433 @@
+"""Windmill's OpenFlow document as typed, frozen models: the shape of `Flow.spec.value` and `.schema`.
+
+A `flow.yaml` written for Windmill must parse here unchanged, so field names are Windmill's snake_case names
+from `openflow.openapi.yaml`, and fields Windmill knows but kubemill does not act on are kept (not dropped):
+every model accepts extra keys and `to_document()` writes them back out. Module types are the exception: a
+step whose `value.type` kubemill cannot run is rejected at parse time with a message naming the step id.
+
+Public names (the flow engine builds on these):
+
+- `OpenFlow` — the document: `summary`, `description`, `value: FlowValue`, `schema`.
+- `FlowValue` — `modules`, `failure_module`, `preprocessor_module`, `early_return`, `concurrent_limit`, ...
+- `FlowModule` — one step: `id`, `value: ModuleValue`, `summary`, `stop_after_if`, `stop_after_all_iters_if`,
+  `skip_if`, `sleep`, `timeout`, `retry`, `suspend`, `mock`, `continue_on_error`, `cache_ttl`, ...
+- `ModuleValue` — the union discriminated on `type`: `RawScript` (`rawscript`), `PathScript` (`script`),
+  `PathFlow` (`flow`), `ForloopFlow` (`forloopflow`), `WhileloopFlow` (`whileloopflow`), `BranchOne`
+  (`branchone`, with `Branch`es and `default`), `BranchAll` (`branchall`), `Identity` (`identity`) and the
+  brief's `Approval` (`approval`: `approvers`, `timeout`). `MODULE_TYPES` lists the type names.
+- `InputTransform` — `StaticTransform` (`type: static`, `value`) or `JavascriptTransform`
+  (`type: javascript`, `expr`). A bare number where Windmill accepts one (`sleep`, `timeout`, `parallelism`)
+  is read as (and written back as) a static transform.
+- `Retry` (`constant: ConstantDelay`, `exponential: ExponentialDelay`, `retry_if: RetryIf`), `StopAfterIf`,
+  `SkipIf`, `Suspend` (`resume_form: ResumeForm`), `Mock` — also reused by Script and Schedule specs.
+- `load_flow_yaml(text)` parses a Windmill `flow.yaml`; `walk_modules(modules)` yields every step of a module
+  tree, nested ones included, depth first; `OpenFlow.to_document()` / `FlowValue.to_document()` give back the
+  document as plain data, exactly as written (defaults are not filled in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    WithJsonSchema,
+    model_validator,
+)
+
+LANGUAGES = ("python3", "deno", "bun", "go", "bash", "typescript")
+"""Languages a kubemill runner executes (`typescript` means `deno`)."""
+
+Number = int | float
+"""A JSON number, kept as written (an int stays an int)."""
+
+ScriptLanguage = Literal["python3", "deno", "bun", "go", "bash", "typescript"]
+
+
+class OpenFlowModel(BaseModel):
+    """Base of every OpenFlow model: frozen, snake_case, and keeping fields it does not know."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    def to_document(self) -> dict[str, Any]:
+        """The model as plain data, only the fields that were given (a parsed flow reads back as written)."""
+        return self.model_dump(mode="json", exclude_unset=True, by_alias=True)
+
+
+# --- input transforms ------------------------------------------------------------------------------------
+
+
+class StaticTransform(OpenFlowModel):
+    """A literal input value."""
+
+    type: Literal["static"]
+    value: JsonValue = None
+
+
+class JavascriptTransform(OpenFlowModel):
+    """An input computed by a JavaScript expression over `flow_input`, `results`, `previous_result`, ..."""
+
+    type: Literal["javascript"]
+    expr: str = ""
+
+
+InputTransform = Annotated[StaticTransform | JavascriptTransform, Field(discriminator="type")]
+
+
+def _number_as_static(value: object) -> object:
+    """Windmill accepts a bare number for `sleep`, `timeout` and `parallelism`: read it as a static value."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"type": "static", "value": value}
+    return value
+
+
+NumberTransform = Annotated[
+    InputTransform,
+    BeforeValidator(_number_as_static),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "number"}, {"type": "object"}],
+            "description": "a number, or an input transform that computes one",
+        }
+    ),
+]
+InputTransforms = Mapping[str, InputTransform]
+
+
+# --- step options ----------------------------------------------------------------------------------------
+
+
+class ConstantDelay(OpenFlowModel):
+    """`attempts` retries, `seconds` apart."""
+
+    attempts: int = Field(default=0, ge=0)
+    seconds: int = Field(default=0, ge=0)
+
+
+class ExponentialDelay(OpenFlowModel):
+    """`attempts` retries; the delay before retry n is `multiplier * seconds^(n+1)` +/- `random_factor`%."""
+
+    attempts: int = Field(default=0, ge=0)
+    multiplier: int = Field(default=1, ge=0)
+    seconds: int = Field(default=0, ge=0)
+    random_factor: int | None = Field(default=None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _base_must_be_positive(self) -> ExponentialDelay:
+        if self.attempts > 0 and self.seconds < 1:
+            raise ValueError("exponential retry: seconds (the base of the backoff) must be at least 1")
+        return self
+
+
+class RetryIf(OpenFlowModel):
+    """Retry only when this expression over `result` (the error) is true."""
+
+    expr: str
+
+
+class Retry(OpenFlowModel):
+    """Windmill's retry object: constant attempts first, then exponential ones."""
+
+    constant: ConstantDelay | None = None
+    exponential: ExponentialDelay | None = None
+    retry_if: RetryIf | None = None
+
+    @property
+    def max_attempts(self) -> int:
+        """How many retries in total (not counting the first attempt)."""
+        return (self.constant.attempts if self.constant else 0) + (
+            self.exponential.attempts if self.exponential else 0
+        )
+
+
+class StopAfterIf(OpenFlowModel):
+    """Stop the flow (or a loop) after this step when `expr` is true."""
+
+    expr: str
+    skip_if_stopped: bool = False
+    error_message: str | None = None
+
+
+class SkipIf(OpenFlowModel):
+    """Skip this step when `expr` is true."""
+
+    expr: str
+
+
+class ResumeForm(OpenFlowModel):
+    """The form an approver fills in; its answers are the resume payload."""
+
+    schema_: Mapping[str, JsonValue] | None = Field(default=None, alias="schema")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Suspend(OpenFlowModel):
+    """Windmill's approval form: the flow waits for `required_events` approvals or `timeout` seconds."""
+
+    required_events: int | None = Field(default=None, ge=1)
+    timeout: int | None = Field(default=None, ge=0)
+    resume_form: ResumeForm | None = None
+    user_auth_required: bool | None = None
+    user_groups_required: InputTransform | None = None
+    self_approval_disabled: bool | None = None
+    hide_cancel: bool | None = None
+    continue_on_disapprove_timeout: bool | None = None
+
+
+class Mock(OpenFlowModel):
+    """Return `return_value` instead of running the step."""
+
+    enabled: bool = False
+    return_value: JsonValue = None
+
+
+# --- module values ---------------------------------------------------------------------------------------
+
+
+class RawScript(OpenFlowModel):
+    """A script written inline in the flow."""
+
+    type: Literal["rawscript"]
+    content: str
+    language: ScriptLanguage
+    input_transforms: InputTransforms = Field(default_factory=dict)
+    path: str | None = None
+    lock: str | None = None
+    tag: str | None = None
+    concurrent_limit: Number | None = None
+    concurrency_time_window_s: Number | None = None
+    custom_concurrency_key: str | None = None
+    is_trigger: bool | None = None
+
+
+class PathScript(OpenFlowModel):
+    """A Script resource referenced by its Windmill path."""
+
+    type: Literal["script"]
+    path: str
+    input_transforms: InputTransforms = Field(default_factory=dict)
+    hash: str | None = None
+    tag_override: str | None = None
+    is_trigger: bool | None = None
+
+
+class PathFlow(OpenFlowModel):
+    """A Flow resource run as a subflow."""
+
+    type: Literal["flow"]
+    path: str
+    input_transforms: InputTransforms = Field(default_factory=dict)
+
+
+class ForloopFlow(OpenFlowModel):
+    """Run `modules` once per item of `iterator` (`flow_input.iter.value` / `.index` inside)."""
+
+    type: Literal["forloopflow"]
+    modules: tuple[FlowModule, ...]
+    iterator: InputTransform
+    skip_failures: bool = True
+    parallel: bool = False
+    parallelism: NumberTransform | None = None
+
+
+class WhileloopFlow(OpenFlowModel):
+    """Run `modules` until the loop step's own `stop_after_if` is true."""
+
+    type: Literal["whileloopflow"]
+    modules: tuple[FlowModule, ...]
+    skip_failures: bool = False
+    parallel: bool = False
+    parallelism: NumberTransform | None = None
+
+
+class Branch(OpenFlowModel):
+    """One branch: `expr` chooses it (branchone); `skip_failure` lets it fail (branchall)."""
+
+    modules: tuple[FlowModule, ...]
+    summary: str | None = None
+    expr: str = ""
+    skip_failure: bool = True
+    parallel: bool = True
+
+
+class BranchOne(OpenFlowModel):
+    """Run the first branch whose `expr` is true, else `default`."""
+
+    type: Literal["branchone"]
+    branches: tuple[Branch, ...]
+    default: tuple[FlowModule, ...] = ()
+
+
+class BranchAll(OpenFlowModel):
+    """Run every branch (in parallel unless `parallel: false`)."""
+
+    type: Literal["branchall"]
+    branches: tuple[Branch, ...]
+    parallel: bool = True
+
+
+class Identity(OpenFlowModel):
+    """Pass the previous result through (Windmill's placeholder step)."""
+
+    type: Literal["identity"]
+    flow: bool | None = None
+
+
+class Approval(OpenFlowModel):
+    """The brief's approval step: wait until listed `approvers` approve, or fail after `timeout` seconds.
+
+    An approver is a user name or `group:<name>`. `required_events` approvals from distinct people are needed.
+    """
+
+    type: Literal["approval"]
+    approvers: tuple[str, ...] = Field(min_length=1)
+    timeout: int | None = Field(default=None, ge=1)
+    required_events: int = Field(default=1, ge=1)
+    continue_on_disapprove_timeout: bool = False
+    self_approval_disabled: bool = False
+    resume_form: ResumeForm | None = None
+
+
+ModuleValue = Annotated[
+    RawScript
+    | PathScript
+    | PathFlow
+    | ForloopFlow
+    | WhileloopFlow
+    | BranchOne
+    | BranchAll
+    | Identity
+    | Approval,
+    Field(discriminator="type"),
+]
+
+MODULE_TYPES = (
+    "rawscript",
+    "script",
+    "flow",
+    "forloopflow",
+    "whileloopflow",
+    "branchone",
+    "branchall",
+    "identity",
+    "approval",
+)
+"""Every `value.type` a step may have."""
+
+
+class FlowModule(OpenFlowModel):
+    """One step of a flow."""
+
+    id: str = Field(min_length=1)
+    value: ModuleValue
+    summary: str | None = None
+    stop_after_if: StopAfterIf | None = None
+    stop_after_all_iters_if: StopAfterIf | None = None
+    skip_if: SkipIf | None = None
+    sleep: NumberTransform | None = None
+    timeout: NumberTransform | None = None
+    cache_ttl: Number | None = None
+    delete_after_use: bool | None = None
+    mock: Mock | None = None
+    suspend: Suspend | None = None
+    priority: Number | None = None
+    continue_on_error: bool | None = None
+    retry: Retry | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_module_type(cls, data: object) -> object:
+        """Name the step when its type is unknown (the union's own error would not say which step)."""
+        if not isinstance(data, Mapping):
+            return data
+        step = data.get("id", "?")
+        value = data.get("value")
+        if not isinstance(value, Mapping):
+            raise ValueError(f"step {step!r}: value must be an object with a `type`")
+        kind = value.get("type")
+        if kind not in MODULE_TYPES:
+            raise ValueError(
+                f"step {step!r}: unknown module type {kind!r} (expected one of: {', '.join(MODULE_TYPES)})"
+            )
+        return data
+
+    def children(self) -> tuple[FlowModule, ...]:
+        """The steps directly inside this one (loop bodies, every branch, the default branch)."""
+        value = self.value
+        if isinstance(value, ForloopFlow | WhileloopFlow):
+            return value.modules
+        if isinstance(value, BranchOne):
+            return tuple(m for b in value.branches for m in b.modules) + value.default
+        if isinstance(value, BranchAll):
+            return tuple(m for b in value.branches for m in b.modules)
+        return ()
+
+
+def walk_modules(modules: Sequence[FlowModule]) -> Iterator[FlowModule]:
+    """Every step in `modules` and below, depth first, parents before children."""
+    for module in modules:
+        yield module
+        yield from walk_modules(module.children())
+
+
+class FlowValue(OpenFlowModel):
+    """The flow's steps and the options that apply to the whole flow."""
+
+    modules: tuple[FlowModule, ...]
+    failure_module: FlowModule | None = None
+    preprocessor_module: FlowModule | None = None
+    same_worker: bool | None = None
+    concurrent_limit: Number | None = None
+    concurrency_key: str | None = None
+    concurrency_time_window_s: Number | None = None
+    skip_expr: str | None = None
+    cache_ttl: Number | None = None
+    flow_env: Mapping[str, str] | None = None
+    priority: Number | None = None
+    early_return: str | None = None
+
+    def all_modules(self) -> Iterator[FlowModule]:
+        """Every step, nested ones included, then the preprocessor and failure modules."""
+        extra = tuple(m for m in (self.preprocessor_module, self.failure_module) if m is not None)
+        yield from walk_modules(self.modules + extra)
+
+    @model_validator(mode="after")
+    def _step_ids_are_unique(self) -> FlowValue:
+        seen: set[str] = set()
+        for module in self.all_modules():
+            if module.id in seen:
+                raise ValueError(f"step id {module.id!r} is used more than once; step ids must be unique")
+            seen.add(module.id)
+        if self.early_return is not None and self.early_return not in {m.id for m in self.modules}:
+            raise ValueError(f"early_return names step {self.early_return!r}, which is not a top-level step")
+        return self
+
+
+class OpenFlow(OpenFlowModel):
+    """A whole OpenFlow document (`flow.yaml`)."""
+
+    summary: str = ""
+    description: str | None = None
+    value: FlowValue
+    schema_: Mapping[str, JsonValue] | None = Field(default=None, alias="schema")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+def load_flow_yaml(text: str) -> OpenFlow:
+    """Parse a Windmill `flow.yaml` (raises `pydantic.ValidationError` or `ValueError`)."""
+    data = yaml.safe_load(text)
+    if not isinstance(data, Mapping):
+        raise ValueError("a flow.yaml must be a mapping with at least `value.modules`")
+    return OpenFlow.model_validate(data)
+
+
+for _model in (ForloopFlow, WhileloopFlow, Branch, BranchOne, BranchAll):
+    _model.model_rebuild()
