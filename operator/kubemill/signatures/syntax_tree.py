@@ -31,13 +31,21 @@ def _parser(grammar: str) -> Parser:
 def parse(grammar: str, code: str) -> Node:
     """The root of `code`'s syntax tree; raises `SignatureError` at the first place it does not parse."""
     root = _parser(grammar).parse(code.encode()).root_node
-    if root.has_error:
-        bad = _first_error(root)
-        line = bad.start_point.row + 1 if bad is not None else None
-        what = f"missing {bad.type!r}" if bad is not None and bad.is_missing else "syntax error"
-        near = text(bad).splitlines()[0][:40] if bad is not None and bad.text else ""
-        raise SignatureError(f"{what} near {near!r}" if near else what, line)
-    return root
+    if not root.has_error:
+        return root
+    bad = _first_error(root)
+    if bad is None:
+        raise SignatureError("syntax error")
+    if bad.is_missing and bad.parent is not None:  # name where the unclosed construct opens, not EOF
+        opened = bad.parent
+        raise SignatureError(f"missing {bad.type!r} to close {_first_line(opened)!r}", line(opened))
+    near = _first_line(bad)
+    raise SignatureError(f"syntax error near {near!r}" if near else "syntax error", line(bad))
+
+
+def _first_line(node: Node) -> str:
+    lines = text(node).splitlines()
+    return lines[0].strip()[:60] if lines else ""
 
 
 def _first_error(node: Node) -> Node | None:

@@ -46,6 +46,7 @@ _PREDEFINED: dict[str, JsonSchema] = {
     "object": OBJECT,
 }
 _BUILTIN_REFS: dict[str, JsonSchema] = {
+    "bigint": INTEGER,  # tree-sitter reads `bigint` as a type name, not a predefined type
     "Date": DATETIME,
     "Base64": BYTES,
     "Email": EMAIL,
