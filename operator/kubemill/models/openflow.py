@@ -322,8 +322,28 @@ MODULE_TYPES = (
 """Every `value.type` a step may have."""
 
 
+_EXPECTED_TYPES = ", ".join(MODULE_TYPES)
+
+
 class FlowModule(OpenFlowModel):
     """One step of a flow."""
+
+    # The API server's twin of `_known_module_type` (carried into the CRD by kubemill.crdgen).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.value.type in {list(MODULE_TYPES)}",
+                    "messageExpression": (
+                        '"step \'" + self.id + "\': unknown module type \'" + self.value.type'
+                        f' + "\' (expected one of: {_EXPECTED_TYPES})"'
+                    ),
+                    "message": f"unknown module type (expected one of: {_EXPECTED_TYPES})",
+                    "fieldPath": ".value.type",
+                }
+            ]
+        }
+    )
 
     id: str = Field(min_length=1)
     value: ModuleValue
@@ -354,7 +374,7 @@ class FlowModule(OpenFlowModel):
         kind = value.get("type")
         if kind not in MODULE_TYPES:
             raise ValueError(
-                f"step {step!r}: unknown module type {kind!r} (expected one of: {', '.join(MODULE_TYPES)})"
+                f"step {step!r}: unknown module type {kind!r} (expected one of: {_EXPECTED_TYPES})"
             )
         return data
 

@@ -1,0 +1,128 @@
+"""Schedule: run a script or flow on a cron schedule (reconciled into a CronJob): spec and status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+
+from kubemill.models.common import (
+    Conditions,
+    JsonObject,
+    KubemillModel,
+    Name,
+    ObjectMeta,
+    StatusModel,
+    WindmillPath,
+    exactly_one,
+    rule,
+    validations,
+)
+from kubemill.models.openflow import Retry
+
+CRON_MESSAGE = (
+    "must be a cron expression with 5 fields (minute hour day month weekday), or 6 with seconds first"
+)
+CRON_PATTERN = r"^\s*\S+(\s+\S+){4,5}\s*$"
+
+
+def _check_cron(value: str) -> str:
+    if not 5 <= len(value.split()) <= 6:
+        raise ValueError(f"{value!r} {CRON_MESSAGE}")
+    return value
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone (like UTC or Europe/Paris)") from None
+    return value
+
+
+Cron = Annotated[
+    str,
+    AfterValidator(_check_cron),
+    Field(
+        max_length=256, json_schema_extra=validations(rule(f"self.matches(r'{CRON_PATTERN}')", CRON_MESSAGE))
+    ),
+]
+TimeZone = Annotated[str, AfterValidator(_check_timezone), Field(min_length=1, max_length=64)]
+
+
+def _target_rule(where: str) -> dict[str, str]:
+    return rule(
+        "has(self.scriptPath) != has(self.flowPath)",
+        f"set exactly one of {where}.scriptPath or {where}.flowPath",
+    )
+
+
+class ScheduleHook(KubemillModel):
+    """A script or flow run when a scheduled run fails, recovers or succeeds."""
+
+    model_config = ConfigDict(json_schema_extra=validations(_target_rule("the hook")))
+
+    script_path: WindmillPath | None = None
+    flow_path: WindmillPath | None = None
+    args: JsonObject = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ScheduleHook:
+        exactly_one({"s": self.script_path, "f": self.flow_path}, _target_rule("the hook")["message"])
+        return self
+
+
+class ScheduleSpec(KubemillModel):
+    """When to run (`schedule`, `timezone`), what (`scriptPath` or `flowPath`, `args`), what to do after."""
+
+    model_config = ConfigDict(json_schema_extra=validations(_target_rule("spec")))
+
+    schedule: Cron
+    timezone: TimeZone = "UTC"
+    script_path: WindmillPath | None = None
+    flow_path: WindmillPath | None = None
+    args: JsonObject = Field(default_factory=dict)
+    summary: str = ""
+    enabled: bool = True
+    paused_until: datetime | None = None
+    no_overlap: bool = False
+    retry: Retry | None = None
+    on_failure: ScheduleHook | None = None
+    on_recovery: ScheduleHook | None = None
+    on_success: ScheduleHook | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ScheduleSpec:
+        exactly_one({"s": self.script_path, "f": self.flow_path}, _target_rule("spec")["message"])
+        return self
+
+
+class LastRun(StatusModel):
+    """The most recent run this schedule started."""
+
+    name: Name
+    kind: Literal["ScriptRun", "FlowRun"] | None = None
+    phase: str | None = None
+
+
+class ScheduleStatus(StatusModel):
+    """When the schedule runs next, what it ran last, and the CronJob it owns."""
+
+    observed_generation: int | None = None
+    next_run_at: datetime | None = None
+    last_run_at: datetime | None = None
+    last_run: LastRun | None = None
+    cron_job: Name | None = None
+    conditions: Conditions = ()
+
+
+class Schedule(KubemillModel):
+    """A Schedule resource."""
+
+    api_version: Literal["kubemill.dev/v1alpha1"]
+    kind: Literal["Schedule"]
+    metadata: ObjectMeta
+    spec: ScheduleSpec
+    status: ScheduleStatus | None = None

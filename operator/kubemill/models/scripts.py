@@ -1,0 +1,199 @@
+"""Script (a `main` function in one language) and ScriptRun (one execution of it): spec and status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, JsonValue, model_validator
+
+from kubemill.models.common import (
+    Conditions,
+    ConfigMapKeyRef,
+    JsonObject,
+    KubemillModel,
+    Name,
+    ObjectMeta,
+    PathList,
+    StatusModel,
+    WindmillPath,
+    exactly_one,
+    rule,
+    validations,
+)
+from kubemill.models.openflow import Retry, ScriptLanguage
+
+
+def runtime_of(language: ScriptLanguage) -> ScriptLanguage:
+    """The runner that executes `language` (`typescript` is run by Deno)."""
+    return "deno" if language == "typescript" else language
+
+
+class ContentSource(KubemillModel):
+    """Code kept outside the Script, in a ConfigMap key."""
+
+    config_map_key_ref: ConfigMapKeyRef
+
+
+class EnvVar(KubemillModel):
+    """An environment variable of the runner container (Kubernetes' EnvVar shape)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    value: str | None = None
+    value_from: JsonObject | None = None
+
+
+class RunnerSpec(KubemillModel):
+    """How the runner pod is placed and sized; the image defaults to the language's runner image."""
+
+    image: str | None = None
+    resources: JsonObject | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: tuple[JsonObject, ...] | None = None
+    service_account_name: Name | None = None
+
+
+EXACTLY_ONE_CONTENT = (
+    "set exactly one of spec.content (the code inline) or spec.contentFrom (a ConfigMap key)"
+)
+
+
+class ScriptSpec(KubemillModel):
+    """A script: Windmill path, language, code (inline or from a ConfigMap), and how it runs."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(rule("has(self.content) != has(self.contentFrom)", EXACTLY_ONE_CONTENT))
+    )
+
+    path: WindmillPath
+    language: ScriptLanguage
+    content: str | None = None
+    content_from: ContentSource | None = None
+    summary: str = ""
+    description: str = ""
+    schema_: JsonObject | None = Field(default=None, alias="schema")
+    requirements: tuple[str, ...] = ()
+    resources: PathList = ()
+    timeout_seconds: Annotated[int, Field(ge=1)] | None = None
+    retry: Retry | None = None
+    concurrency_limit: Annotated[int, Field(ge=1)] | None = None
+    env: Annotated[
+        tuple[EnvVar, ...],
+        Field(json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}),
+    ] = ()
+    runner: RunnerSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_content(self) -> ScriptSpec:
+        exactly_one({"content": self.content, "contentFrom": self.content_from}, EXACTLY_ONE_CONTENT)
+        return self
+
+
+class ScriptStatus(StatusModel):
+    """What the operator derived from the script: its input schema, a hash of its code, readiness."""
+
+    observed_generation: int | None = None
+    schema_: JsonObject | None = Field(default=None, alias="schema")
+    content_hash: str | None = None
+    conditions: Conditions = ()
+
+
+class Script(KubemillModel):
+    """A Script resource."""
+
+    api_version: Literal["kubemill.dev/v1alpha1"]
+    kind: Literal["Script"]
+    metadata: ObjectMeta
+    spec: ScriptSpec
+    status: ScriptStatus | None = None
+
+
+# --- runs ------------------------------------------------------------------------------------------------
+
+RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
+
+
+class InlineScript(KubemillModel):
+    """A raw script carried by the run itself (no Script resource)."""
+
+    language: ScriptLanguage
+    content: str
+    requirements: tuple[str, ...] = ()
+    resources: PathList = ()
+
+
+class RunError(KubemillModel):
+    """Why a run failed, in Windmill's shape (`name`, `message`, `stack`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    message: str = ""
+    stack: str | None = None
+    step: str | None = None
+
+
+class ResultRef(KubemillModel):
+    """A result too large for the status: the ConfigMap (owned by the run) and key holding it."""
+
+    name: Name
+    key: str = "result.json"
+
+
+class ObjectRef(KubemillModel):
+    """A namespaced object the run created or belongs to."""
+
+    name: Name
+    kind: str | None = None
+
+
+EXACTLY_ONE_TARGET = "set exactly one of spec.scriptPath (a Script's path) or spec.script (inline code)"
+
+
+class ScriptRunSpec(KubemillModel):
+    """Run a Script (by path) or an inline script with `args`."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(rule("has(self.scriptPath) != has(self.script)", EXACTLY_ONE_TARGET))
+    )
+
+    script_path: WindmillPath | None = None
+    script: InlineScript | None = None
+    args: JsonObject = Field(default_factory=dict)
+    timeout_seconds: Annotated[int, Field(ge=1)] | None = None
+    retry: Retry | None = None
+    flow_run: Name | None = None
+    step_id: str | None = None
+    schedule_path: WindmillPath | None = None
+    scheduled_for: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ScriptRunSpec:
+        exactly_one({"scriptPath": self.script_path, "script": self.script}, EXACTLY_ONE_TARGET)
+        return self
+
+
+class ScriptRunStatus(StatusModel):
+    """Where the run is (`phase`), what it returned (`result` or `resultRef`) or why it failed (`error`)."""
+
+    observed_generation: int | None = None
+    phase: RunPhase = "Pending"
+    result: JsonValue = None
+    result_ref: ResultRef | None = None
+    error: RunError | None = None
+    attempts: Annotated[int, Field(ge=0)] = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    job: ObjectRef | None = None
+    pod: ObjectRef | None = None
+    conditions: Conditions = ()
+
+
+class ScriptRun(KubemillModel):
+    """A ScriptRun resource."""
+
+    api_version: Literal["kubemill.dev/v1alpha1"]
+    kind: Literal["ScriptRun"]
+    metadata: ObjectMeta
+    spec: ScriptRunSpec
+    status: ScriptRunStatus | None = None
