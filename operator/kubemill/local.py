@@ -1,0 +1,318 @@
+"""`kubemill run`: run a script on this machine, the way a runner pod would, without a cluster.
+
+A run here is the pod's run in miniature: the same run directory (`runners.rundir`), the same runner wrapper
+from runner_images/ and the same envelope, with the interpreter found on this machine. Arguments are checked
+against the schema derived from `main` before anything starts. `run_script` is the seam the flow engine's
+local mode calls for each script step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import jsonschema
+import yaml
+
+from kubemill.runners import (
+    Envelope,
+    RunContext,
+    build_run_files,
+    canonical_language,
+    env_for,
+    parse_envelope,
+    write_run_files,
+)
+from kubemill.runners.runtimes import RuntimeMissing, cache_root, find_uv, local_command
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+_SUFFIXES = (".py", ".deno.ts", ".bun.ts", ".ts", ".go", ".sh")
+
+
+class InvalidRun(Exception):
+    """The run cannot start: bad arguments, unreadable code, or a target that does not exist."""
+
+
+# --- arguments ----------------------------------------------------------------------------------------------
+
+
+def schema_for(language: str, code: str) -> dict[str, Any]:
+    """The schema derived from `main`; InvalidRun naming the line when the code does not parse."""
+    from kubemill.signatures import SignatureError, derive_schema
+
+    try:
+        return derive_schema(canonical_language(language), code)
+    except SignatureError as exc:
+        line = getattr(exc, "line", None)
+        where = f" (line {line})" if line and f"line {line}" not in str(exc) else ""
+        raise InvalidRun(f"the script does not parse{where}: {exc}") from exc
+
+
+def validate_args(schema: Mapping[str, Any], args: Mapping[str, Any]) -> None:
+    """InvalidRun naming each offending field when `args` do not match `schema`."""
+    validator = jsonschema.Draft202012Validator(dict(schema))
+    problems = []
+    for error in sorted(validator.iter_errors(dict(args)), key=lambda e: list(map(str, e.absolute_path))):
+        where = ".".join(str(p) for p in error.absolute_path)
+        problems.append(f"{where}: {error.message}" if where else error.message)
+    if problems:
+        raise InvalidRun("invalid args: " + "; ".join(problems))
+
+
+# --- running ------------------------------------------------------------------------------------------------
+
+
+def _default_context(job_path: str, workspace: str) -> RunContext:
+    return RunContext(
+        workspace=workspace, job_id=str(uuid.uuid4()), job_path=job_path, username=getpass.getuser()
+    )
+
+
+def run_script(
+    language: str,
+    code: str,
+    args: Mapping[str, Any],
+    *,
+    resources: Mapping[str, Any] | None = None,
+    variables: Mapping[str, str] | None = None,
+    context: RunContext | None = None,
+    state_file: Path | None = None,
+    timeout: float | None = None,
+    requirements: tuple[str, ...] = (),
+    schema: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    log: IO[Any] | int | None = None,
+) -> Envelope:
+    """Validate `args`, run `main` in a child process and return its envelope.
+
+    Raises InvalidRun (nothing was started) for bad code or args. The script's stdout and stderr go to `log`
+    (default: this process's stderr). A timeout kills the script's whole process group.
+    """
+    language = canonical_language(language)
+    validate_args(schema if schema is not None else schema_for(language, code), args)
+    context = context or _default_context("", "local")
+    try:
+        command = local_command(language)
+    except RuntimeMissing as exc:
+        raise InvalidRun(str(exc)) from exc
+    with tempfile.TemporaryDirectory(prefix="kubemill-run-") as tmp:
+        run_dir = Path(tmp)
+        write_run_files(run_dir, build_run_files(language, code, args, resources, variables))
+        child_env = dict(os.environ)
+        child_env |= env or {}
+        child_env |= env_for(
+            language,
+            context,
+            run_dir=str(run_dir),
+            state_file=str(state_file) if state_file else None,
+            requirements=requirements,
+        )
+        child_env |= {"KUBEMILL_LOG_RESULT": "0", "KUBEMILL_CACHE_DIR": str(cache_root() / "deps")}
+        child_env.setdefault("DENO_DIR", str(cache_root() / "deno"))
+        uv = find_uv()
+        if uv:
+            child_env.setdefault("KUBEMILL_UV", uv)
+        output = sys.stderr.fileno() if log is None else log
+        process = subprocess.Popen(
+            command,
+            cwd=run_dir,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+        )
+        try:
+            code_ = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            return Envelope.failure(
+                "Timeout", f"the script ran longer than {timeout:g} s; its whole process tree was killed"
+            )
+        finally:
+            _kill_group(process)  # no orphans left behind in the group after a normal exit either
+        result_file = run_dir / "out" / "result.json"
+        if not result_file.exists():
+            return Envelope.failure(
+                "RunnerFailed", f"the {language} runner exited with code {code_} without writing a result"
+            )
+        return parse_envelope(result_file.read_text(encoding="utf-8"))
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+# --- Windmill-layout workspaces -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A `wmill sync pull` folder: scripts under f/ and u/, resources and variables as YAML files."""
+
+    root: Path
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.root.name or "local"
+
+
+def _windmill_path(root: Path, file: Path, suffix: str) -> str:
+    return file.relative_to(root).as_posix()[: -len(suffix)]
+
+
+def load_workspace(root: Path) -> Workspace:
+    resources: dict[str, Any] = {}
+    variables: dict[str, str] = {}
+    for file in sorted(root.rglob("*.resource.yaml")):
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        resources[_windmill_path(root, file, ".resource.yaml")] = data.get("value")
+    for file in sorted(root.rglob("*.variable.yaml")):
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        value = data.get("value", "")
+        variables[_windmill_path(root, file, ".variable.yaml")] = (
+            value if isinstance(value, str) else json.dumps(value)
+        )
+    return Workspace(root, resources, variables)
+
+
+@dataclass(frozen=True)
+class ScriptTarget:
+    file: Path
+    path: str  # the Windmill path, or the file name outside a workspace
+    language: str
+    meta: Mapping[str, Any]
+
+
+def _language_of(file: Path, meta: Mapping[str, Any]) -> str:
+    if meta.get("language"):
+        return canonical_language(str(meta["language"]))
+    from kubemill.signatures import language_for_path
+
+    try:
+        return language_for_path(file.name)
+    except ValueError as exc:
+        raise InvalidRun(str(exc)) from exc
+
+
+def _meta_for(file: Path) -> dict[str, Any]:
+    name = file.name
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            candidate = file.with_name(name[: -len(suffix)] + ".script.yaml")
+            if candidate.exists():
+                loaded = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+                return loaded if isinstance(loaded, dict) else {}
+    return {}
+
+
+def resolve_target(target: str, workspace: Path) -> ScriptTarget:
+    """A script file, or a Windmill path (`f/folder/name`) looked up in the workspace."""
+    given = Path(target)
+    if given.is_file():
+        file = given.resolve()
+        try:
+            path = file.relative_to(workspace.resolve()).as_posix()
+            path = next((path[: -len(s)] for s in _SUFFIXES if path.endswith(s)), path)
+        except ValueError:
+            path = file.name
+    else:
+        path = target.strip("/")
+        if (workspace / f"{path}.flow").is_dir():
+            raise InvalidRun(f"{path} is a flow; `kubemill run` runs flows once the flow engine lands")
+        found = [workspace / f"{path}{s}" for s in _SUFFIXES if (workspace / f"{path}{s}").is_file()]
+        if not found:
+            raise InvalidRun(f"no script file {target!r} and no script {path} in workspace {workspace}")
+        file = found[0]
+    meta = _meta_for(file)
+    return ScriptTarget(file, path, _language_of(file, meta), meta)
+
+
+def _find_workspace(explicit: str | None, target: str) -> Path:
+    if explicit:
+        return Path(explicit)
+    start = Path(target).resolve().parent if Path(target).is_file() else Path.cwd()
+    for folder in (start, *start.parents):
+        if (folder / "wmill.yaml").exists():
+            return folder
+    return Path.cwd()
+
+
+def default_state_file(workspace: Path, path: str) -> Path:
+    """Where a script's state persists between local runs: one file per workspace and script."""
+    key = hashlib.sha256(f"{workspace.resolve()}\0{path}".encode()).hexdigest()[:24]
+    return cache_root() / "state" / f"{key}.json"
+
+
+# --- the command --------------------------------------------------------------------------------------------
+
+
+def add_arguments_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "target", metavar="TARGET", help="a script file, or a Windmill path like f/folder/name"
+    )
+    parser.add_argument("--input", "-i", default="{}", help="the args: a JSON object, or @FILE to read one")
+    parser.add_argument("--workspace", "-w", help="a Windmill-layout workspace (default: nearest wmill.yaml)")
+    parser.add_argument("--timeout", type=float, help="seconds before the run is killed (default: none)")
+
+
+def _read_input(text: str) -> dict[str, Any]:
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidRun(f"--input is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidRun("--input must be a JSON object of argument names to values")
+    return value
+
+
+def cli_run(args: argparse.Namespace) -> int:
+    try:
+        workspace_root = _find_workspace(args.workspace, args.target)
+        target = resolve_target(args.target, workspace_root)
+        workspace = load_workspace(workspace_root)
+        code = target.file.read_text(encoding="utf-8")
+        timeout = args.timeout if args.timeout is not None else target.meta.get("timeout")
+        requirements = tuple(str(r) for r in target.meta.get("requirements") or ())
+        envelope = run_script(
+            target.language,
+            code,
+            _read_input(args.input),
+            resources=workspace.resources,
+            variables=workspace.variables,
+            context=_default_context(target.path, workspace.name),
+            state_file=default_state_file(workspace_root, target.path),
+            timeout=float(timeout) if timeout else None,
+            requirements=requirements,
+        )
+    except (InvalidRun, OSError) as exc:
+        print(f"kubemill run: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if envelope.error is not None:
+        if envelope.error.stack:
+            print(envelope.error.stack.rstrip("\n"), file=sys.stderr)
+        reason = " ".join(envelope.error.message.split())
+        print(f"kubemill run: {envelope.error.name}: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(envelope.result, indent=2))
+    return 0

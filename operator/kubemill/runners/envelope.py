@@ -1,0 +1,76 @@
+"""Reading back what a runner wrote: the result envelope `{"result", "error", "state"}`.
+
+A runner writes the whole envelope to its result file, a summary of at most 4 KiB to the termination message
+(the envelope itself when it fits, else `truncated: true` with the error cut short) and, when the envelope is
+at most 1 MiB, the envelope as the last line of stdout after `KUBEMILL_RESULT:`. The operator reads the
+termination message first and falls back to the log line when the summary is truncated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+RESULT_PREFIX = "KUBEMILL_RESULT:"
+
+
+class EnvelopeError(BaseModel):
+    """Windmill's error shape: the exception's class name, its message, and a stack trace if there is one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    message: str
+    stack: str | None = None
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    result: Any = None
+    error: EnvelopeError | None = None
+    state: Any = None
+    truncated: bool = False
+    bytes: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failure(cls, name: str, message: str, stack: str | None = None, state: Any = None) -> Envelope:
+        return cls(error=EnvelopeError(name=name, message=message, stack=stack), state=state)
+
+
+def parse_envelope(text: str) -> Envelope:
+    """The envelope in `text`; ValueError if it is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"the runner's envelope is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not {"result", "error"} <= data.keys():
+        raise ValueError("the runner's envelope lacks 'result' and 'error'")
+    try:
+        return Envelope.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"the runner's envelope is malformed: {exc}") from exc
+
+
+def envelope_from_logs(logs: str) -> Envelope | None:
+    """The envelope on the last `KUBEMILL_RESULT:` line of a container's log, if there is one."""
+    for line in reversed(logs.rstrip("\n").split("\n")[-3:]):
+        if line.startswith(RESULT_PREFIX):
+            return parse_envelope(line[len(RESULT_PREFIX) :])
+    return None
+
+
+def envelope_from_termination_message(message: str | None) -> Envelope | None:
+    """The summary a runner left in the termination message (check `.truncated`), or None if it left none."""
+    if not message or not message.strip():
+        return None
+    try:
+        return parse_envelope(message)
+    except ValueError:
+        return None

@@ -1,0 +1,304 @@
+"""kubemill's Python runner: calls the script's `main` with the run's args and writes the result envelope.
+
+Runs as `python3 /opt/kubemill/runner/run.py` inside the runner image (or on the test node agent, where this
+directory is bind-mounted there). It uses only the standard library, this directory (the `wmill` client lives
+beside it) and `uv` for dependencies, so it works the same in a pod and on a laptop. The file contract is in
+docs/runners.md; every path can be overridden by an environment variable for local runs.
+"""
+
+import json
+import os
+import sys
+
+PREFIX = "KUBEMILL_RESULT:"
+SUMMARY_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
+LOG_LIMIT = 1 << 20  # envelopes up to this size are also printed as the last line of stdout
+ROOT = "/var/run/kubemill"
+
+
+def _setting(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def _requirements(source: str) -> list[str]:
+    """Dependencies the script declares: a `# requirements:` header or a PEP 723 `# /// script` block."""
+    lines = source.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "# requirements:":
+            found = []
+            for extra in lines[i + 1 :]:
+                if not extra.startswith("#"):
+                    break
+                text = extra[1:].strip()
+                if text:
+                    found.append(text)
+            return found
+        if line.strip() == "# /// script":
+            block = []
+            for extra in lines[i + 1 :]:
+                if extra.strip() == "# ///":
+                    import tomllib
+
+                    meta = tomllib.loads("\n".join(block))
+                    return [str(d) for d in meta.get("dependencies", [])]
+                block.append(extra[2:] if extra.startswith("# ") else extra.lstrip("#"))
+    return []
+
+
+# Import names whose PyPI distribution is called something else.
+_DISTRIBUTIONS = {
+    "psycopg2": "psycopg2-binary",
+    "yaml": "pyyaml",
+    "PIL": "pillow",
+    "sklearn": "scikit-learn",
+    "bs4": "beautifulsoup4",
+    "cv2": "opencv-python",
+    "dateutil": "python-dateutil",
+    "jwt": "pyjwt",
+    "dotenv": "python-dotenv",
+    "google": "google-cloud",
+}
+
+
+def _missing_imports(source: str) -> list[str]:
+    """Top-level modules the script imports that are neither standard library nor importable: Windmill
+    installs those when a script declares nothing, so the brief's scripts run unchanged."""
+    names = []
+    for line in source.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in ("import", "from") and not words[1].startswith("."):
+            for part in words[1:] if words[0] == "import" else words[1:2]:
+                if part == "as":
+                    break
+                name = part.rstrip(",").split(".")[0]
+                if name.isidentifier() and name not in names:
+                    names.append(name)
+    stdlib = sys.stdlib_module_names
+    candidates = [n for n in names if n not in stdlib and n != "wmill"]
+    if not candidates:
+        return []
+    import importlib.util
+
+    return [_DISTRIBUTIONS.get(n, n) for n in candidates if importlib.util.find_spec(n) is None]
+
+
+def _install(requirements: list[str]) -> str:
+    """One target directory per requirement set (and Python version), installed once with uv."""
+    import hashlib
+
+    cache = _setting("KUBEMILL_CACHE_DIR", os.path.expanduser("~/.cache/kubemill/deps"))
+    version = f"py{sys.version_info[0]}.{sys.version_info[1]}"
+    digest = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:16]
+    target = os.path.join(cache, "python", version, digest)
+    if os.path.isdir(target):
+        return target
+    import shutil
+    import subprocess
+    import tempfile
+
+    uv = os.environ.get("KUBEMILL_UV") or shutil.which("uv")
+    command = [uv] if uv else [sys.executable, "-m", "uv"]
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".install-", dir=os.path.dirname(target))
+    print("kubemill: installing " + " ".join(requirements), file=sys.stderr, flush=True)
+    env = dict(os.environ, UV_CACHE_DIR=os.path.join(cache, "uv"))
+    done = subprocess.run(
+        [
+            *command,
+            "pip",
+            "install",
+            "--quiet",
+            "--target",
+            staging,
+            "--python",
+            sys.executable,
+            *requirements,
+        ],
+        stdout=sys.stderr,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DependencyError(
+            f"installing {' '.join(requirements)} failed (uv exit {done.returncode}); see the log"
+        )
+    try:
+        os.rename(staging, target)
+    except OSError:  # another run installed the same set first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+class DependencyError(Exception):
+    pass
+
+
+class ResultNotSerializable(Exception):
+    pass
+
+
+def _jsonable(value: object) -> object:
+    """What json cannot encode by itself but a script commonly returns (dates, numpy/pandas, sets...)."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, (bytes, bytearray)):
+        import base64
+
+        return base64.b64encode(value).decode()
+    kind = type(value).__name__
+    if kind == "Decimal":
+        return float(value)  # type: ignore[arg-type]
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(value)  # type: ignore[call-overload]
+    for method in ("tolist", "to_dict"):
+        if callable(getattr(value, method, None)):
+            return getattr(value, method)()
+    import enum
+
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"Object of type {kind} is not JSON serializable")
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _encode(envelope: dict) -> str:
+    try:
+        return json.dumps(envelope, default=_jsonable, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        if "Out of range float" not in str(exc):
+            raise ResultNotSerializable(
+                f"main returned a value that is not JSON-serialisable: {exc}"
+            ) from exc
+        # NaN and infinities become null, as JSON has no spelling for them.
+        plain = json.loads(json.dumps(envelope, default=_jsonable))
+        return json.dumps(_finite(plain), separators=(",", ":"))
+    except (TypeError, RecursionError) as exc:
+        raise ResultNotSerializable(f"main returned a value that is not JSON-serialisable: {exc}") from exc
+
+
+def _error(exc: BaseException, with_stack: bool = True) -> dict:
+    stack = None
+    if with_stack:
+        import traceback
+
+        stack = "".join(traceback.format_exception(exc))
+    message = str(exc)
+    if isinstance(exc, SyntaxError):
+        message = f"{exc.msg} (line {exc.lineno})"
+    return {"name": type(exc).__name__, "message": message, "stack": stack}
+
+
+def _call_main(code_file: str, args: dict) -> object:
+    with open(code_file, encoding="utf-8") as f:
+        source = f.read()
+    extra = [r for r in os.environ.get("KUBEMILL_REQUIREMENTS", "").splitlines() if r.strip()]
+    requirements = _requirements(source) + extra
+    if not requirements:
+        requirements = _missing_imports(source)
+    if requirements:
+        sys.path.insert(0, _install(requirements))
+    code = compile(source, code_file, "exec")
+    import types
+
+    module = types.ModuleType("main")
+    module.__file__ = code_file
+    sys.modules["main"] = module
+    sys.path.insert(0, os.path.dirname(code_file))
+    exec(code, module.__dict__)
+    function = module.__dict__.get("main")
+    if not callable(function):
+        raise NameError(f"{os.path.basename(code_file)} defines no main function")
+    params = function.__code__
+    accepted = params.co_varnames[: params.co_argcount + params.co_kwonlyargcount]
+    takes_any = bool(params.co_flags & 0x08)  # **kwargs
+    kwargs = args if takes_any else {k: v for k, v in args.items() if k in accepted}
+    result = function(**kwargs)
+    if params.co_flags & 0x80 or hasattr(result, "__await__"):  # async def main
+        import asyncio
+
+        async def wait() -> object:
+            return await result
+
+        result = asyncio.run(wait())
+    return result
+
+
+def _write(path: str, text: str) -> bool:
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return True
+    except OSError:
+        return False
+
+
+def _summary(text: str, envelope: dict) -> str:
+    """The termination message: the envelope itself when it fits in 4 KiB, else what fits of the error."""
+    if len(text.encode()) <= SUMMARY_LIMIT:
+        return text
+    error = envelope.get("error")
+    if error:
+        error = {
+            "name": str(error.get("name"))[:200],
+            "message": str(error.get("message"))[:1500],
+            "stack": (error.get("stack") or "")[-1500:] or None,
+        }
+    return json.dumps({"result": None, "error": error, "state": None, "truncated": True, "bytes": len(text)})
+
+
+def main() -> int:
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import wmill
+
+    code_file = os.path.join(_setting("KUBEMILL_CODE_DIR", ROOT + "/code"), "main.py")
+    state_file = _setting("KUBEMILL_STATE_FILE", ROOT + "/state/state.json")
+    result_file = _setting("KUBEMILL_RESULT_FILE", ROOT + "/out/result.json")
+    wmill._load_state(state_file)
+    try:
+        with open(_setting("KUBEMILL_ARGS_FILE", ROOT + "/args.json"), encoding="utf-8") as f:
+            args = json.load(f)
+        result = _call_main(code_file, args if isinstance(args, dict) else {})
+        envelope = {"result": result, "error": None, "state": wmill._current_state()}
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        envelope = {"result": None, "error": _error(exc), "state": wmill._current_state()}
+    try:
+        text = _encode(envelope)
+    except ResultNotSerializable as exc:
+        envelope = {"result": None, "error": _error(exc, with_stack=False), "state": wmill._current_state()}
+        try:
+            text = _encode(envelope)
+        except ResultNotSerializable:
+            envelope["state"] = None
+            text = _encode(envelope)
+    if wmill._state_changed():
+        _write(state_file, json.dumps(envelope["state"], default=_jsonable))
+    _write(result_file, text)
+    _write(_setting("KUBEMILL_TERMINATION_LOG", "/dev/termination-log"), _summary(text, envelope))
+    sys.stdout.flush()
+    if os.environ.get("KUBEMILL_LOG_RESULT", "1") != "0" and len(text.encode()) <= LOG_LIMIT:
+        sys.stdout.write("\n" + PREFIX + text + "\n")
+        sys.stdout.flush()
+    return 1 if envelope["error"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""A Windmill-compatible `wmill` client backed by files, so Windmill scripts run unchanged under kubemill.
+
+kubemill hands a run exactly the resources and variables its Script declares, as files in
+$KUBEMILL_RESOURCES_DIR (default /var/run/kubemill/resources): `resource.<path>` holds a resource's JSON value
+and `variable.<path>` a variable's text, where <path> is the Windmill path with every `/` written as `.`
+(`u/admin/api_credentials` -> `resource.u.admin.api_credentials`). State lives in $KUBEMILL_STATE_FILE and
+travels in the result envelope. Calls that would change the workspace (create_resource, update_schedule...)
+fail with a message saying to change the manifests in git instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = [
+    "Client",
+    "get_flow_user_state",
+    "get_progress",
+    "get_resource",
+    "get_resume_url",
+    "get_resume_urls",
+    "get_root_job_id",
+    "get_state",
+    "get_state_path",
+    "get_variable",
+    "get_workspace",
+    "list_resources",
+    "set_progress",
+    "set_state",
+    "whoami",
+]
+
+ROOT = "/var/run/kubemill"
+_MISSING = object()
+_state: dict[str, Any] = {"value": _MISSING, "original": None, "file": None}
+
+
+class ResourceNotFound(Exception):
+    """A resource or variable this run was not given."""
+
+
+class NotSupported(Exception):
+    """A Windmill API call that has no meaning for a GitOps-managed workspace."""
+
+
+def _resources_dir() -> str:
+    return os.environ.get("KUBEMILL_RESOURCES_DIR") or ROOT + "/resources"
+
+
+def resource_filename(kind: str, path: str) -> str:
+    """`resource.u.admin.x` for resource u/admin/x: the Secret key and file name kubemill uses."""
+    return kind + "." + path.strip("/").replace("/", ".")
+
+
+def _read(kind: str, path: str) -> str | None:
+    try:
+        with open(os.path.join(_resources_dir(), resource_filename(kind, path)), encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _not_found(kind: str, path: str) -> ResourceNotFound:
+    local = f"{path}.{kind}.yaml"
+    return ResourceNotFound(
+        f"{kind} {path!r} is not available to this run: list it in the Script's spec.resources and "
+        f"create a {kind.capitalize()} with spec.path {path!r} in the namespace (for `kubemill run`, "
+        f"a {local} file in the workspace)"
+    )
+
+
+def _interpolate(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.startswith("$var:"):
+            return get_variable(value[5:])
+        if value.startswith("$res:"):
+            return get_resource(value[5:])
+        return value
+    if isinstance(value, dict):
+        return {k: _interpolate(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v) for v in value]
+    return value
+
+
+def get_resource(path: str | None = None, none_if_undefined: bool = False) -> Any:
+    """The resource's value, with `$var:<path>` strings replaced by those variables' values."""
+    if path is None:
+        raise ValueError("get_resource needs the resource path, e.g. 'u/admin/my_db'")
+    text = _read("resource", path)
+    if text is None:
+        if none_if_undefined:
+            return None
+        raise _not_found("resource", path)
+    return _interpolate(json.loads(text))
+
+
+class VariableText(str):
+    """A variable's value: a string, as in Windmill; when it holds a JSON object, it also answers `.get()` and
+    `[key]` like that object, so scripts that treat a JSON variable as a dict keep working."""
+
+    def _object(self) -> dict[str, Any]:
+        parsed = json.loads(self)
+        if not isinstance(parsed, dict):
+            raise TypeError("this variable is not a JSON object")
+        return parsed
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._object().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        if isinstance(key, str):
+            return self._object()[key]
+        return str.__getitem__(self, key)
+
+    def keys(self) -> Any:
+        return self._object().keys()
+
+    def items(self) -> Any:
+        return self._object().items()
+
+
+def get_variable(path: str) -> str:
+    text = _read("variable", path)
+    if text is None:
+        raise _not_found("variable", path)
+    return VariableText(text)
+
+
+def list_resources() -> list[dict[str, Any]]:
+    """The resources this run was given (a run sees only what its Script declares)."""
+    found = []
+    try:
+        names = sorted(os.listdir(_resources_dir()))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        if name.startswith("resource."):
+            found.append({"path": name[len("resource.") :].replace(".", "/"), "resource_type": None})
+    return found
+
+
+# --- state ------------------------------------------------------------------------------------------------
+
+
+def _load_state(path: str) -> None:
+    _state["file"] = path
+    try:
+        with open(path, encoding="utf-8") as f:
+            _state["original"] = json.load(f)
+    except (FileNotFoundError, ValueError):
+        _state["original"] = None
+
+
+def _current_state() -> Any:
+    return _state["original"] if _state["value"] is _MISSING else _state["value"]
+
+
+def _state_changed() -> bool:
+    return _state["value"] is not _MISSING
+
+
+def get_state() -> Any:
+    """The state the previous run of this script left (None on the first run)."""
+    if _state["file"] is None:
+        _load_state(os.environ.get("KUBEMILL_STATE_FILE") or ROOT + "/state/state.json")
+    return _current_state()
+
+
+def set_state(value: Any) -> None:
+    """Keep `value` for the next run of this script (it travels in the result envelope)."""
+    if _state["file"] is None:
+        get_state()
+    _state["value"] = value
+
+
+def get_state_path() -> str:
+    return os.environ.get("WM_STATE_PATH", "")
+
+
+get_flow_user_state = get_state
+
+
+# --- context ----------------------------------------------------------------------------------------------
+
+
+def get_workspace() -> str:
+    return os.environ.get("WM_WORKSPACE", "")
+
+
+def get_root_job_id(job_id: str | None = None) -> str:
+    return os.environ.get("WM_ROOT_FLOW_JOB_ID") or os.environ.get("WM_JOB_ID", "")
+
+
+def whoami() -> dict[str, Any]:
+    return {
+        "email": os.environ.get("WM_EMAIL", ""),
+        "username": os.environ.get("WM_USERNAME", ""),
+        "workspace_id": get_workspace(),
+        "is_admin": False,
+        "groups": [],
+    }
+
+
+def get_resume_urls(approver: str | None = None) -> dict[str, str]:
+    """`{approvalPage, resume, cancel}`: signed URLs resuming or cancelling the approval step after this."""
+    text = os.environ.get("KUBEMILL_RESUME_URLS")
+    if not text:
+        path = os.environ.get("KUBEMILL_RESUME_URLS_FILE") or ROOT + "/resume-urls.json"
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise NotSupported(
+                "resume URLs exist only for a flow step followed by an approval step; this run has none"
+            ) from None
+    urls: dict[str, str] = json.loads(text)
+    if approver:
+        from urllib.parse import quote
+
+        urls = {k: v + ("&" if "?" in v else "?") + "approver=" + quote(approver) for k, v in urls.items()}
+    return urls
+
+
+def get_resume_url(approver: str | None = None) -> str:
+    return get_resume_urls(approver)["resume"]
+
+
+_progress = {"value": 0}
+
+
+def set_progress(value: int, job_id: str | None = None) -> None:
+    """Report progress (0-100); it appears on stderr as `KUBEMILL_PROGRESS: <value>`."""
+    _progress["value"] = int(value)
+    print(f"KUBEMILL_PROGRESS: {int(value)}", file=sys.stderr, flush=True)
+
+
+def get_progress(job_id: str | None = None) -> int:
+    return _progress["value"]
+
+
+def _unsupported(name: str) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        raise NotSupported(
+            f"wmill.{name} is not available under kubemill: resources, variables and schedules are "
+            f"declared as manifests in git (Resource, Variable, Schedule); change them there"
+        )
+
+    call.__name__ = name
+    return call
+
+
+for _name in (
+    "set_resource",
+    "set_variable",
+    "create_resource",
+    "update_resource",
+    "delete_resource",
+    "run_script",
+    "run_script_async",
+    "run_flow_async",
+    "update_schedule",
+    "create_schedule",
+    "delete_schedule",
+):
+    globals()[_name] = _unsupported(_name)
+
+
+class Client:
+    """`wmill.Client()`: the same calls as the module functions."""
+
+    def __init__(self, base_url: str | None = None, token: str | None = None) -> None:
+        self.base_url = base_url or os.environ.get("BASE_INTERNAL_URL", "")
+        self.token = token or os.environ.get("WM_TOKEN", "")
+        self.workspace = get_workspace()
+
+    def __getattr__(self, name: str) -> Any:
+        found = globals().get(name)
+        if callable(found) and not name.startswith("_"):
+            return found
+        raise AttributeError(name)
+
+
+Windmill = Client
