@@ -151,3 +151,10 @@ class ObjectMeta(BaseModel):
     resource_version: str | None = None
     labels: Mapping[str, str] | None = None
     annotations: Mapping[str, str] | None = None
+
+
+class KubemillResource(KubemillModel):
+    """Base of the eight kinds: `apiVersion` and `metadata`; each kind adds `kind`, `spec` and `status`."""
+
+    api_version: Literal["kubemill.dev/v1alpha1"]
+    metadata: ObjectMeta

@@ -16,8 +16,8 @@ from kubemill.models.common import (
     Conditions,
     JsonObject,
     KubemillModel,
+    KubemillResource,
     Name,
-    ObjectMeta,
     StatusModel,
     WindmillPath,
 )
@@ -52,12 +52,10 @@ class FlowStatus(StatusModel):
     conditions: Conditions = ()
 
 
-class Flow(KubemillModel):
+class Flow(KubemillResource):
     """A Flow resource."""
 
-    api_version: Literal["kubemill.dev/v1alpha1"]
     kind: Literal["Flow"]
-    metadata: ObjectMeta
     spec: FlowSpec
     status: FlowStatus | None = None
 
@@ -139,11 +137,9 @@ class FlowRunStatus(StatusModel):
     conditions: Conditions = ()
 
 
-class FlowRun(KubemillModel):
+class FlowRun(KubemillResource):
     """A FlowRun resource."""
 
-    api_version: Literal["kubemill.dev/v1alpha1"]
     kind: Literal["FlowRun"]
-    metadata: ObjectMeta
     spec: FlowRunSpec
     status: FlowRunStatus | None = None

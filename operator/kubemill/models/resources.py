@@ -13,7 +13,7 @@ from kubemill.models.common import (
     Conditions,
     JsonObject,
     KubemillModel,
-    ObjectMeta,
+    KubemillResource,
     SecretValueSource,
     StatusModel,
     WindmillPath,
@@ -40,12 +40,10 @@ class ResourceTypeSpec(KubemillModel):
     schema_: JsonObject = Field(alias="schema")
 
 
-class ResourceType(KubemillModel):
+class ResourceType(KubemillResource):
     """A ResourceType resource (its Windmill name is `spec.name`, or `metadata.name` when unset)."""
 
-    api_version: Literal["kubemill.dev/v1alpha1"]
     kind: Literal["ResourceType"]
-    metadata: ObjectMeta
     spec: ResourceTypeSpec
     status: DefinitionStatus | None = None
 
@@ -70,12 +68,10 @@ class ResourceSpec(KubemillModel):
         return self
 
 
-class Resource(KubemillModel):
+class Resource(KubemillResource):
     """A Resource resource."""
 
-    api_version: Literal["kubemill.dev/v1alpha1"]
     kind: Literal["Resource"]
-    metadata: ObjectMeta
     spec: ResourceSpec
     status: DefinitionStatus | None = None
 
@@ -102,11 +98,9 @@ class VariableSpec(KubemillModel):
         return self
 
 
-class Variable(KubemillModel):
+class Variable(KubemillResource):
     """A Variable resource."""
 
-    api_version: Literal["kubemill.dev/v1alpha1"]
     kind: Literal["Variable"]
-    metadata: ObjectMeta
     spec: VariableSpec
     status: DefinitionStatus | None = None

@@ -12,8 +12,8 @@ from kubemill.models.common import (
     Conditions,
     JsonObject,
     KubemillModel,
+    KubemillResource,
     Name,
-    ObjectMeta,
     StatusModel,
     WindmillPath,
     exactly_one,
@@ -118,11 +118,9 @@ class ScheduleStatus(StatusModel):
     conditions: Conditions = ()
 
 
-class Schedule(KubemillModel):
+class Schedule(KubemillResource):
     """A Schedule resource."""
 
-    api_version: Literal["kubemill.dev/v1alpha1"]
     kind: Literal["Schedule"]
-    metadata: ObjectMeta
     spec: ScheduleSpec
     status: ScheduleStatus | None = None

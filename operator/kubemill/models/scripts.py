@@ -12,8 +12,8 @@ from kubemill.models.common import (
     ConfigMapKeyRef,
     JsonObject,
     KubemillModel,
+    KubemillResource,
     Name,
-    ObjectMeta,
     PathList,
     StatusModel,
     WindmillPath,
@@ -98,12 +98,10 @@ class ScriptStatus(StatusModel):
     conditions: Conditions = ()
 
 
-class Script(KubemillModel):
+class Script(KubemillResource):
     """A Script resource."""
 
-    api_version: Literal["kubemill.dev/v1alpha1"]
     kind: Literal["Script"]
-    metadata: ObjectMeta
     spec: ScriptSpec
     status: ScriptStatus | None = None
 
@@ -189,11 +187,9 @@ class ScriptRunStatus(StatusModel):
     conditions: Conditions = ()
 
 
-class ScriptRun(KubemillModel):
+class ScriptRun(KubemillResource):
     """A ScriptRun resource."""
 
-    api_version: Literal["kubemill.dev/v1alpha1"]
     kind: Literal["ScriptRun"]
-    metadata: ObjectMeta
     spec: ScriptRunSpec
     status: ScriptRunStatus | None = None
