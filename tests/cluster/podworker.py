@@ -1,0 +1,617 @@
+"""One pod on the test node: its volumes, its containers as local processes, its status as kubelet reports it.
+
+Each container runs as `unshare --mount --propagation private -- /bin/sh -c SETUP CMD...`: the shell
+bind-mounts the pod's materialised volumes (and image mounts, and the termination-message file) at their
+mount paths in a mount namespace of its own, checks that the command exists, and `exec`s it (dropping to
+`runAsUser` with setpriv when the pod asks). The process leads a new session, so a signal to its group
+reaches everything it started.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fnmatch
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kubernetes.client.rest import ApiException
+
+if TYPE_CHECKING:
+    from nodeagent import Agent
+
+log = logging.getLogger("nodeagent.pod")
+
+TERMINATION_MESSAGE_LIMIT = 4096
+FALLBACK_LOG_LINES = 80
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class PodFailure(Exception):
+    """The pod cannot run at all (bad spec): it fails with this reason and message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion in command, args and env values; `$$` escapes a dollar."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _VAR_REF.sub(sub, text)
+
+
+class PodWorker(threading.Thread):
+    def __init__(self, agent: Agent, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
+        self.agent = agent
+        self.pod = pod
+        self.spec: dict[str, Any] = pod["spec"]
+        self.uid: str = meta["uid"]
+        self.name: str = meta["name"]
+        self.namespace: str = meta["namespace"]
+        self.dir = agent.state_dir / "pods" / self.uid
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.statuses: dict[str, dict[str, Any]] = {}
+        self.init_statuses: dict[str, dict[str, Any]] = {}
+        self.status_lock = threading.Lock()
+        self.deleting = threading.Event()
+        self.grace = 30
+        self.failure: tuple[str, str] | None = None  # pod-level reason/message (DeadlineExceeded, ...)
+        self.start_time = now_iso()
+        self.initialized = False
+
+    # -- what the agent calls -------------------------------------------------------------------------------
+
+    def log_path(self, container: str) -> Path:
+        return self.dir / "logs" / f"{container}.log"
+
+    def container_running(self, container: str) -> bool:
+        proc = self.procs.get(container)
+        return proc is not None and proc.poll() is None
+
+    def request_delete(self, pod: dict[str, Any]) -> None:
+        if self.deleting.is_set():
+            return
+        grace = pod["metadata"].get("deletionGracePeriodSeconds")
+        self.grace = int(grace) if grace is not None else 30
+        self.deleting.set()
+        threading.Thread(target=self.kill, args=(self.grace,), daemon=True).start()
+
+    def kill(self, grace: float) -> None:
+        """SIGTERM every container's process group, SIGKILL what is left after `grace` seconds."""
+        self.deleting.set()
+        procs = [p for p in list(self.procs.values()) if p.poll() is None]
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    # -- the pod's life -------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except PodFailure as exc:
+            self.failure = (exc.reason, exc.message)
+            self._report()
+        except Exception as exc:  # an agent bug must still end the pod visibly, not hang it
+            log.exception("pod %s/%s failed in the agent", self.namespace, self.name)
+            self.failure = ("NodeAgentError", str(exc))
+            self._report()
+        finally:
+            self.agent.finished(self.uid)
+            if self.deleting.is_set():
+                self.agent.delete_pod(self.namespace, self.name, self.uid)
+
+    def _run(self) -> None:
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.dir / "meta.json").write_text(json.dumps({"namespace": self.namespace, "name": self.name}))
+        for c in self.spec.get("initContainers") or []:
+            self.init_statuses[c["name"]] = self._waiting(c, "PodInitializing")
+        for c in self.spec.get("containers") or []:
+            self.statuses[c["name"]] = self._waiting(c, "ContainerCreating")
+        self._report()
+        deadline = self.spec.get("activeDeadlineSeconds")
+        if deadline is not None:
+            timer = threading.Timer(float(deadline), self._deadline_exceeded)
+            timer.daemon = True
+            timer.start()
+        volumes = self._materialise_volumes()
+        if volumes is None:
+            return
+        for c in self.spec.get("initContainers") or []:
+            if self._run_container(c, self.init_statuses, init=True) != 0 or self.deleting.is_set():
+                self._report()
+                return
+        self.initialized = True
+        threads = [
+            threading.Thread(target=self._run_container, args=(c, self.statuses), daemon=True)
+            for c in self.spec.get("containers") or []
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self._report()
+
+    def _deadline_exceeded(self) -> None:
+        if self.failure is None and not self._finished():
+            self.failure = (
+                "DeadlineExceeded",
+                "Pod was active on the node longer than the specified deadline",
+            )
+            self.kill(grace=float(self.spec.get("terminationGracePeriodSeconds", 30)))
+
+    def _finished(self) -> bool:
+        return all("terminated" in s["state"] for s in self.statuses.values())
+
+    # -- volumes --------------------------------------------------------------------------------------------
+
+    def _materialise_volumes(self) -> dict[str, Path] | None:
+        """Write every volume's files; retry like kubelet while a ConfigMap/Secret is not there yet."""
+        while True:
+            try:
+                return {v["name"]: self._volume(v) for v in self.spec.get("volumes") or []}
+            except ApiException as exc:
+                if exc.status not in (403, 404) or self.deleting.is_set():
+                    raise
+                if self.failure is not None:
+                    return None
+                message = f"MountVolume.SetUp failed: {exc.reason}"
+                for s in self.statuses.values():
+                    s["state"] = {"waiting": {"reason": "ContainerCreating", "message": message}}
+                self._report()
+                if self.deleting.wait(1.0):
+                    return None
+
+    def _volume(self, v: dict[str, Any]) -> Path:
+        path = self.dir / "volumes" / v["name"]
+        path.mkdir(parents=True, exist_ok=True)
+        if "emptyDir" in v:
+            path.chmod(0o777)
+        elif "hostPath" in v:
+            host = Path(v["hostPath"]["path"])
+            if v["hostPath"].get("type") in ("DirectoryOrCreate", None, ""):
+                host.mkdir(parents=True, exist_ok=True)
+            return host
+        elif "configMap" in v:
+            self._write_source(path, v["configMap"], self._configmap_data(v["configMap"]))
+        elif "secret" in v:
+            src = dict(v["secret"], name=v["secret"].get("secretName"))
+            self._write_source(path, src, self._secret_data(src))
+        elif "downwardAPI" in v:
+            self._write_downward(
+                path, v["downwardAPI"].get("items") or [], v["downwardAPI"].get("defaultMode")
+            )
+        elif "projected" in v:
+            mode = v["projected"].get("defaultMode")
+            for source in v["projected"].get("sources") or []:
+                if "serviceAccountToken" in source:
+                    self._write_token(path, source["serviceAccountToken"], mode)
+                elif "configMap" in source:
+                    self._write_source(
+                        path,
+                        dict(source["configMap"], defaultMode=mode),
+                        self._configmap_data(source["configMap"]),
+                    )
+                elif "secret" in source:
+                    self._write_source(
+                        path, dict(source["secret"], defaultMode=mode), self._secret_data(source["secret"])
+                    )
+                elif "downwardAPI" in source:
+                    self._write_downward(path, source["downwardAPI"].get("items") or [], mode)
+        else:
+            kinds = sorted(set(v) - {"name"})
+            raise PodFailure(
+                "UnsupportedVolume", f"volume {v['name']!r}: {kinds} is not supported by the node agent"
+            )
+        return path
+
+    def _configmap_data(self, src: dict[str, Any]) -> dict[str, bytes] | None:
+        try:
+            cm = self.agent.core.read_namespaced_config_map(src["name"], self.namespace)
+        except ApiException as exc:
+            if exc.status == 404 and src.get("optional"):
+                return None
+            raise
+        data = {k: v.encode() for k, v in (cm.data or {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
+        return data
+
+    def _secret_data(self, src: dict[str, Any]) -> dict[str, bytes] | None:
+        try:
+            secret = self.agent.core.read_namespaced_secret(src["name"], self.namespace)
+        except ApiException as exc:
+            if exc.status == 404 and src.get("optional"):
+                return None
+            raise
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    @staticmethod
+    def _write_file(path: Path, data: bytes, mode: int | None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(mode if mode is not None else 0o644)
+
+    def _write_source(self, root: Path, src: dict[str, Any], data: dict[str, bytes] | None) -> None:
+        if data is None:
+            return
+        mode = src.get("defaultMode")
+        items = src.get("items")
+        if items:
+            for item in items:
+                if item["key"] not in data:
+                    if src.get("optional"):
+                        continue
+                    raise PodFailure(
+                        "CreateContainerConfigError", f"key {item['key']!r} not found in {src.get('name')!r}"
+                    )
+                self._write_file(root / item["path"], data[item["key"]], item.get("mode", mode))
+        else:
+            for key, value in data.items():
+                self._write_file(root / key, value, mode)
+
+    def _write_downward(self, root: Path, items: list[dict[str, Any]], mode: int | None) -> None:
+        for item in items:
+            if "fieldRef" in item:
+                value = self._field(item["fieldRef"]["fieldPath"])
+            else:
+                value = self._resource_field(item["resourceFieldRef"])
+            self._write_file(root / item["path"], value.encode(), item.get("mode", mode))
+
+    def _write_token(self, root: Path, src: dict[str, Any], mode: int | None) -> None:
+        body = {
+            "spec": {
+                "audiences": [src["audience"]] if src.get("audience") else None,
+                "expirationSeconds": src.get("expirationSeconds", 3607),
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid},
+            }
+        }
+        sa = self.spec.get("serviceAccountName") or "default"
+        resp = self.agent.core.create_namespaced_service_account_token(sa, self.namespace, body)
+        self._write_file(root / src["path"], resp.status.token.encode(), mode if mode is not None else 0o644)
+
+    def _field(self, path: str) -> str:
+        meta = self.pod["metadata"]
+        simple = {
+            "metadata.name": self.name,
+            "metadata.namespace": self.namespace,
+            "metadata.uid": self.uid,
+            "spec.nodeName": self.agent.node_name,
+            "spec.serviceAccountName": self.spec.get("serviceAccountName", "default"),
+            "status.podIP": "127.0.0.1",
+            "status.hostIP": "127.0.0.1",
+            "status.podIPs": "127.0.0.1",
+            "status.hostIPs": "127.0.0.1",
+        }
+        if path in simple:
+            return str(simple[path])
+        for prefix, key in (("metadata.labels", "labels"), ("metadata.annotations", "annotations")):
+            if path == prefix:
+                return "\n".join(f'{k}="{v}"' for k, v in sorted((meta.get(key) or {}).items()))
+            if path.startswith(prefix + "['") and path.endswith("']"):
+                return str((meta.get(key) or {}).get(path[len(prefix) + 2 : -2], ""))
+        raise PodFailure("CreateContainerConfigError", f"unsupported fieldRef {path!r}")
+
+    def _resource_field(self, ref: dict[str, Any]) -> str:
+        for c in self.spec.get("containers") or []:
+            if c["name"] == ref.get("containerName", c["name"]):
+                kind, _, res = ref["resource"].partition(".")
+                return str((c.get("resources") or {}).get(kind + "s", {}).get(res, "0"))
+        return "0"
+
+    # -- containers -----------------------------------------------------------------------------------------
+
+    def _env(self, c: dict[str, Any]) -> dict[str, str]:
+        host, _, port = self.agent.api_server.rpartition(":")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOSTNAME": self.name,
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": port,
+            "KUBERNETES_SERVICE_PORT_HTTPS": port,
+            "KUBERNETES_PORT": f"tcp://{host}:{port}",
+        }
+        for src in c.get("envFrom") or []:
+            prefix = src.get("prefix", "")
+            if "configMapRef" in src:
+                data = self._configmap_data(src["configMapRef"]) or {}
+            else:
+                data = self._secret_data(src["secretRef"]) or {}
+            env.update({prefix + k: v.decode() for k, v in data.items()})
+        for var in c.get("env") or []:
+            if "valueFrom" not in var:
+                env[var["name"]] = expand(var.get("value", ""), env)
+                continue
+            vf = var["valueFrom"]
+            if "fieldRef" in vf:
+                env[var["name"]] = self._field(vf["fieldRef"]["fieldPath"])
+            elif "resourceFieldRef" in vf:
+                env[var["name"]] = self._resource_field(dict(vf["resourceFieldRef"], containerName=c["name"]))
+            else:
+                ref = vf.get("configMapKeyRef") or vf.get("secretKeyRef") or {}
+                data = (
+                    self._configmap_data(ref) if "configMapKeyRef" in vf else self._secret_data(ref)
+                ) or {}
+                if ref["key"] in data:
+                    env[var["name"]] = data[ref["key"]].decode()
+                elif not ref.get("optional"):
+                    kind = "configmap" if "configMapKeyRef" in vf else "secret"
+                    raise PodFailure(
+                        "CreateContainerConfigError",
+                        f"couldn't find key {ref['key']} in {kind} {self.namespace}/{ref['name']}",
+                    )
+        return env
+
+    def _user(self, c: dict[str, Any]) -> tuple[int | None, int | None]:
+        pod_sc = self.spec.get("securityContext") or {}
+        sc = c.get("securityContext") or {}
+        uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+        gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) and not uid:
+            raise PodFailure(
+                "CreateContainerConfigError",
+                "container has runAsNonRoot and image will run as root (set runAsUser: images are "
+                "not inspected by the node agent)",
+            )
+        return uid, gid
+
+    def _mounts(self, c: dict[str, Any], volumes: dict[str, Path]) -> list[tuple[Path, str, bool]]:
+        mounts: list[tuple[Path, str, bool]] = []
+        for im in self.agent.image_mounts:
+            if fnmatch.fnmatch(c.get("image", ""), im.pattern):
+                mounts.append((Path(im.host_dir), im.mount_path, True))
+        for m in c.get("volumeMounts") or []:
+            src = volumes[m["name"]]
+            if m.get("subPath"):
+                src = src / m["subPath"]
+            mounts.append((src, m["mountPath"], bool(m.get("readOnly"))))
+        return mounts
+
+    def _run_container(
+        self, c: dict[str, Any], statuses: dict[str, dict[str, Any]], init: bool = False
+    ) -> int:
+        policy = self.spec.get("restartPolicy", "Always")
+        restarts = 0
+        while True:
+            code = self._run_once(c, statuses, restarts)
+            if self.deleting.is_set() or self.failure is not None:
+                return code
+            again = (policy == "OnFailure" and code != 0) or (policy == "Always" and (not init or code != 0))
+            if not again:
+                return code
+            restarts += 1
+            if self.deleting.wait(min(10.0, 0.5 * 2**restarts)):
+                return code
+
+    def _run_once(self, c: dict[str, Any], statuses: dict[str, dict[str, Any]], restarts: int) -> int:
+        name = c["name"]
+        volumes = {v["name"]: self.dir / "volumes" / v["name"] for v in self.spec.get("volumes") or []}
+        for v in self.spec.get("volumes") or []:
+            if "hostPath" in v:
+                volumes[v["name"]] = Path(v["hostPath"]["path"])
+        started = now_iso()
+        term_path = self.dir / "termination" / f"{name}-{restarts}"
+        term_path.parent.mkdir(exist_ok=True)
+        term_path.write_bytes(b"")
+        term_path.chmod(0o666)
+        notfound = self.dir / "termination" / f"{name}-{restarts}.notfound"
+        try:
+            env = self._env(c)
+            uid, gid = self._user(c)
+            argv = [expand(a, env) for a in (c.get("command") or []) + (c.get("args") or [])]
+            if not c.get("command"):
+                raise PodFailure(
+                    "CreateContainerConfigError",
+                    f"container {name!r} has no command: the node agent cannot run image entrypoints",
+                )
+        except PodFailure as exc:
+            statuses[name] = self._terminated(c, 128, exc.reason, exc.message, started, restarts)
+            self._report()
+            return 128
+        mounts = self._mounts(c, volumes)
+        mounts.append((term_path, c.get("terminationMessagePath", "/dev/termination-log"), False))
+        setup = ["set -e"]
+        for src, dst, ro in mounts:
+            target = Path(dst)
+            if src.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    target.touch()
+            setup.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}")
+            if ro:
+                setup.append(f"mount -o remount,bind,ro {shlex.quote(dst)}")
+        setup.append(f"cd {shlex.quote(c.get('workingDir') or '/')}")
+        setup.append(
+            'command -v "$1" >/dev/null 2>&1 || { printf %s "$1" > '
+            f"{shlex.quote(str(notfound))}; exit 127; }}"
+        )
+        drop = ""
+        if uid is not None:
+            drop = (
+                f"setpriv --reuid={int(uid)} --regid={int(gid if gid is not None else uid)} --clear-groups "
+            )
+        setup.append(f'exec {drop}"$@"')
+        logfile = open(self.log_path(name), "ab")  # noqa: SIM115 - handed to the process
+        try:
+            proc = subprocess.Popen(
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    "\n".join(setup),
+                    "kubemill-container",
+                    *argv,
+                ],
+                env=env,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd="/",
+            )
+        finally:
+            logfile.close()
+        self.procs[name] = proc
+        statuses[name] = self._status(c, {"running": {"startedAt": started}}, restarts, ready=True)
+        self._report()
+        code = proc.wait()
+        if code < 0:
+            code = 128 - code  # killed by a signal: kubelet reports 128+signo
+        if notfound.exists():
+            missing = notfound.read_text()
+            statuses[name] = self._terminated(
+                c,
+                128,
+                "StartError",
+                f'failed to create containerd task: exec: "{missing}": executable file not found in $PATH',
+                started,
+                restarts,
+            )
+        else:
+            message = term_path.read_bytes()[:TERMINATION_MESSAGE_LIMIT].decode(errors="replace")
+            if not message and code != 0 and c.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+                lines = self.log_path(name).read_bytes().splitlines()[-FALLBACK_LOG_LINES:]
+                message = b"\n".join(lines)[-2048:].decode(errors="replace")
+            statuses[name] = self._terminated(
+                c, code, "Completed" if code == 0 else "Error", message, started, restarts
+            )
+        self._report()
+        return 128 if notfound.exists() else code
+
+    # -- status ---------------------------------------------------------------------------------------------
+
+    def _status(
+        self, c: dict[str, Any], state: dict[str, Any], restarts: int, ready: bool = False
+    ) -> dict[str, Any]:
+        return {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": "",
+            "containerID": f"kubemill://{self.uid}/{c['name']}",
+            "ready": ready,
+            "started": "running" in state,
+            "restartCount": restarts,
+            "state": state,
+        }
+
+    def _waiting(self, c: dict[str, Any], reason: str) -> dict[str, Any]:
+        return self._status(c, {"waiting": {"reason": reason}}, 0)
+
+    def _terminated(
+        self, c: dict[str, Any], code: int, reason: str, message: str, started: str, restarts: int
+    ) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": started,
+            "finishedAt": now_iso(),
+            "containerID": f"kubemill://{self.uid}/{c['name']}",
+        }
+        if message:
+            state["message"] = message
+        return self._status(c, {"terminated": state}, restarts)
+
+    def _phase(self) -> str:
+        if self.failure is not None:
+            return "Failed"
+        inits = list(self.init_statuses.values())
+        if (
+            any(s["state"].get("terminated", {}).get("exitCode", 0) != 0 for s in inits)
+            and self.spec.get("restartPolicy", "Always") == "Never"
+        ):
+            return "Failed"
+        mains = list(self.statuses.values())
+        if mains and all("terminated" in s["state"] for s in mains):
+            policy = self.spec.get("restartPolicy", "Always")
+            codes = [s["state"]["terminated"]["exitCode"] for s in mains]
+            if all(code == 0 for code in codes):
+                return "Succeeded" if policy != "Always" or self.deleting.is_set() else "Running"
+            return "Failed" if policy == "Never" or self.deleting.is_set() else "Running"
+        if any("running" in s["state"] or "terminated" in s["state"] for s in mains):
+            return "Running"
+        return "Pending"
+
+    def _report(self) -> None:
+        with self.status_lock:
+            phase = self._phase()
+            ts = now_iso()
+            running = all("running" in s["state"] for s in self.statuses.values())
+            done = phase in ("Succeeded", "Failed")
+
+            def cond(kind: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
+                c: dict[str, Any] = {
+                    "type": kind,
+                    "status": "True" if ok else "False",
+                    "lastTransitionTime": ts,
+                    "lastProbeTime": None,
+                }
+                if reason and not ok:
+                    c["reason"] = reason
+                return c
+
+            status: dict[str, Any] = {
+                "phase": phase,
+                "hostIP": "127.0.0.1",
+                "hostIPs": [{"ip": "127.0.0.1"}],
+                "podIP": "127.0.0.1",
+                "podIPs": [{"ip": "127.0.0.1"}],
+                "startTime": self.start_time,
+                "conditions": [
+                    cond("PodReadyToStartContainers", not done),
+                    cond(
+                        "Initialized", self.initialized or not self.init_statuses, "ContainersNotInitialized"
+                    ),
+                    cond(
+                        "ContainersReady",
+                        running and not done,
+                        "PodCompleted" if done else "ContainersNotReady",
+                    ),
+                    cond("Ready", running and not done, "PodCompleted" if done else "ContainersNotReady"),
+                ],
+                "containerStatuses": list(self.statuses.values()),
+            }
+            if self.init_statuses:
+                status["initContainerStatuses"] = list(self.init_statuses.values())
+            if self.failure is not None:
+                status["reason"], status["message"] = self.failure
+            try:
+                self.agent.core.patch_namespaced_pod_status(self.name, self.namespace, {"status": status})
+            except ApiException as exc:
+                if exc.status != 404:
+                    log.warning("status of %s/%s: %s %s", self.namespace, self.name, exc.status, exc.reason)
