@@ -233,6 +233,12 @@ def main(name: str, count: int = 1, flag: bool = False, other: str = ""):
     assert props["other"]["description"] == ""
 
 
+def test_defaults_that_are_not_json_are_left_out() -> None:
+    props = derive_schema("python3", "def main(a: float = 1e999, b=b'x', c={1: 2}): pass")["properties"]
+    assert props["a"] == {"type": "number", "description": D}
+    assert props["b"] == props["c"] == {"description": D}
+
+
 def test_main_found_among_other_functions_and_classes() -> None:
     code = "def helper(x: int): pass\nclass K:\n    def main(self, y: int): pass\ndef main(z: str): pass\n"
     assert derive_schema("python3", code)["order"] == ["z"]

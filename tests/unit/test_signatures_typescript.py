@@ -191,7 +191,9 @@ def test_missing_main_is_an_error() -> None:
         derive_schema("deno", "export async function handler(a: string) {}\n")
 
 
-def test_destructured_parameters_are_rejected_with_their_line() -> None:
+@pytest.mark.parametrize("param", ["{ a }: { a: string }", "...rest: string[]"])
+def test_destructured_and_rest_parameters_are_rejected_with_their_line(param: str) -> None:
     with pytest.raises(SignatureError) as info:
-        derive_schema("deno", "export function main(\n  { a }: { a: string },\n) {}\n")
-    assert info.value.line == 2
+        derive_schema("deno", f"export function main(\n  first: string,\n  {param},\n) {{}}\n")
+    assert info.value.line == 3
+    assert "plain names" in info.value.message

@@ -8,6 +8,7 @@ Windmill does not know is a resource type (`format: resource-<snake_name>`). Des
 from __future__ import annotations
 
 import ast
+import math
 from typing import Any
 
 from kubemill.signatures.schema import (
@@ -195,6 +196,8 @@ class _LocalTypes:
             value = ast.literal_eval(node)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             return NO_DEFAULT
+        if isinstance(value, float) and not math.isfinite(value):
+            return NO_DEFAULT  # JSON has no Infinity or NaN
         if value is None or isinstance(value, bool | int | float | str):
             return value
         return NO_DEFAULT

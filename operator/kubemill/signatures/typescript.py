@@ -8,6 +8,7 @@ resource type, as windmill-parser-ts reads it. Defaults come from literal initia
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from tree_sitter import Node
@@ -88,7 +89,8 @@ def _find_main(root: Node) -> Node | None:
 def _param(node: Node, types: _Declarations) -> Param:
     pattern = st.field(node, "pattern")
     if pattern is None or pattern.type != "identifier":
-        raise SignatureError("main's parameters must be plain names (no destructuring)", st.line(node))
+        message = "main's parameters must be plain names (no destructuring, no `...rest`)"
+        raise SignatureError(message, st.line(node))
     annotation = st.field(node, "type")
     value_node = st.field(node, "value")
     default = _literal(value_node) if value_node is not None else NO_DEFAULT
@@ -264,10 +266,12 @@ def _number(text: str) -> Any:
     try:
         return int(cleaned, 0)
     except ValueError:
-        try:
-            return float(cleaned)
-        except ValueError:
-            return NO_DEFAULT
+        pass
+    try:
+        value = float(cleaned)
+    except ValueError:
+        return NO_DEFAULT
+    return value if math.isfinite(value) else NO_DEFAULT
 
 
 def _escape(sequence: str) -> str:
