@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +243,11 @@ def test_cli_unreadable_input_fails_with_one_line(
     err = capsys.readouterr().err
     assert err.startswith(f"kubemill schema: {script}: ")
     assert err.count("\n") == 1
+
+
+def test_derivation_is_safe_from_several_threads() -> None:
+    code = (BRIEF / "webhook_handler.ts").read_text()
+    expected = derive_schema("deno", code)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: derive_schema("deno", code), range(40)))
+    assert all(r == expected for r in results)

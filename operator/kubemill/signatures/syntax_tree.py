@@ -1,11 +1,12 @@
 """Parsing with tree-sitter for the languages the standard library cannot parse (TypeScript, Go, Bash).
 
-One cached parser per grammar, a check that turns the first ERROR or MISSING node into a `SignatureError`
+One parser per grammar and thread, a check that turns the first ERROR or MISSING node into a `SignatureError`
 naming its line, and a few accessors so the language modules read the tree, not the text.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from functools import cache
 
@@ -24,8 +25,19 @@ _GRAMMARS: dict[str, Callable[[], object]] = {
 
 
 @cache
+def _language(grammar: str) -> Language:
+    return Language(_GRAMMARS[grammar]())
+
+
+# A Parser is not safe to share between threads, and Kopf runs sync handlers in a thread pool.
+_per_thread = threading.local()
+
+
 def _parser(grammar: str) -> Parser:
-    return Parser(Language(_GRAMMARS[grammar]()))
+    parsers: dict[str, Parser] = _per_thread.__dict__.setdefault("parsers", {})
+    if grammar not in parsers:
+        parsers[grammar] = Parser(_language(grammar))
+    return parsers[grammar]
 
 
 def parse(grammar: str, code: str) -> Node:
