@@ -1,0 +1,147 @@
+"""`advance(flow, status, observations, now) -> Decision`: the flow engine, a pure function.
+
+Given the OpenFlow document, the FlowRun's status, what the operator observed and the time, it returns the
+next status and the actions to carry out (`CreateRun`, `DeleteRun`, `AwaitApproval`, `RequeueAfter`,
+`EarlyReturn`, `Finish`). It reads no clock, makes no API call and keeps no state of its own, so a run's
+history can be replayed through it (tests/fixtures/histories/). The one impure edge is the JavaScript
+evaluator, passed in as `evaluator` (deterministic for the same inputs).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from kubemill.engine.actions import Action, Decision, EarlyReturn, Finish, Observations, RequeueAfter
+from kubemill.engine.expressions import Evaluator, QuickJSEvaluator
+from kubemill.engine.state import FlowRunStatus, RunError, RunPhase
+from kubemill.engine.validation import input_problem
+from kubemill.engine.walk import MissingResult, Outcome, Scope, Walk
+from kubemill.models.openflow import OpenFlow
+
+WAIT_FOR_SLOT_SECONDS = 10.0
+"""How soon a run held back by `concurrent_limit` asks to be looked at again."""
+MISSING_CHILD_SECONDS = 5.0
+
+_default_evaluator: Evaluator | None = None
+
+
+def default_evaluator() -> Evaluator:
+    global _default_evaluator
+    if _default_evaluator is None:
+        _default_evaluator = QuickJSEvaluator()
+    return _default_evaluator
+
+
+def advance(
+    flow: OpenFlow,
+    status: FlowRunStatus,
+    observations: Observations,
+    now: datetime,
+    evaluator: Evaluator | None = None,
+) -> Decision:
+    """The next status of the run and what to do about it."""
+    if status.done:
+        return Decision(status=status)
+    if status.phase == "Pending":
+        if not observations.may_start:
+            return Decision(status=status, actions=(RequeueAfter(seconds=WAIT_FOR_SLOT_SECONDS),))
+        problem = input_problem(flow.schema_, observations.args)
+        if problem is not None:
+            error = RunError(name="InvalidInput", message=problem)
+            return _finish(status.model_copy(update={"started_at": now}), "Failed", None, error, now, [])
+        status = status.model_copy(update={"phase": "Running", "started_at": now})
+    walk = Walk(
+        flow=flow,
+        obs=observations,
+        now=now,
+        clock=status.started_at or now,
+        evaluator=evaluator or default_evaluator(),
+        records=dict(status.steps),
+        ledger=status.approvals,
+    )
+    if observations.cancel_requested:
+        walk.cancel_children("the flow run was cancelled")
+        error = RunError(name="Cancelled", message="the flow run was cancelled")
+        return _finish(_with_walk(status, walk), "Cancelled", None, error, now, walk.actions)
+    try:
+        return _walk_flow(flow, status, walk)
+    except MissingResult:
+        # The operator lists every child of the run; a missing one shows up on a later reconcile (or this is
+        # an operator bug, which a requeue makes visible in its logs instead of failing the user's run).
+        return Decision(status=status, actions=(RequeueAfter(seconds=MISSING_CHILD_SECONDS),))
+
+
+def _walk_flow(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> Decision:
+    now = walk.now
+    args = dict(walk.obs.args)
+    scope = Scope(prefix="", flow_input=args, results={})
+    outcome = walk.sequence(flow.value.modules, scope)
+    early = flow.value.early_return
+    if early is not None and not status.early_result_sent and early in scope.results:
+        walk.actions.append(EarlyReturn(result=walk.resolve(scope.results[early])))
+        status = status.model_copy(update={"early_result_sent": True})
+    if outcome.state == "failed" and flow.value.failure_module is not None:
+        outcome = _run_failure_module(flow, walk, scope, outcome)
+        status = status.model_copy(update={"failure_step": flow.value.failure_module.id})
+    if outcome.state == "running":
+        status = _with_walk(status, walk)
+        phase: RunPhase = "Suspended" if walk.pending and not _children_running(walk) else "Running"
+        status = status.model_copy(update={"phase": phase})
+        actions = list(walk.actions)
+        if walk.wakes:
+            actions.append(
+                RequeueAfter(seconds=max(0.0, math.ceil(min(walk.wakes).timestamp() - now.timestamp())))
+            )
+        return Decision(status=status, actions=tuple(actions))
+    walk.cancel_children("the flow run finished")
+    result = walk.resolve(outcome.result)
+    if outcome.state == "stopped":
+        status = status.model_copy(update={"skipped": outcome.stop_skip})
+        if outcome.stop_error is not None:
+            return _finish(_with_walk(status, walk), "Failed", result, outcome.stop_error, now, walk.actions)
+        return _finish(_with_walk(status, walk), "Succeeded", result, None, now, walk.actions)
+    if outcome.state == "failed":
+        return _finish(_with_walk(status, walk), "Failed", result, outcome.error, now, walk.actions)
+    return _finish(_with_walk(status, walk), "Succeeded", result, None, now, walk.actions)
+
+
+def _run_failure_module(flow: OpenFlow, walk: Walk, scope: Scope, failed: Outcome) -> Outcome:
+    """Run the flow's failure module with the error as `previous_result.error`; the flow still fails."""
+    module = flow.value.failure_module
+    assert module is not None and failed.error is not None
+    error_scope = Scope(prefix="", flow_input=scope.flow_input, results=dict(scope.results))
+    error_scope.previous = failed.error.as_result()
+    handled = walk.sequence((module,), error_scope)
+    if handled.state == "running":
+        return handled
+    return Outcome("failed", handled.result if handled.state == "done" else failed.result, error=failed.error)
+
+
+def _children_running(walk: Walk) -> bool:
+    return any(r.phase == "Running" and r.run is not None for r in walk.records.values())
+
+
+def _with_walk(status: FlowRunStatus, walk: Walk) -> FlowRunStatus:
+    return status.model_copy(
+        update={
+            "steps": dict(walk.records),
+            "approvals": walk.ledger,
+            "pending_approvals": tuple(walk.pending),
+        }
+    )
+
+
+def _finish(
+    status: FlowRunStatus,
+    phase: RunPhase,
+    result: object,
+    error: RunError | None,
+    now: datetime,
+    actions: list[Action],
+) -> Decision:
+    status = status.model_copy(
+        update={"phase": phase, "result": result, "error": error, "finished_at": now, "pending_approvals": ()}
+    )
+    finish = Finish(phase=phase, result=status.result, error=error)
+    return Decision(status=status, actions=(*actions, finish))

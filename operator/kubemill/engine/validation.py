@@ -1,0 +1,147 @@
+"""Checks made before a flow runs: its input against its schema, and the flow itself (`validate_flow`).
+
+`validate_flow` is what the Flow controller reports in the Flow's `Ready` condition, each problem with the id
+of the step it concerns: a module shape the models reject, duplicate step ids, a script or subflow path that
+does not exist, an expression that does not parse (checked by compiling it, never running it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import pydantic
+from jsonschema.exceptions import best_match
+
+from kubemill.engine.expressions import Evaluator, QuickJSEvaluator
+from kubemill.models.openflow import (
+    BranchOne,
+    FlowModule,
+    ForloopFlow,
+    InputTransform,
+    JavascriptTransform,
+    OpenFlow,
+    PathFlow,
+    PathScript,
+    RawScript,
+    WhileloopFlow,
+    walk_modules,
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with a flow, and the step it concerns (None for the flow as a whole)."""
+
+    step_id: str | None
+    message: str
+
+
+def input_problem(schema: Mapping[str, Any] | None, args: Mapping[str, Any]) -> str | None:
+    """Why `args` do not satisfy the flow's input schema (naming the field), or None."""
+    if not schema:
+        return None
+    validator_class = jsonschema.validators.validator_for(schema)
+    error = best_match(
+        validator_class(schema, format_checker=validator_class.FORMAT_CHECKER).iter_errors(args)
+    )
+    if error is None:
+        return None
+    where = ".".join(str(part) for part in error.absolute_path)
+    return f"invalid input at {where}: {error.message}" if where else f"invalid input: {error.message}"
+
+
+def _expressions(module: FlowModule) -> Iterator[tuple[str, str]]:
+    """(what, expression) for every JavaScript expression of one step (not of the steps inside it)."""
+
+    def transform(what: str, t: InputTransform | None) -> Iterator[tuple[str, str]]:
+        if isinstance(t, JavascriptTransform):
+            yield what, t.expr
+
+    value = module.value
+    if isinstance(value, PathScript | RawScript | PathFlow):
+        for name, t in value.input_transforms.items():
+            yield from transform(f"input {name}", t)
+    if isinstance(value, ForloopFlow):
+        yield from transform("iterator", value.iterator)
+    if isinstance(value, ForloopFlow | WhileloopFlow):
+        yield from transform("parallelism", value.parallelism)
+    if isinstance(value, BranchOne):
+        for index, branch in enumerate(value.branches):
+            yield f"branch {index} expr", branch.expr
+    yield from transform("sleep", module.sleep)
+    yield from transform("timeout", module.timeout)
+    for what, cond in (
+        ("skip_if", module.skip_if),
+        ("stop_after_if", module.stop_after_if),
+        ("stop_after_all_iters_if", module.stop_after_all_iters_if),
+    ):
+        if cond is not None:
+            yield what, cond.expr
+    if module.retry is not None and module.retry.retry_if is not None:
+        yield "retry_if", module.retry.retry_if.expr
+
+
+def validate_flow(
+    flow: OpenFlow | Mapping[str, Any],
+    known_script_paths: Collection[str],
+    known_flow_paths: Collection[str] | None = None,
+    evaluator: Evaluator | None = None,
+) -> list[Problem]:
+    """Every problem found in `flow` (an OpenFlow model, or the raw document, which is parsed first)."""
+    if not isinstance(flow, OpenFlow):
+        document = flow
+        try:
+            flow = OpenFlow.model_validate(document)
+        except pydantic.ValidationError as exc:
+            return [_shape_problem(document, error) for error in exc.errors()]
+    evaluator = evaluator or QuickJSEvaluator()
+    problems: list[Problem] = []
+    value = flow.value
+    for module in value.all_modules():
+        step = module.value
+        if isinstance(step, PathScript) and step.path not in known_script_paths:
+            problems.append(Problem(module.id, f"unknown script path {step.path!r}"))
+        if isinstance(step, PathFlow) and known_flow_paths is not None and step.path not in known_flow_paths:
+            problems.append(Problem(module.id, f"unknown flow path {step.path!r}"))
+        if isinstance(step, BranchOne):
+            problems.extend(
+                Problem(module.id, f"branch {i} has an empty expr")
+                for i, b in enumerate(step.branches)
+                if not b.expr
+            )
+        ends = isinstance(step, WhileloopFlow) and (
+            module.stop_after_if is not None or any(m.stop_after_if for m in walk_modules(step.modules))
+        )
+        if isinstance(step, WhileloopFlow) and not ends:
+            problems.append(Problem(module.id, "whileloopflow without stop_after_if never ends"))
+        for what, expr in _expressions(module):
+            error = evaluator.syntax_error(expr)
+            if error is not None:
+                problems.append(Problem(module.id, f"{what}: {error}"))
+    return problems
+
+
+def _shape_problem(document: Mapping[str, Any], error: Any) -> Problem:
+    """A parse error as a Problem, attributed to the innermost step (a mapping with an `id`) on its path."""
+    loc = tuple(error.get("loc", ()))
+    message = str(error.get("msg", "invalid"))
+    step: str | None = None
+    node: Any = document
+    for part in loc:
+        if isinstance(node, Mapping) and isinstance(node.get("id"), str):
+            step = node["id"]
+        if (isinstance(node, Mapping) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
+            node = node[part]
+        else:
+            break
+    if isinstance(node, Mapping) and isinstance(node.get("id"), str):
+        step = node["id"]
+    if step is None and "step '" in message:
+        step = message.split("step '", 1)[1].split("'", 1)[0]
+    where = ".".join(str(p) for p in loc)
+    return Problem(step, f"{where}: {message}" if where else message)

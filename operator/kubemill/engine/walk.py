@@ -1,0 +1,428 @@
+"""One pass over a flow's module tree: from the stored step records and the observations, what happens next.
+
+`advance()` re-derives the whole state of a run on every call (like Tekton's pipeline-run state): it walks the
+modules in order, and for each step reads its record, looks at its child run, starts what can start, and
+records what finished. A `Walk` holds the working copy of the records and collects actions; nothing is
+written anywhere else. Leaves (script, rawscript, flow, identity, approval) live here; branches and loops in
+`containers.py`. The life of a step: started -> (child run, retries) -> result -> (approval) -> (sleep) ->
+stop_after_if -> done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import JsonValue
+
+from kubemill.engine.actions import Action, AwaitApproval, CreateRun, DeleteRun, Observations, RawScriptSource
+from kubemill.engine.approvals import decide, pending_approval
+from kubemill.engine.expressions import Evaluator, ExpressionError
+from kubemill.engine.naming import child_run_name
+from kubemill.engine.retry import retry_delay
+from kubemill.engine.state import (
+    DONE_STEP_PHASES,
+    ApprovalRecord,
+    PendingApproval,
+    RunError,
+    StepRecord,
+    referenced_run,
+    store_result,
+)
+from kubemill.models.openflow import (
+    Approval,
+    FlowModule,
+    Identity,
+    InputTransform,
+    OpenFlow,
+    PathFlow,
+    PathScript,
+    RawScript,
+    StaticTransform,
+)
+
+OutcomeState = Literal["done", "running", "failed", "stopped"]
+
+
+class StepFailed(Exception):
+    """Unwinds a step whose expression or input failed (never retried: expressions are deterministic)."""
+
+    def __init__(self, error: RunError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class MissingResult(Exception):
+    """A stored result points at a child run the operator did not list (it must list every child)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where a step or a sequence of steps stands after this pass."""
+
+    state: OutcomeState
+    result: JsonValue = None
+    """Stored form (may hold `$ref`s)."""
+    error: RunError | None = None
+    skipped: bool = False
+    """skip_if fired: the result is null and `previous_result` passes over this step."""
+    stop_skip: bool = False
+    stop_error: RunError | None = None
+
+
+RUNNING = Outcome("running")
+
+
+@dataclass
+class Scope:
+    """What expressions of the steps in one sequence see."""
+
+    prefix: str
+    flow_input: dict[str, JsonValue]
+    results: dict[str, JsonValue]
+    previous: JsonValue = None
+    resume: JsonValue = None
+    approvers: tuple[str, ...] = ()
+
+    def path(self, step_id: str) -> str:
+        return f"{self.prefix}{step_id}"
+
+
+@dataclass
+class Walk:
+    """The working state of one `advance()` call."""
+
+    flow: OpenFlow
+    obs: Observations
+    now: datetime
+    clock: datetime
+    """What `Date` is in expressions: the run's start, so re-evaluation gives the same value."""
+    evaluator: Evaluator
+    records: dict[str, StepRecord]
+    ledger: tuple[ApprovalRecord, ...]
+    actions: list[Action] = field(default_factory=list)
+    wakes: list[datetime] = field(default_factory=list)
+    pending: list[PendingApproval] = field(default_factory=list)
+
+    # --- results and expressions -------------------------------------------------------------------------
+
+    def resolve(self, stored: JsonValue) -> JsonValue:
+        """A stored result as its value: `$ref`s are read from the child runs the operator listed."""
+        run = referenced_run(stored)
+        if run is not None:
+            child = self.obs.children.get(run)
+            if child is None:
+                raise MissingResult(run)
+            return child.result
+        if isinstance(stored, list):
+            return [self.resolve(item) for item in stored]
+        return stored
+
+    def variables(self, expr: str, scope: Scope, extra: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        previous = self.resolve(scope.previous) if "previous_result" in expr or "error" in expr else None
+        variables: dict[str, JsonValue] = {
+            "flow_input": scope.flow_input,
+            "results": {k: self.resolve(v) for k, v in scope.results.items() if k in expr},
+            "previous_result": previous,
+            "resume": scope.resume,
+            "approvers": list(scope.approvers),
+            "error": previous.get("error") if isinstance(previous, dict) else None,
+        }
+        variables.update(extra)
+        return variables
+
+    def evaluate(self, expr: str, scope: Scope, step: str, **extra: JsonValue) -> JsonValue:
+        try:
+            return self.evaluator.evaluate(expr, self.variables(expr, scope, extra), self.clock)
+        except ExpressionError as exc:
+            raise StepFailed(RunError(name=exc.name, message=str(exc), step=step)) from None
+
+    def transform(self, transform: InputTransform, scope: Scope, step: str) -> JsonValue:
+        if isinstance(transform, StaticTransform):
+            return transform.value
+        return self.evaluate(transform.expr, scope, step)
+
+    def number(self, transform: InputTransform | None, scope: Scope, step: str, what: str) -> float | None:
+        if transform is None:
+            return None
+        value = self.transform(transform, scope, step)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise StepFailed(RunError(name="InvalidValue", message=f"{what} must be a number, got {value!r}"))
+        return float(value)
+
+    def wake_at(self, when: datetime) -> None:
+        self.wakes.append(when)
+
+    # --- sequences -----------------------------------------------------------------------------------------
+
+    def sequence(self, modules: tuple[FlowModule, ...], scope: Scope) -> Outcome:
+        """Run steps one after another; stop at the first that is not done."""
+        from kubemill.engine.containers import run_container  # containers build on this module
+
+        last = Outcome("done", scope.previous)
+        for module in modules:
+            path = scope.path(module.id)
+            try:
+                outcome = run_container(self, module, scope, path) or self.leaf(module, scope, path)
+            except StepFailed as failed:
+                error = failed.error if failed.error.step else failed.error.model_copy(update={"step": path})
+                outcome = self.fail(module, path, self.records.get(path), error, retryable=False)
+            if outcome.state in ("running", "failed"):
+                return outcome
+            record = self.records.get(path)
+            scope.results[module.id] = outcome.result
+            if not outcome.skipped:
+                scope.previous = outcome.result
+                last = outcome
+            if record is not None and (record.resume is not None or record.approvers):
+                scope.resume, scope.approvers = record.resume, record.approvers
+            if outcome.state == "stopped":
+                return outcome
+        return Outcome("done", last.result)
+
+    def done_outcome(self, module: FlowModule, record: StepRecord) -> Outcome:
+        """The outcome of a step whose record says it is over."""
+        if record.phase == "Skipped" and not record.stopped:
+            return Outcome("done", None, skipped=True)
+        if record.phase == "Failed":
+            if module.continue_on_error and record.error is not None:
+                return Outcome("done", record.error.as_result())
+            return Outcome("failed", record.result, error=record.error)
+        if record.stopped:
+            return self.stop_outcome(module, record)
+        return Outcome("done", record.result)
+
+    def stop_outcome(self, module: FlowModule, record: StepRecord) -> Outcome:
+        from kubemill.engine.containers import is_loop
+
+        stop = module.stop_after_all_iters_if if is_loop(module) else module.stop_after_if
+        error = None
+        if stop is not None and stop.error_message is not None:
+            message = stop.error_message or f"flow stopped early by step {module.id}"
+            error = RunError(name="StoppedEarly", message=message, step=module.id)
+        return Outcome(
+            "stopped", record.result, stop_skip=bool(stop and stop.skip_if_stopped), stop_error=error
+        )
+
+    # --- leaves --------------------------------------------------------------------------------------------
+
+    def enter(self, module: FlowModule, scope: Scope, path: str) -> StepRecord | Outcome:
+        """The step's record when it has work to do; its outcome when it is over, skipped, or only waiting
+        for approvals or a sleep after its work."""
+        record = self.records.get(path)
+        if record is not None and record.phase in DONE_STEP_PHASES:
+            return self.done_outcome(module, record)
+        if record is None:
+            started = self.start(module, scope, path)
+            if isinstance(started, Outcome):
+                return started
+            record = started
+        if record.phase == "Suspended" or (record.phase == "Waiting" and record.finished_at is not None):
+            return self.settle(module, scope, path, record)
+        return record
+
+    def leaf(self, module: FlowModule, scope: Scope, path: str) -> Outcome:
+        record = self.enter(module, scope, path)
+        if isinstance(record, Outcome):
+            return record
+        value = module.value
+        if isinstance(value, Identity | Approval):
+            result = scope.previous if isinstance(value, Identity) else None
+            return self.settle(
+                module, scope, path, replace_record(record, result=result, finished_at=self.now)
+            )
+        return self.child_step(module, scope, path, record)
+
+    def start(self, module: FlowModule, scope: Scope, path: str) -> StepRecord | Outcome:
+        """A step seen for the first time: skip_if, mock, or a fresh record."""
+        if module.skip_if is not None and self.evaluate(module.skip_if.expr, scope, path) is True:
+            self.records[path] = StepRecord(phase="Skipped", started_at=self.now, finished_at=self.now)
+            return Outcome("done", None, skipped=True)
+        record = StepRecord(phase="Running", started_at=self.now)
+        if module.mock is not None and module.mock.enabled:
+            record = replace_record(record, result=module.mock.return_value, finished_at=self.now)
+            self.records[path] = record
+            return self.settle(module, scope, path, record)
+        self.records[path] = record
+        return record
+
+    def child_step(self, module: FlowModule, scope: Scope, path: str, record: StepRecord) -> Outcome:
+        if record.phase == "Waiting":  # retry delay
+            assert record.wake_at is not None
+            if self.now < record.wake_at:
+                self.wake_at(record.wake_at)
+                return RUNNING
+        name = child_run_name(self.obs.run_name, path, record.attempt)
+        child = self.obs.children.get(name)
+        if child is None or record.run != name:
+            return self.create_child(module, scope, path, record, name)
+        if child.phase in ("Pending", "Running", "Suspended"):
+            if record.wake_at is not None and self.now >= record.wake_at:
+                self.actions.append(DeleteRun(kind=child_kind(module), name=name, reason="step timed out"))
+                error = RunError(name="TimeoutError", message=f"step {module.id} timed out", step=path)
+                return self.fail(module, path, record, error, retryable=True)
+            if record.wake_at is not None:
+                self.wake_at(record.wake_at)
+            return RUNNING
+        if child.phase == "Succeeded":
+            stored = store_result(child.result, name)
+            return self.settle(
+                module, scope, path, replace_record(record, result=stored, finished_at=self.now)
+            )
+        error = child.error or RunError(name=child.phase, message=f"child run {name} {child.phase.lower()}")
+        return self.fail(module, path, record, error.model_copy(update={"step": path}), retryable=True)
+
+    def create_child(
+        self, module: FlowModule, scope: Scope, path: str, record: StepRecord, name: str
+    ) -> Outcome:
+        value = module.value
+        assert isinstance(value, PathScript | RawScript | PathFlow)
+        args = {key: self.transform(t, scope, path) for key, t in value.input_transforms.items()}
+        timeout = self.number(module.timeout, scope, path, "timeout")
+        deadline = record.wake_at if record.run is not None and record.phase == "Running" else None
+        if deadline is None and timeout:
+            deadline = self.now + timedelta(seconds=timeout)
+        self.actions.append(
+            CreateRun(
+                kind=child_kind(module),
+                name=name,
+                step=path,
+                attempt=record.attempt,
+                script_path=value.path if isinstance(value, PathScript) else None,
+                flow_path=value.path if isinstance(value, PathFlow) else None,
+                script=RawScriptSource(
+                    language=value.language, content=value.content, path=value.path, lock=value.lock
+                )
+                if isinstance(value, RawScript)
+                else None,
+                args=args,
+                timeout_seconds=timeout,
+            )
+        )
+        self.records[path] = replace_record(record, phase="Running", run=name, wake_at=deadline)
+        if deadline is not None:
+            self.wake_at(deadline)
+        return RUNNING
+
+    # --- endings -------------------------------------------------------------------------------------------
+
+    def fail(
+        self, module: FlowModule, path: str, record: StepRecord | None, error: RunError, *, retryable: bool
+    ) -> Outcome:
+        record = record or StepRecord(phase="Running", started_at=self.now)
+        if retryable:
+            delay = retry_delay(module.retry, record.attempt, self.obs.run_name, path)
+            retry_if = module.retry.retry_if if module.retry else None
+            if delay is not None and retry_if is not None:
+                scope = Scope(prefix="", flow_input={}, results={})
+                wanted = self.evaluate(retry_if.expr, scope, path, result=error.as_result())
+                delay = delay if wanted is True else None
+            if delay is not None:
+                wake = self.now + timedelta(seconds=delay)
+                self.records[path] = replace_record(
+                    record, phase="Waiting", attempt=record.attempt + 1, run=None, wake_at=wake, error=error
+                )
+                self.wake_at(wake)
+                return RUNNING
+        self.records[path] = replace_record(
+            record, phase="Failed", error=error, result=error.as_result(), finished_at=self.now, wake_at=None
+        )
+        if module.continue_on_error:
+            return Outcome("done", error.as_result())
+        return Outcome("failed", error.as_result(), error=error)
+
+    def settle(self, module: FlowModule, scope: Scope, path: str, record: StepRecord) -> Outcome:
+        """A step with a result: wait for approvals, then sleep, then check stop_after_if; then it is done."""
+        if record.phase == "Running":
+            pending = pending_approval(module, path, self.now)
+            if pending is not None:
+                record = replace_record(record, phase="Suspended", wake_at=pending.deadline)
+                self.records[path] = record
+                self.actions.append(
+                    AwaitApproval(
+                        step=path,
+                        approvers=pending.approvers,
+                        required_events=pending.required_events,
+                        deadline=pending.deadline,
+                    )
+                )
+        if record.phase == "Suspended":
+            record_or_outcome = self.approval(module, path, record)
+            if isinstance(record_or_outcome, Outcome):
+                return record_or_outcome
+            record = record_or_outcome
+        if record.phase == "Running":
+            seconds = self.number(module.sleep, scope, path, "sleep")
+            if seconds:
+                record = replace_record(
+                    record, phase="Waiting", wake_at=self.now + timedelta(seconds=seconds)
+                )
+        if record.phase == "Waiting":
+            assert record.wake_at is not None
+            if self.now < record.wake_at:
+                self.records[path] = record
+                self.wake_at(record.wake_at)
+                return RUNNING
+        return self.finish_step(module, scope, path, record)
+
+    def approval(self, module: FlowModule, path: str, record: StepRecord) -> StepRecord | Outcome:
+        pending = pending_approval(module, path, record.finished_at or self.now)
+        assert pending is not None
+        pending = pending.model_copy(update={"deadline": record.wake_at})
+        verdict = decide(pending, module.id, self.obs.approvals, self.ledger, self.obs.requester, self.now)
+        self.ledger = verdict.ledger
+        if verdict.error is not None:
+            return self.fail(module, path, record, verdict.error, retryable=False)
+        if not verdict.approved:
+            self.records[path] = record
+            self.pending.append(pending)
+            if pending.deadline is not None:
+                self.wake_at(pending.deadline)
+            return RUNNING
+        result = verdict.resume if isinstance(module.value, Approval) else record.result
+        return replace_record(
+            record,
+            phase="Running",
+            wake_at=None,
+            resume=verdict.resume,
+            approvers=verdict.approvers,
+            result=result,
+        )
+
+    def finish_step(self, module: FlowModule, scope: Scope, path: str, record: StepRecord) -> Outcome:
+        from kubemill.engine.containers import is_loop
+
+        stop = module.stop_after_all_iters_if if is_loop(module) else module.stop_after_if
+        stopped = False
+        if stop is not None:
+            stopped = self.evaluate(stop.expr, scope, path, result=self.resolve(record.result)) is True
+        phase = "Skipped" if stopped and stop is not None and stop.skip_if_stopped else "Succeeded"
+        record = replace_record(record, phase=phase, stopped=stopped, wake_at=None, finished_at=self.now)
+        self.records[path] = record
+        return self.stop_outcome(module, record) if stopped else Outcome("done", record.result)
+
+    def cancel_children(self, reason: str) -> None:
+        """Delete every child run still in flight (the run is over)."""
+        for path, record in self.records.items():
+            if record.run is None or record.phase != "Running":
+                continue
+            child = self.obs.children.get(record.run)
+            if child is not None and child.phase in ("Pending", "Running", "Suspended"):
+                module = self.modules[path.rsplit("/", 1)[-1]]
+                self.actions.append(DeleteRun(kind=child_kind(module), name=record.run, reason=reason))
+
+    @property
+    def modules(self) -> dict[str, FlowModule]:
+        """Every step of the flow by id (ids are unique in a flow)."""
+        return {m.id: m for m in self.flow.value.all_modules()}
+
+
+def child_kind(module: FlowModule) -> Literal["ScriptRun", "FlowRun"]:
+    return "FlowRun" if isinstance(module.value, PathFlow) else "ScriptRun"
+
+
+def replace_record(record: StepRecord, **changes: object) -> StepRecord:
+    return record.model_copy(update=changes)
