@@ -11,8 +11,9 @@ Pydantic's JSON Schema is not a Kubernetes *structural* schema: it uses `$ref`, 
   it and names the step) and one CEL rule per variant for the fields that variant requires. CEL rules, not
   an enum: the API server skips every CEL rule once a schema check fails, and the step-naming rule is the
   useful message. Unions of other differing types, and open JSON values, preserve unknown fields.
-- `default`, `title` and other keys Kubernetes does not allow are dropped (nothing is defaulted server-side,
-  so what is stored is what was applied); `x-kubernetes-*` keys from the models are kept.
+- `default`, `title` and other keys Kubernetes does not allow are dropped: what is stored is what was
+  applied, except the few fields marked `x-kubemill-server-default` (a column would be blank otherwise,
+  e.g. a Schedule's `enabled`); `x-kubernetes-*` keys from the models are kept.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from kubemill.models.kinds import CATEGORY, KINDS, Kind
 Schema = dict[str, Any]
 
 PRESERVE: Schema = {"x-kubernetes-preserve-unknown-fields": True}
+KEEP_DEFAULT = "x-kubemill-server-default"
+"""A field marked so (in `json_schema_extra`) keeps its default in the CRD: the API server fills it in."""
 HEADER = "# Generated from operator/kubemill/models by `kubemill crds -o crds/`. Do not edit.\n"
 _KEPT = {
     "description",
@@ -85,6 +88,8 @@ def _convert_plain(node: Mapping[str, Any], defs: Mapping[str, Any], expanding: 
         out["description"] = " ".join(str(out["description"]).split())
     if out.get("format") not in _FORMATS:
         out.pop("format", None)
+    if node.get(KEEP_DEFAULT):
+        out["default"] = node["default"]
     if "const" in node:
         out["enum"] = [node["const"]]
     if "exclusiveMinimum" in node:

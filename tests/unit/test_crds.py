@@ -16,7 +16,7 @@ from kubemill.models.openflow import FlowValue
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
-FORBIDDEN = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "not", "default", "title", "const", "discriminator"}
+FORBIDDEN = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "not", "title", "const", "discriminator"}
 
 
 def test_committed_crds_match_the_models() -> None:
@@ -103,6 +103,16 @@ def test_printer_columns_and_selectable_fields_name_declared_fields(kind: Kind) 
     assert missing == []
     assert version["subresources"] == {"status": {}}
     assert crd(kind)["spec"]["names"]["categories"] == ["kubemill"]
+
+
+def test_only_fields_marked_for_it_are_defaulted_by_the_api_server() -> None:
+    defaulted = {
+        f"{kind.name}{path}"
+        for kind in KINDS
+        for path, node in nodes(crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+        if "default" in node
+    }
+    assert defaulted == {"Schedule.spec.timezone", "Schedule.spec.enabled"}
 
 
 def test_every_cel_rule_has_a_message() -> None:

@@ -30,7 +30,7 @@ def brief_flow_text() -> str:
         match = re.search(r"```yaml\n(# flows/order_processing_flow\.yaml.*?)```", BRIEF.read_text(), re.S)
         assert match is not None
         return match.group(1)
-    return (REPO / "examples/windmill/order_processing.flow/flow.yaml").read_text()
+    return (REPO / "examples/windmill/f/order_processing/order_processing.flow/flow.yaml").read_text()
 
 
 def test_brief_order_processing_flow_parses() -> None:

@@ -22,6 +22,9 @@ from kubemill.models.common import (
 )
 from kubemill.models.openflow import Retry
 
+SERVER_DEFAULT = {"x-kubemill-server-default": True}
+"""Filled in by the API server, so `kubectl get` shows it (see kubemill.crdgen)."""
+
 CRON_MESSAGE = (
     "must be a cron expression with 5 fields (minute hour day month weekday), or 6 with seconds first"
 )
@@ -80,12 +83,12 @@ class ScheduleSpec(KubemillModel):
     model_config = ConfigDict(json_schema_extra=validations(_target_rule("spec")))
 
     schedule: Cron
-    timezone: TimeZone = "UTC"
+    timezone: Annotated[TimeZone, Field(json_schema_extra=SERVER_DEFAULT)] = "UTC"
     script_path: WindmillPath | None = None
     flow_path: WindmillPath | None = None
     args: JsonObject = Field(default_factory=dict)
     summary: str = ""
-    enabled: bool = True
+    enabled: Annotated[bool, Field(json_schema_extra=SERVER_DEFAULT)] = True
     paused_until: datetime | None = None
     no_overlap: bool = False
     retry: Retry | None = None
