@@ -20,7 +20,9 @@ import time
 from collections.abc import Callable
 
 CONTEXT = {
-    "flow_input": {"order": {"customer_email": "a@example.com", "items": [{"sku": f"s{i}"} for i in range(40)]}},
+    "flow_input": {
+        "order": {"customer_email": "a@example.com", "items": [{"sku": f"s{i}"} for i in range(40)]}
+    },
     "results": {"validate_order": {"order_id": "o-1", "total": 7200, "items": ["a", "b"]}},
     "previous_result": {"order_id": "o-1", "total": 7200},
 }
@@ -31,7 +33,8 @@ ALLOC = "let a=[]; while(true){ a.push(new Array(100000).fill(1.5)); }"
 
 def program(expr: str) -> str:
     ctx = json.dumps(CONTEXT)
-    return f"(function(){{ const c = {ctx}; const flow_input=c.flow_input, results=c.results, previous_result=c.previous_result; return JSON.stringify(({expr})); }})()"
+    names = "const flow_input=c.flow_input, results=c.results, previous_result=c.previous_result;"
+    return f"(function(){{ const c = {ctx}; {names} return JSON.stringify(({expr})); }})()"
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -61,7 +64,10 @@ def measure_mini_racer() -> None:
     t3, _ = timed(lambda: MiniRacer().close())
     print(f"  next context {t3 * 1e3:.1f} ms")
     ctx = MiniRacer()
-    print("  eval (shared context):", latency(lambda: ctx.eval(program(EXPR), timeout_sec=1, max_memory=32 << 20)))
+    print(
+        "  eval (shared context):",
+        latency(lambda: ctx.eval(program(EXPR), timeout_sec=1, max_memory=32 << 20)),
+    )
 
     def fresh() -> object:
         c = MiniRacer()

@@ -45,9 +45,8 @@ def run_container(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Ou
     if outcome.state == "failed":
         assert outcome.error is not None
         return walk.fail(module, path, record, outcome.error, retryable=False)
-    return walk.settle(
-        module, scope, path, replace_record(record, result=outcome.result, finished_at=walk.now)
-    )
+    finished = replace_record(record, result=outcome.result, results=(), active=(), finished_at=walk.now)
+    return walk.settle(module, scope, path, finished)
 
 
 def branch_one(walk: Walk, value: BranchOne, scope: Scope, path: str, record: StepRecord) -> Outcome:

@@ -1,0 +1,135 @@
+"""The expression sandbox (QuickJS with time and memory limits) and validate_flow."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from kubemill.engine import ExpressionError, ExpressionTimeout, Problem, QuickJSEvaluator, validate_flow
+from kubemill.models.openflow import load_flow_yaml
+
+NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+EVAL = QuickJSEvaluator(time_limit=0.25)
+
+
+@pytest.mark.parametrize(
+    ("expr", "variables", "expected"),
+    [
+        ("results.validate_order.total > 5000", {"results": {"validate_order": {"total": 7000}}}, True),
+        ("flow_input.iter.value * 2", {"flow_input": {"iter": {"value": 21, "index": 0}}}, 42),
+        (
+            "{\n  order_id: results.v.id,\n  total: 3\n}",
+            {"results": {"v": {"id": "o"}}},
+            {"order_id": "o", "total": 3},
+        ),
+        ("const x = previous_result.n; return x + 1", {"previous_result": {"n": 1}}, 2),
+        ("previous_result?.missing?.deep ?? 'none'", {"previous_result": {}}, "none"),
+        ("undefined", {}, None),
+        ("new Date().toISOString()", {}, "2025-03-04T05:06:07.000Z"),
+    ],
+)
+def test_expressions_evaluate_windmill_style(
+    expr: str, variables: dict[str, object], expected: object
+) -> None:
+    assert EVAL.evaluate(expr, variables, NOW) == expected  # type: ignore[arg-type]
+
+
+def test_expressions_are_deterministic() -> None:
+    expr = "[Math.random(), Date.now()]"
+    assert EVAL.evaluate(expr, {}, NOW) == EVAL.evaluate(expr, {}, NOW)
+
+
+def test_endless_loop_is_stopped_by_the_time_limit() -> None:
+    start = time.monotonic()
+    with pytest.raises(ExpressionTimeout):
+        EVAL.evaluate("while(true){}", {}, NOW)
+    assert time.monotonic() - start < 2.0
+
+
+def test_runaway_allocation_is_stopped_by_the_memory_limit() -> None:
+    with pytest.raises(ExpressionError, match="memory"):
+        EVAL.evaluate("let a = []; while (true) { a.push(new Array(100000).fill(1.5)); }", {}, NOW)
+    assert EVAL.evaluate("1 + 1", {}, NOW) == 2
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("throw new Error('nope')", "Error: nope"),
+        ("missing.x", "ReferenceError"),
+        ("() => 1", "JSON"),
+        ("function f() { return f() } return f()", "stack overflow"),
+    ],
+)
+def test_failing_expressions_raise_expression_error(expr: str, message: str) -> None:
+    with pytest.raises(ExpressionError, match=message):
+        EVAL.evaluate(expr, {}, NOW)
+
+
+def test_syntax_is_checked_without_running() -> None:
+    assert EVAL.syntax_error("flow_input.a +") is not None
+    assert EVAL.syntax_error("while(true){}") is None  # parses; only running it would loop
+
+
+BRIEF = Path(__file__).parent.parent / "fixtures" / "histories" / "order_processing.flow.yaml"
+BRIEF_SCRIPTS = {
+    "f/order_processing/validate_order",
+    "f/inventory/check_availability",
+    "f/payments/process_payment",
+    "f/fulfillment/create_shipment",
+    "f/notifications/send_order_confirmation",
+}
+
+
+def test_the_brief_flow_is_valid() -> None:
+    assert validate_flow(load_flow_yaml(BRIEF.read_text()), BRIEF_SCRIPTS) == []
+
+
+def test_unknown_script_and_bad_expression_name_their_step() -> None:
+    flow = load_flow_yaml(
+        BRIEF.read_text().replace("results.validate_order.total > 5000", "results.( > 5000")
+    )
+    problems = validate_flow(flow, BRIEF_SCRIPTS - {"f/payments/process_payment"})
+    steps = sorted((p.step_id or "", p.message.split(":")[0]) for p in problems)
+    assert steps == [
+        ("process_approved", "unknown script path 'f/payments/process_payment'"),
+        ("process_normal", "unknown script path 'f/payments/process_payment'"),
+        ("route_by_value", "branch 0 expr"),
+    ]
+
+
+def test_bad_module_shape_and_duplicate_ids_are_problems() -> None:
+    bad_shape = {"value": {"modules": [{"id": "a", "value": {"type": "forloopflow", "modules": []}}]}}
+    problems = validate_flow(bad_shape, set())
+    assert problems and all(p.step_id == "a" for p in problems)
+    assert any("iterator" in p.message for p in problems)
+    duplicate = {
+        "value": {
+            "modules": [
+                {"id": "a", "value": {"type": "identity"}},
+                {"id": "a", "value": {"type": "identity"}},
+            ]
+        }
+    }
+    assert any("more than once" in p.message for p in validate_flow(duplicate, set()))
+    unknown = {"value": {"modules": [{"id": "z", "value": {"type": "teleport"}}]}}
+    assert [p.step_id for p in validate_flow(unknown, set())] == ["z"]
+
+
+def test_while_loop_that_cannot_end_is_a_problem() -> None:
+    flow = {
+        "value": {
+            "modules": [
+                {
+                    "id": "w",
+                    "value": {
+                        "type": "whileloopflow",
+                        "modules": [{"id": "i", "value": {"type": "identity"}}],
+                    },
+                }
+            ]
+        }
+    }
+    assert validate_flow(flow, set()) == [Problem("w", "whileloopflow without stop_after_if never ends")]
