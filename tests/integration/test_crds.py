@@ -74,6 +74,10 @@ def test_kubectl_get_kubemill_lists_examples_with_useful_columns(crds: Cluster, 
     ).stdout  # short name; enabled defaulted server-side
     row = next(line for line in schedules.splitlines() if line.startswith("database-health-check "))
     assert "*/15 * * * *" in row and " true " in row
+    selected = crds.get("scr", "-n", namespace, "--field-selector", "spec.path=f/devops/deploy_service")[
+        "items"
+    ]
+    assert [s["metadata"]["name"] for s in selected] == ["deploy-service"]
     assert len(crds.get("scr,fl,sched,rt,res,var,sr,fr", "-n", namespace)["items"]) == sum(
         len(n) for n in example_names().values()
     )
@@ -179,9 +183,7 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
 def test_malformed_manifests_are_refused_with_the_intended_message_and_not_stored(
     crds: Cluster, namespace: str, case: str, bad: dict[str, Any], message: str
 ) -> None:
-    out = crds.kubectl(
-        "create", "-n", namespace, "-f", "-", input=json.dumps(bad), check=False
-    )
+    out = crds.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(bad), check=False)
     assert out.returncode != 0, f"{case}: accepted:\n{out.stdout}"
     assert message in out.stderr, f"{case}: expected {message!r} in:\n{out.stderr}"
     gone = crds.kubectl("get", bad["kind"].lower(), bad["metadata"]["name"], "-n", namespace, check=False)

@@ -131,3 +131,15 @@ def test_kubemill_crds_prints_a_yaml_stream_or_writes_files(
     assert [d["spec"]["names"]["kind"] for d in docs] == [k.name for k in KINDS]
     assert cli_crds(argparse.Namespace(output_dir=tmp_path / "out")) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(crd_files())
+
+
+def test_docs_describe_every_kind_field_and_column() -> None:
+    docs = (REPO / "docs/api.md").read_text()
+    for kind in KINDS:
+        section = docs.split(f"\n## {kind.name}\n", 1)[1].split("\n## ", 1)[0]
+        for name, field in kind.spec.model_fields.items():
+            assert f"`{field.alias or name}" in section, (
+                f"docs/api.md: {kind.name}.spec.{field.alias or name}"
+            )
+        for column in kind.columns:
+            assert f"`{column.name.upper()}`" in section, f"docs/api.md: {kind.name} column {column.name}"

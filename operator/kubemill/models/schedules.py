@@ -55,17 +55,15 @@ Cron = Annotated[
 TimeZone = Annotated[str, AfterValidator(_check_timezone), Field(min_length=1, max_length=64)]
 
 
-def _target_rule(where: str) -> dict[str, str]:
-    return rule(
-        "has(self.scriptPath) != has(self.flowPath)",
-        f"set exactly one of {where}.scriptPath or {where}.flowPath",
-    )
+EXACTLY_ONE_TARGET = "set exactly one of spec.scriptPath or spec.flowPath"
+EXACTLY_ONE_HOOK_TARGET = "set exactly one of scriptPath or flowPath in onFailure, onRecovery and onSuccess"
+TARGET_RULE = "has(self.scriptPath) != has(self.flowPath)"
 
 
 class ScheduleHook(KubemillModel):
     """A script or flow run when a scheduled run fails, recovers or succeeds."""
 
-    model_config = ConfigDict(json_schema_extra=validations(_target_rule("the hook")))
+    model_config = ConfigDict(json_schema_extra=validations(rule(TARGET_RULE, EXACTLY_ONE_HOOK_TARGET)))
 
     script_path: WindmillPath | None = None
     flow_path: WindmillPath | None = None
@@ -73,14 +71,14 @@ class ScheduleHook(KubemillModel):
 
     @model_validator(mode="after")
     def _one_target(self) -> ScheduleHook:
-        exactly_one({"s": self.script_path, "f": self.flow_path}, _target_rule("the hook")["message"])
+        exactly_one({"s": self.script_path, "f": self.flow_path}, EXACTLY_ONE_HOOK_TARGET)
         return self
 
 
 class ScheduleSpec(KubemillModel):
     """When to run (`schedule`, `timezone`), what (`scriptPath` or `flowPath`, `args`), what to do after."""
 
-    model_config = ConfigDict(json_schema_extra=validations(_target_rule("spec")))
+    model_config = ConfigDict(json_schema_extra=validations(rule(TARGET_RULE, EXACTLY_ONE_TARGET)))
 
     schedule: Cron
     timezone: Annotated[TimeZone, Field(json_schema_extra=SERVER_DEFAULT)] = "UTC"
@@ -98,7 +96,7 @@ class ScheduleSpec(KubemillModel):
 
     @model_validator(mode="after")
     def _one_target(self) -> ScheduleSpec:
-        exactly_one({"s": self.script_path, "f": self.flow_path}, _target_rule("spec")["message"])
+        exactly_one({"s": self.script_path, "f": self.flow_path}, EXACTLY_ONE_TARGET)
         return self
 
 
