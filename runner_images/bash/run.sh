@@ -60,7 +60,7 @@ export -f wmill_get_resource wmill_get_variable wmill_get_state wmill_set_state 
 # JSON helpers in plain bash: jq costs ~20 ms a call, so it is used only where bash cannot decide.
 json_string() { # $1 as a JSON string, into REPLY
   local s=$1
-  if [[ $s == *[$'\x01'-$'\x08\x0b\x0c\x0e'-$'\x1f']* ]]; then
+  if ((${#s} > 4096)) || [[ $s == *[$'\x01'-$'\x08\x0b\x0c\x0e'-$'\x1f']* ]]; then
     REPLY=$(printf '%s' "$s" | jq -c -R -s .)
     return
   fi
@@ -134,8 +134,12 @@ if ((status == 0)); then
     result=$REPLY
   elif [[ -s $work/stdout ]]; then
     last=$(tail -n 1 "$work/stdout")
-    last=${last%$'\r'}
-    if [[ $last =~ $number || $last == true || $last == false || $last == null ]]; then
+    [[ ${last: -1} == $'\r' ]] && last=${last:0:${#last}-1} # not ${last%...}: quadratic on long lines
+    if ((${#last} > 4096)); then # long lines: bash pattern matching is slow on them, jq is not
+      printf '%s' "$last" >"$work/last"
+      as_json "$work/last"
+      result=$REPLY
+    elif [[ $last =~ $number || $last == true || $last == false || $last == null ]]; then
       result=$last
     elif [[ $last =~ ^[[:space:]]*[\]\}][[:space:]]*$ ]]; then # a JSON document closing on the last line
       tail -n 2000 "$work/stdout" >"$work/tail"
@@ -171,7 +175,7 @@ if ((status == 0)); then
   envelope="{\"result\":$result,\"error\":null,\"state\":$state}"
 else
   if [[ -s $work/stderr ]]; then log="$work/stderr"; else log="$work/stdout"; fi
-  stack=$(tail -n 20 "$log")
+  stack=$(tail -n 20 "$log" | tail -c 4000)
   message="bash exited with code $status"
   [[ -n $stack ]] && message+=": ${stack##*$'\n'}"
   json_string "$message"
