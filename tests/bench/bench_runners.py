@@ -1,0 +1,69 @@
+"""Runner overhead: a wrapper's run of a trivial `main` against a bare start of the same interpreter.
+
+Plain script (`make bench`): prints one line per language with the medians of RUNS runs in milliseconds.
+Languages whose interpreter is missing here are reported as such. Target: < 50 ms for Python and Bash.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kubemill.runners import RunContext, build_run_files, env_for, write_run_files
+from kubemill.runners.runtimes import RuntimeMissing, find_interpreter, local_command
+
+RUNS = int(os.environ.get("BENCH_RUNS", "20"))
+TRIVIAL = {
+    "python3": ("def main(x: int = 1):\n    return x\n", ["-c", "pass"]),
+    "bash": ('x="${1:-1}"\necho "$x"\n', ["-c", "true"]),
+    "deno": ("export function main(x: number = 1) { return x; }\n", ["eval", ""]),
+    "bun": ("export function main(x: number = 1) { return x; }\n", ["-e", ""]),
+    "go": ("package inner\n\nfunc main(x int) (interface{}, error) { return x, nil }\n", ["version"]),
+}
+TARGET_MS = {"python3": 50.0, "bash": 50.0}
+
+
+def _median_ms(command: list[str], env: dict[str, str]) -> float:
+    times = []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def bench(language: str) -> str:
+    code, bare_args = TRIVIAL[language]
+    try:
+        interpreter = find_interpreter(language)
+        command = local_command(language)
+    except RuntimeMissing as exc:
+        return f"{language:8} skipped: {exc}"
+    with tempfile.TemporaryDirectory() as tmp:
+        write_run_files(Path(tmp), build_run_files(language, code, {"x": 1} if language != "bash" else {}))
+        env = dict(os.environ) | env_for(language, RunContext(workspace="bench", job_id="b"), run_dir=tmp)
+        subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        bare = _median_ms([interpreter, *bare_args], env)
+        wrapped = _median_ms(command, env)
+    overhead = wrapped - bare
+    target = TARGET_MS.get(language)
+    verdict = "" if target is None else ("  ok" if overhead < target else f"  OVER {target:.0f} ms target")
+    return (
+        f"{language:8} bare {bare:7.1f} ms  wrapper {wrapped:7.1f} ms  overhead {overhead:7.1f} ms "
+        f"(median of {RUNS}){verdict}"
+    )
+
+
+def main() -> int:
+    for language in sys.argv[1:] or list(TRIVIAL):
+        print(bench(language), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
