@@ -39,6 +39,9 @@ log = logging.getLogger("nodeagent")
 
 LEASE_SECONDS = 40
 HEARTBEAT_SECONDS = 10
+# What a container's PATH is when its spec sets none: an image's usual PATH (the host's interpreters live
+# there; /root's pyenv does not, as non-root containers could not reach it anyway).
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"
 
 
 def now_iso() -> str:
@@ -73,6 +76,7 @@ class Agent:
     state_dir: Path
     api_server: str  # host:port pods use to reach the API server (in-cluster config)
     image_mounts: list[ImageMount]
+    container_path: str = IMAGE_PATH
     pods: dict[str, PodWorker] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)  # uids whose containers have run: never run twice
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -156,15 +160,21 @@ class Agent:
     def heartbeat_loop(self) -> None:
         while not self.stopping.is_set():
             try:
-                spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": LEASE_SECONDS,
-                        "renewTime": now_micro()}
+                spec = {
+                    "holderIdentity": self.node_name,
+                    "leaseDurationSeconds": LEASE_SECONDS,
+                    "renewTime": now_micro(),
+                }
                 try:
-                    self.coordination.patch_namespaced_lease(self.node_name, "kube-node-lease", {"spec": spec})
+                    self.coordination.patch_namespaced_lease(
+                        self.node_name, "kube-node-lease", {"spec": spec}
+                    )
                 except ApiException as exc:
                     if exc.status != 404:
                         raise
                     self.coordination.create_namespaced_lease(
-                        "kube-node-lease", {"metadata": {"name": self.node_name}, "spec": spec})
+                        "kube-node-lease", {"metadata": {"name": self.node_name}, "spec": spec}
+                    )
                 self.core.patch_node_status(self.node_name, {"status": self.node_status()})
             except Exception:  # keep beating: a passing API error must not take the node down
                 log.exception("heartbeat failed")
@@ -355,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", required=True, type=Path)
     p.add_argument("--api-server", required=True, help="host:port that pods use for in-cluster config")
     p.add_argument("--image-mount", action="append", default=[], type=ImageMount.parse)
+    p.add_argument("--extra-path", action="append", default=[], help="directory appended to containers' PATH")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -75,7 +75,8 @@ class PodWorker(threading.Thread):
         self.statuses: dict[str, dict[str, Any]] = {}
         self.init_statuses: dict[str, dict[str, Any]] = {}
         self.status_lock = threading.Lock()
-        self.deleting = threading.Event()
+        self.deleting = threading.Event()  # the API server asked for the pod to go: delete it once stopped
+        self.stopped = threading.Event()  # the containers are being killed: start and restart nothing
         self.grace = 30
         self.failure: tuple[str, str] | None = None  # pod-level reason/message (DeadlineExceeded, ...)
         self.start_time = now_iso()
@@ -100,7 +101,7 @@ class PodWorker(threading.Thread):
 
     def kill(self, grace: float) -> None:
         """SIGTERM every container's process group, SIGKILL what is left after `grace` seconds."""
-        self.deleting.set()
+        self.stopped.set()
         procs = [p for p in list(self.procs.values()) if p.poll() is None]
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -149,7 +150,7 @@ class PodWorker(threading.Thread):
         if volumes is None:
             return
         for c in self.spec.get("initContainers") or []:
-            if self._run_container(c, self.init_statuses, init=True) != 0 or self.deleting.is_set():
+            if self._run_container(c, self.init_statuses, init=True) != 0 or self.stopped.is_set():
                 self._report()
                 return
         self.initialized = True
@@ -182,7 +183,7 @@ class PodWorker(threading.Thread):
             try:
                 return {v["name"]: self._volume(v) for v in self.spec.get("volumes") or []}
             except ApiException as exc:
-                if exc.status not in (403, 404) or self.deleting.is_set():
+                if exc.status not in (403, 404) or self.stopped.is_set():
                     raise
                 if self.failure is not None:
                     return None
@@ -190,7 +191,7 @@ class PodWorker(threading.Thread):
                 for s in self.statuses.values():
                     s["state"] = {"waiting": {"reason": "ContainerCreating", "message": message}}
                 self._report()
-                if self.deleting.wait(1.0):
+                if self.stopped.wait(1.0):
                     return None
 
     def _volume(self, v: dict[str, Any]) -> Path:
@@ -334,7 +335,7 @@ class PodWorker(threading.Thread):
     def _env(self, c: dict[str, Any]) -> dict[str, str]:
         host, _, port = self.agent.api_server.rpartition(":")
         env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "PATH": self.agent.container_path,
             "HOSTNAME": self.name,
             "KUBERNETES_SERVICE_HOST": host,
             "KUBERNETES_SERVICE_PORT": port,
@@ -404,13 +405,13 @@ class PodWorker(threading.Thread):
         restarts = 0
         while True:
             code = self._run_once(c, statuses, restarts)
-            if self.deleting.is_set() or self.failure is not None:
+            if self.stopped.is_set() or self.failure is not None:
                 return code
             again = (policy == "OnFailure" and code != 0) or (policy == "Always" and (not init or code != 0))
             if not again:
                 return code
             restarts += 1
-            if self.deleting.wait(min(10.0, 0.5 * 2**restarts)):
+            if self.stopped.wait(min(10.0, 0.5 * 2**restarts)):
                 return code
 
     def _run_once(self, c: dict[str, Any], statuses: dict[str, dict[str, Any]], restarts: int) -> int:
@@ -561,8 +562,8 @@ class PodWorker(threading.Thread):
             policy = self.spec.get("restartPolicy", "Always")
             codes = [s["state"]["terminated"]["exitCode"] for s in mains]
             if all(code == 0 for code in codes):
-                return "Succeeded" if policy != "Always" or self.deleting.is_set() else "Running"
-            return "Failed" if policy == "Never" or self.deleting.is_set() else "Running"
+                return "Succeeded" if policy != "Always" or self.stopped.is_set() else "Running"
+            return "Failed" if policy == "Never" or self.stopped.is_set() else "Running"
         if any("running" in s["state"] or "terminated" in s["state"] for s in mains):
             return "Running"
         return "Pending"

@@ -1,0 +1,114 @@
+"""Fixtures shared by every tier. The `cluster` fixture starts the real test control plane (tests/cluster)
+once per session, on first use; unit tests never ask for it, so `pytest tests/unit` starts nothing.
+
+A control plane that cannot start is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "cluster"))
+
+import controlplane  # noqa: E402
+
+T = TypeVar("T")
+
+
+@dataclass
+class Cluster:
+    """What a test sees of the control plane: kubectl as any test user, kubeconfigs, waiting helpers."""
+
+    plane: controlplane.ControlPlane
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.plane.kubeconfig
+
+    def kubeconfig_for(self, user: str) -> Path:
+        return self.plane.kubeconfigs / f"{user}.kubeconfig"
+
+    def env(self) -> dict[str, str]:
+        return self.plane.env()
+
+    def kubectl(
+        self,
+        *args: str,
+        user: str = "admin",
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.plane.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig_for(user)}", *args]
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout, env=self.env()
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} (as {user}) exited {proc.returncode}:\n{proc.stderr}{proc.stdout}"
+            )
+        return proc
+
+    def get(self, *args: str, user: str = "admin") -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json", user=user).stdout)
+
+    def apply(
+        self, manifest: dict[str, Any] | str, *extra: str, user: str = "admin", check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        return self.kubectl("apply", "-f", "-", *extra, input=text, user=user, check=check)
+
+    def api_client(self, user: str = "admin") -> Any:
+        import kubernetes
+
+        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig_for(user)))
+
+    def log_tail(self, component: str, lines: int = 60) -> str:
+        return self.plane.log_tail(component, lines)
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    bin_dir = Path(os.environ["KUBEMILL_CLUSTER_BIN"]) if "KUBEMILL_CLUSTER_BIN" in os.environ else None
+    with controlplane.running(bin_dir) as plane:
+        yield Cluster(plane)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    base = request.node.name.lower().replace("_", "-")
+    name = "".join(ch for ch in base if ch.isalnum() or ch == "-")[:40].strip("-")
+    name = f"{name}-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", name)
+    wait_for(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+        30,
+        f"the default service account in {name}",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
