@@ -6,6 +6,8 @@ script's imports, as Windmill does, into the dependency cache; the first run dow
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
 from collections.abc import Iterator
@@ -211,3 +213,36 @@ def test_deploy_service_dry_run(api: FakeApi, tmp_path: Path) -> None:
     ]
     assert all(h["Authorization"] == "Bearer t0k" for _, _, h, _ in api.requests)
     assert "[DRY RUN] Would update ECS service web to 1.2.3" in _log(tmp_path)
+
+
+def test_webhook_handler(api: FakeApi, tmp_path: Path) -> None:
+    data = {"order_id": "o-1", "total": 12}
+    signature = hmac.new(b"whs", json.dumps(data, separators=(",", ":")).encode(), hashlib.sha256).hexdigest()
+    resources = {
+        "u/admin/webhook_secret": {"secret": "whs"},
+        "u/admin/slack_webhook": {"url": f"{api.url}/slack"},
+    }
+    payload = {"event_type": "order.created", "data": data, "timestamp": "2024-01-01T00:00:00Z"}
+    envelope = run_brief(
+        "webhook_handler.ts",
+        {"payload": payload | {"signature": signature}},
+        tmp_path,
+        resources={
+            "u/admin/webhook_secret": {"secret": "whs"},
+            "u/admin/slack_webhook": {"url": f"{api.url}/slack"},
+        },
+    )
+    assert envelope.ok, (envelope.error, _log(tmp_path))
+    assert envelope.result == {
+        "processed": True,
+        "event_type": "order.created",
+        "actions_taken": ["signature_validated", "order_processed", "slack_notified"],
+    }
+    [(method, path, _, body)] = api.requests
+    assert (method, path, body["text"]) == ("POST", "/slack", "Webhook received: order.created")
+    assert "Processing new order:" in _log(tmp_path)
+    forged = run_brief(
+        "webhook_handler.ts", {"payload": payload | {"signature": "bad"}}, tmp_path, resources=resources
+    )
+    assert forged.error is not None
+    assert forged.error.message == "Invalid webhook signature"

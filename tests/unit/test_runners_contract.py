@@ -28,7 +28,7 @@ from kubemill.runners import (
 )
 from kubemill.runners.runtimes import local_command
 
-LANGUAGES = ["python3", "bash"]
+LANGUAGES = ["python3", "bash", "deno"]
 
 SCRIPTS: dict[str, dict[str, str]] = {
     "python3": {
@@ -53,6 +53,21 @@ SCRIPTS: dict[str, dict[str, str]] = {
         "logs": 'mb="$1"\nyes yyyyyyyyyyyyyyy | head -c $((mb * 1048576))\necho done\n',
         "tree": 'pidfile="$1"\nsleep 300 &\necho $! > "$pidfile"\nwait\n',
         "syntax": 'x="$1"\nif then fi (\n',
+    },
+    "deno": {
+        "echo": 'export function main(name: string) {\n  console.log("greeting", name);\n'
+        "  return { hello: name };\n}\n",
+        "raise": 'export function main() {\n  throw new Error("boom");\n}\n',
+        "big": 'export function main(n: number) {\n  return "x".repeat(n);\n}\n',
+        "state": 'import * as wmill from "npm:windmill-client@1";\n\nexport async function main() {\n'
+        "  const n = ((await wmill.getState()) ?? 0) + 1;\n  await wmill.setState(n);\n  return n;\n}\n",
+        "logs": "export function main(mb: number) {\n"
+        '  const chunk = ("y".repeat(1023) + "\\n").repeat(1024);\n'
+        '  for (let i = 0; i < mb; i++) console.log(chunk);\n  return "done";\n}\n',
+        "tree": 'import { spawn } from "node:child_process";\nimport { writeFileSync } from "node:fs";\n\n'
+        'export async function main(pidfile: string) {\n  const p = spawn("sleep", ["300"]);\n'
+        "  writeFileSync(pidfile, String(p.pid));\n  await new Promise((r) => setTimeout(r, 300000));\n}\n",
+        "syntax": "export function main(x: number) {\n  return (x;\n}\n",
     },
 }
 
