@@ -247,6 +247,7 @@ class ControlPlane:
                 f"--state-dir={self.state / 'node'}",
                 f"--api-server=127.0.0.1:{self.api_port}",
                 *(f"--image-mount={m}" for m in runner_image_mounts()),
+                *(f"--extra-path={d}" for d in node_extra_path()),
             ],
         )
         self._wait(
@@ -368,6 +369,16 @@ class ControlPlane:
             path = self._kubeconfig_file(user.key)
             path.write_text(json.dumps(config, indent=2))
             path.chmod(0o600)
+
+
+def node_extra_path() -> list[str]:
+    """Host directories that containers find on PATH: the project's virtualenv (kubemill, deno, uv) and bun.
+
+    They stand in for what images would ship; KUBEMILL_NODE_EXTRA_PATH adds more."""
+    home = Path(os.environ.get("KUBEMILL_HOME") or REPO / ".cache" / "kubemill")
+    dirs = [str(REPO / ".venv" / "bin"), str(home / "runtimes" / "bun" / "node_modules" / ".bin")]
+    dirs += [d for d in os.environ.get("KUBEMILL_NODE_EXTRA_PATH", "").split(os.pathsep) if d]
+    return dirs
 
 
 def runner_image_mounts() -> list[str]:

@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         args.state_dir,
         args.api_server,
         args.image_mount,
+        os.pathsep.join([IMAGE_PATH, *args.extra_path]),
     )
     serve_logs(agent, args.port, args.cert, args.key, args.client_ca)
     agent.register()

@@ -1,0 +1,61 @@
+# kubemill — the commands a newcomer needs. `make test` installs everything it needs from this repository's own
+# files (virtualenv, runtimes, the control plane built from Go modules) and runs every test tier.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# Debian's python3 when present: the virtualenv must be usable by the test node's non-root pods, and a
+# python under /root (pyenv) is not reachable for them.
+BOOT_PYTHON ?= $(shell if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi)
+VENV := .venv
+PY := $(VENV)/bin/python
+# Runtimes (bun) and script dependency caches live in the checkout (git-ignored), where non-root pods can read them.
+export KUBEMILL_HOME ?= $(CURDIR)/.cache/kubemill
+PYTEST_ARGS ?=
+
+.PHONY: help install cluster-bin demo test unit integration lint bench cluster crds clean
+
+help:
+	@echo "make demo | test | unit | integration | lint | bench | cluster | crds | clean"
+
+$(VENV)/.installed: pyproject.toml scripts/install-runtimes
+	$(BOOT_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	PYTHON=$(PY) scripts/install-runtimes
+	touch $@
+
+install: $(VENV)/.installed
+
+cluster-bin:
+	tests/cluster/build.sh >/dev/null
+
+demo: install
+	$(VENV)/bin/kubemill run examples/demo/hello.py --input '{"name": "kubemill"}'
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: install cluster-bin
+	$(PY) -m pytest tests/integration tests/e2e $(PYTEST_ARGS)
+
+# Every tier, slow tests included: lint, unit, then the real control plane.
+test: install cluster-bin lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install cluster-bin
+	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+cluster: install cluster-bin
+	scripts/with-cluster
+
+crds: install
+	$(VENV)/bin/kubemill crds -o crds/
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
