@@ -30,7 +30,7 @@ cluster-bin:
 	tests/cluster/build.sh >/dev/null
 
 demo: install
-	$(VENV)/bin/kubemill run examples/demo/hello.py --input '{"name": "kubemill"}'
+	$(VENV)/bin/kubemill run f/demo/hello --workspace examples/windmill --input '{"name": "kubemill"}'
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -17,7 +17,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "crds": ("kubemill.crdgen", "cli_crds", "print (or write) the CustomResourceDefinitions"),
     "operator": ("kubemill.operator", "cli_operator", "run the operator"),
     "sync": ("kubemill.gitops", "cli_sync", "turn a Windmill-layout workspace into manifests"),
-    "trigger": ("kubemill.triggers", "cli_trigger", "create the run for a schedule's tick (the CronJob's pod)"),
+    "trigger": ("kubemill.triggers", "cli_trigger", "create the run for a schedule tick (CronJob pods)"),
 }
 
 # subcommand -> function that adds its arguments; lives next to the implementation.
