@@ -17,6 +17,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "crds": ("kubemill.crdgen", "cli_crds", "print (or write) the CustomResourceDefinitions"),
     "operator": ("kubemill.operator", "cli_operator", "run the operator"),
     "sync": ("kubemill.gitops", "cli_sync", "turn a Windmill-layout workspace into manifests"),
+    "ui": ("kubemill.ui", "cli_ui", "serve the web UI and the webhook run endpoints"),
     "trigger": ("kubemill.triggers", "cli_trigger", "create the run for a schedule tick (CronJob pods)"),
 }
 
