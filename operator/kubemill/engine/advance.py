@@ -14,7 +14,7 @@ from datetime import datetime
 
 from kubemill.engine.actions import Action, Decision, EarlyReturn, Finish, Observations, RequeueAfter
 from kubemill.engine.expressions import Evaluator, QuickJSEvaluator
-from kubemill.engine.state import FlowRunStatus, RunError, RunPhase
+from kubemill.engine.state import DONE_STEP_PHASES, FlowRunStatus, RunError, RunPhase
 from kubemill.engine.validation import input_problem
 from kubemill.engine.walk import MissingResult, Outcome, Scope, Walk
 from kubemill.models.openflow import OpenFlow
@@ -128,8 +128,15 @@ def _with_walk(status: FlowRunStatus, walk: Walk) -> FlowRunStatus:
             "steps": dict(walk.records),
             "approvals": walk.ledger,
             "pending_approvals": tuple(walk.pending),
+            "current_step": _current_step(walk),
         }
     )
+
+
+def _current_step(walk: Walk) -> str | None:
+    """The innermost step not done yet (records of inner steps come after their container's)."""
+    busy = [path for path, record in walk.records.items() if record.phase not in DONE_STEP_PHASES]
+    return busy[-1] if busy else None
 
 
 def _finish(
@@ -141,7 +148,14 @@ def _finish(
     actions: list[Action],
 ) -> Decision:
     status = status.model_copy(
-        update={"phase": phase, "result": result, "error": error, "finished_at": now, "pending_approvals": ()}
+        update={
+            "phase": phase,
+            "result": result,
+            "error": error,
+            "finished_at": now,
+            "pending_approvals": (),
+            "current_step": None,
+        }
     )
     finish = Finish(phase=phase, result=status.result, error=error)
     return Decision(status=status, actions=(*actions, finish))

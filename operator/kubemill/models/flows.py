@@ -76,22 +76,48 @@ class FlowRunSpec(KubemillModel):
     scheduled_for: datetime | None = None
 
 
+StepPhase = Literal[
+    "Running",  # its child run (or its body, for loops and branches) is in flight
+    "Waiting",  # waiting for a retry delay or a `sleep` to pass (`wakeAt`)
+    "Suspended",  # waiting for approvals
+    "Succeeded",
+    "Failed",
+    "Skipped",
+]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
+DONE_STEP_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Skipped"})
+
+
 class StepRecord(StatusModel):
-    """What the engine remembers about one step: its phase and the child run doing the work (never a copy
-    of the child's status). Mirrors `kubemill.engine.state.StepRecord`; unknown fields are kept."""
+    """What the flow engine remembers about one step (one step of one loop iteration): its phase and the
+    child run doing the work, never a copy of the child's status."""
 
-    model_config = ConfigDict(extra="allow")
-
-    phase: str
+    phase: StepPhase
     attempt: Annotated[int, Field(ge=0)] = 0
+    """Retry attempt of the current (or last) child run; 0 is the first try."""
     run: Name | None = None
+    """The child ScriptRun/FlowRun of the current attempt."""
     result: JsonValue = None
+    """The step's result when done: inline JSON while small, else `{"$ref": <child run>}`."""
     error: RunError | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     wake_at: datetime | None = None
+    """Retry delay or `sleep` end (phase `Waiting`); for running steps with a timeout, the deadline."""
     branch: int | None = None
+    """branchone: index of the chosen branch, -1 for the default branch."""
     count: int | None = None
+    """forloopflow: number of items the iterator produced."""
+    results: tuple[JsonValue, ...] = ()
+    """Loops: results of the iterations started so far, by index (compact, as `result`)."""
+    active: tuple[int, ...] = ()
+    """Loops: iterations started but not finished (their entry in `results` is a placeholder)."""
+    stopped: bool = False
+    """This step's `stop_after_if` fired (or a loop was broken by one of its steps)."""
+    resume: JsonValue = None
+    """After an approval: the resume payload, `resume` in the next step's expressions."""
+    approvers: tuple[str, ...] = ()
+    """After an approval: who approved, `approvers` in the next step's expressions."""
 
 
 class PendingApproval(StatusModel):
@@ -99,6 +125,7 @@ class PendingApproval(StatusModel):
 
     step: str
     approvers: tuple[str, ...] = ()
+    """User names or `group:<name>`; empty means any authenticated user (Windmill's default)."""
     required_events: Annotated[int, Field(ge=1)] = 1
     deadline: datetime | None = None
     continue_on_timeout: bool = False
@@ -119,13 +146,13 @@ class ApprovalRecord(StatusModel):
 
 class FlowRunStatus(StatusModel):
     """Where the flow run is: phase, per-step records keyed by step path (`each_item/3/charge` inside loops),
-    approvals, and its result or error. The engine's own bookkeeping fields are kept as they are."""
-
-    model_config = ConfigDict(extra="allow")
+    approvals, and its result or error. The flow engine reads and writes this model as it is (it is the one
+    model of a FlowRun's status); the operator adds `resultRef`, `observedGeneration` and `conditions`."""
 
     observed_generation: int | None = None
     phase: FlowRunPhase = "Pending"
     current_step: str | None = None
+    """The step running or waiting (the innermost one; one of them when several run at once)."""
     steps: Mapping[str, StepRecord] = Field(default_factory=dict)
     pending_approvals: tuple[PendingApproval, ...] = ()
     approvals: tuple[ApprovalRecord, ...] = ()
@@ -134,7 +161,24 @@ class FlowRunStatus(StatusModel):
     error: RunError | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    early_result_sent: bool = False
+    """The `early_return` step's result was handed out."""
+    skipped: bool = False
+    """The flow was stopped by a `stop_after_if` with `skip_if_stopped`."""
+    failure_step: str | None = None
+    """Set once the flow's failure module has been started (its record is under this key)."""
     conditions: Conditions = ()
+
+    @property
+    def done(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    def to_json(self) -> str:
+        """Compact camelCase JSON, defaults left out: what is written to the FlowRun's status."""
+        return self.model_dump_json(exclude_defaults=True, by_alias=True)
+
+    def size_bytes(self) -> int:
+        return len(self.to_json().encode())
 
 
 class FlowRun(KubemillResource):

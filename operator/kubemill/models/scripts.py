@@ -130,6 +130,10 @@ class RunError(KubemillModel):
     stack: str | None = None
     step: str | None = None
 
+    def as_result(self) -> dict[str, JsonValue]:
+        """The error as a failed step's result: `{"error": {...}}`, as Windmill hands it on."""
+        return {"error": self.model_dump(mode="json", exclude_none=True)}
+
 
 class ResultRef(KubemillModel):
     """A result too large for the status: the ConfigMap (owned by the run) and key holding it."""
