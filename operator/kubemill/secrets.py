@@ -1,0 +1,282 @@
+"""What a run may read, resolved at run time, and keeping those values out of everything kubemill records.
+
+A run receives exactly the Resources and Variables its script declares (`spec.resources`), and nothing else:
+this module turns the declared paths plus the namespace's Resources, Variables and Secrets into the
+contents of the run's per-run Secret, and remembers which of those values are secret so the operator can
+mask them in the run's status, errors, events and stored log tail. It is pure (objects in, data out): the
+operator fetches the objects, calls it, and writes what it returns.
+
+API (for the per-run Secret builder and the run status writer):
+
+    names = secret_names(declared, resources, variables)     # the Secrets to read, nothing more
+    run = resolve(declared, resources, variables, secrets)   # raises UnresolvedReference
+    run.secret_data()          # {key: text}: the per-run Secret's stringData (runner file names + MASKS_KEY)
+    run.masks                  # frozenset of secret values
+    masks_from_secret_data(d)  # the masks back from a per-run Secret's (decoded) data, after the run
+    mask_text(text, masks)     # "***" for every secret value (also its JSON-escaped form)
+    mask_json(value, masks)    # the same inside any JSON value (results, errors)
+    decode_secret(data)        # a Secret's base64 `data` as text
+
+`resources` and `variables` map Windmill paths to the parsed `Resource` / `Variable` models of the namespace;
+`secrets` maps Secret names to their decoded data. A resource value's strings `$var:<path>` and `$res:<path>`
+are replaced here (so the run sees the final value and does not get the referenced variable as a file of its
+own); a referenced secret variable's value is masked too.
+
+An undeclared path is simply absent from the run (the runner's `ResourceNotFound` then says how to declare
+it). `UnresolvedReference.reason` is `ResourceNotFound` (a declared path names no Resource or Variable),
+`SecretNotFound` (a Secret or key is missing; `retryable`, it may be created later), `VariableNotFound` (a
+`$var:` target) or `ReferenceCycle` (`$res:` references nested too deep).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import JsonValue
+
+from kubemill.models.common import SecretKeyRef
+from kubemill.models.resources import Resource, Variable
+from kubemill.runners.rundir import resource_files
+
+MASK = "***"
+MASKS_KEY = "kubemill.masks.json"
+"""Key of the per-run Secret listing the values to mask (the runner only reads `resource.*`/`variable.*`)."""
+MIN_MASKED_LENGTH = 3
+"""Shorter secret values are not masked: masking `1` or `on` everywhere would garble every log."""
+_MAX_DEPTH = 8
+
+VAR_PREFIX = "$var:"
+RES_PREFIX = "$res:"
+
+
+class UnresolvedReference(Exception):
+    """A declared resource or variable that cannot be resolved; `reason` is a CamelCase word."""
+
+    def __init__(self, reason: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """The resources and variables one run may read, with the secret values among them."""
+
+    resources: Mapping[str, JsonValue] = field(default_factory=dict)
+    variables: Mapping[str, str] = field(default_factory=dict)
+    masks: frozenset[str] = frozenset()
+
+    def secret_data(self) -> dict[str, str]:
+        """The per-run Secret's `stringData`: a key per resource/variable (runner file names), the masks."""
+        data = resource_files(self.resources, self.variables)
+        data[MASKS_KEY] = json.dumps(sorted(self.masks))
+        return data
+
+
+# --- resolution ---------------------------------------------------------------------------------------------
+
+
+def secret_names(
+    declared: Iterable[str], resources: Mapping[str, Resource], variables: Mapping[str, Variable]
+) -> set[str]:
+    """The Secrets a run declaring `declared` needs (following `$var:`/`$res:` references)."""
+    names: set[str] = set()
+    seen: set[tuple[str, str]] = set()
+    pending = [(kind, p) for p in declared for kind in ("resource", "variable")]
+    while pending:
+        kind, path = pending.pop()
+        if (kind, path) in seen:
+            continue
+        seen.add((kind, path))
+        if kind == "variable" and path in variables:
+            source = variables[path].spec.value_from
+            if source is not None:
+                names.add(source.secret_key_ref.name)
+        elif kind == "resource" and path in resources:
+            spec = resources[path].spec
+            names.update(s.secret_key_ref.name for s in (spec.value_from or {}).values())
+            pending.extend(_references(spec.value))
+    return names
+
+
+def _references(value: Any) -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        if value.startswith(VAR_PREFIX):
+            return [("variable", value[len(VAR_PREFIX) :])]
+        if value.startswith(RES_PREFIX):
+            return [("resource", value[len(RES_PREFIX) :])]
+        return []
+    if isinstance(value, Mapping):
+        return [r for v in value.values() for r in _references(v)]
+    if isinstance(value, list | tuple):
+        return [r for v in value for r in _references(v)]
+    return []
+
+
+class _Resolver:
+    def __init__(
+        self,
+        resources: Mapping[str, Resource],
+        variables: Mapping[str, Variable],
+        secrets: Mapping[str, Mapping[str, str]],
+    ) -> None:
+        self.resources = resources
+        self.variables = variables
+        self.secrets = secrets
+        self.masks: set[str] = set()
+
+    def secret(self, ref: SecretKeyRef, what: str) -> str:
+        data = self.secrets.get(ref.name)
+        if data is None:
+            raise UnresolvedReference(
+                "SecretNotFound",
+                f"{what} comes from Secret {ref.name!r}, which does not exist",
+                retryable=True,
+            )
+        if ref.key not in data:
+            raise UnresolvedReference(
+                "SecretNotFound",
+                f"{what} comes from key {ref.key!r} of Secret {ref.name!r}, which has no such key "
+                f"(it has: {', '.join(sorted(data)) or 'no keys'})",
+                retryable=True,
+            )
+        value = data[ref.key]
+        self.masks.add(value)
+        return value
+
+    def variable(self, path: str) -> str:
+        variable = self.variables.get(path)
+        if variable is None:
+            raise UnresolvedReference(
+                "VariableNotFound", f"no Variable with spec.path {path!r} in this namespace"
+            )
+        spec = variable.spec
+        if spec.value_from is not None:
+            return self.secret(spec.value_from.secret_key_ref, f"variable {path!r}")
+        value = spec.value or ""
+        if spec.is_secret:
+            self.masks.add(value)
+        return value
+
+    def resource(self, path: str, depth: int = 0) -> JsonValue:
+        if depth > _MAX_DEPTH:
+            raise UnresolvedReference(
+                "ReferenceCycle", f"resource {path!r}: $res: references nest deeper than {_MAX_DEPTH}"
+            )
+        resource = self.resources.get(path)
+        if resource is None:
+            raise UnresolvedReference(
+                "ResourceNotFound", f"no Resource with spec.path {path!r} in this namespace"
+            )
+        spec = resource.spec
+        value: dict[str, JsonValue] = {k: self.interpolate(v, depth) for k, v in spec.value.items()}
+        for name, source in (spec.value_from or {}).items():
+            value[name] = self.secret(source.secret_key_ref, f"field {name!r} of resource {path!r}")
+        return value
+
+    def interpolate(self, value: JsonValue, depth: int) -> JsonValue:
+        if isinstance(value, str):
+            if value.startswith(VAR_PREFIX):
+                return self.variable(value[len(VAR_PREFIX) :])
+            if value.startswith(RES_PREFIX):
+                return self.resource(value[len(RES_PREFIX) :], depth + 1)
+            return value
+        if isinstance(value, dict):
+            return {k: self.interpolate(v, depth) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.interpolate(v, depth) for v in value]
+        return value
+
+
+def resolve(
+    declared: Sequence[str],
+    resources: Mapping[str, Resource],
+    variables: Mapping[str, Variable],
+    secrets: Mapping[str, Mapping[str, str]],
+) -> ResolvedRun:
+    """Resolve every declared path to a Resource, a Variable, or both (Windmill allows one of each per path).
+
+    `resources`/`variables` are keyed by `spec.path`; `secrets` by Secret name (decoded data). Raises
+    `UnresolvedReference` when a declared path names nothing, or a Secret or `$var:` target is missing."""
+    resolver = _Resolver(resources, variables, secrets)
+    out_resources: dict[str, JsonValue] = {}
+    out_variables: dict[str, str] = {}
+    for path in declared:
+        if path not in resources and path not in variables:
+            raise UnresolvedReference(
+                "ResourceNotFound",
+                f"the script declares {path!r} in spec.resources, but no Resource or Variable in this "
+                f"namespace has spec.path {path!r}: create one, or remove it from spec.resources",
+            )
+        if path in resources:
+            out_resources[path] = resolver.resource(path)
+        if path in variables:
+            out_variables[path] = resolver.variable(path)
+    return ResolvedRun(out_resources, out_variables, frozenset(resolver.masks))
+
+
+def decode_secret(data: Mapping[str, str] | None) -> dict[str, str]:
+    """A Secret's `data` (base64) as text; values that are not UTF-8 are kept as their base64 text."""
+    out: dict[str, str] = {}
+    for key, encoded in (data or {}).items():
+        try:
+            out[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            out[key] = encoded
+    return out
+
+
+def masks_from_secret_data(data: Mapping[str, str]) -> frozenset[str]:
+    """The secret values recorded in a per-run Secret (decoded data), for masking what the run produced."""
+    try:
+        values = json.loads(data.get(MASKS_KEY, "[]"))
+    except ValueError:
+        return frozenset()
+    return frozenset(v for v in values if isinstance(v, str))
+
+
+# --- masking ------------------------------------------------------------------------------------------------
+
+
+def _forms(masks: Iterable[str]) -> list[str]:
+    """Every form a secret takes in stored text: as is, JSON-escaped, each line of a multi-line one."""
+    forms: set[str] = set()
+    for value in masks:
+        candidates = {value, json.dumps(value)[1:-1]}
+        if "\n" in value:
+            candidates.update(line.strip() for line in value.splitlines())
+        forms.update(c for c in candidates if len(c) >= MIN_MASKED_LENGTH)
+    return sorted(forms, key=len, reverse=True)
+
+
+def mask_text(text: str, masks: Iterable[str]) -> str:
+    """`text` with every secret value replaced by `***` (longest first, so overlapping secrets mask whole)."""
+    for form in _forms(masks):
+        text = text.replace(form, MASK)
+    return text
+
+
+def mask_json(value: Any, masks: Iterable[str]) -> Any:
+    """A JSON value with secrets masked in every string, keys included (results, errors, state)."""
+    forms = _forms(masks)
+    if not forms:
+        return value
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            for form in forms:
+                item = item.replace(form, MASK)
+            return item
+        if isinstance(item, Mapping):
+            return {walk(k): walk(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [walk(v) for v in item]
+        return item
+
+    return walk(value)
