@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import jsonschema
 import yaml
 
 from kubemill.runners import (
@@ -37,6 +36,7 @@ from kubemill.runners import (
     write_run_files,
 )
 from kubemill.runners.runtimes import RuntimeMissing, cache_root, find_uv, local_command
+from kubemill.runners.validation import run_args, validate_args
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -60,17 +60,6 @@ def schema_for(language: str, code: str) -> dict[str, Any]:
         line = getattr(exc, "line", None)
         where = f" (line {line})" if line and f"line {line}" not in str(exc) else ""
         raise InvalidRun(f"the script does not parse{where}: {exc}") from exc
-
-
-def validate_args(schema: Mapping[str, Any], args: Mapping[str, Any]) -> None:
-    """InvalidRun naming each offending field when `args` do not match `schema`."""
-    validator = jsonschema.Draft202012Validator(dict(schema))
-    problems = []
-    for error in sorted(validator.iter_errors(dict(args)), key=lambda e: list(map(str, e.absolute_path))):
-        where = ".".join(str(p) for p in error.absolute_path)
-        problems.append(f"{where}: {error.message}" if where else error.message)
-    if problems:
-        raise InvalidRun("invalid args: " + "; ".join(problems))
 
 
 # --- running ------------------------------------------------------------------------------------------------
@@ -103,7 +92,11 @@ def run_script(
     (default: this process's stderr). A timeout kills the script's whole process group.
     """
     language = canonical_language(language)
-    validate_args(schema if schema is not None else schema_for(language, code), args)
+    schema = schema if schema is not None else schema_for(language, code)
+    problems = validate_args(schema, args)
+    if problems:
+        raise InvalidRun("invalid args: " + "; ".join(map(str, problems)))
+    args = run_args(schema, args)
     context = context or _default_context("", "local")
     try:
         command = local_command(language)

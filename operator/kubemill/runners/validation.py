@@ -1,0 +1,82 @@
+"""Checking a run's args against its script's schema: the one place args are validated.
+
+Schemas derived from `main` keep a single `type` for optional parameters, as Windmill writes them
+(`filters: dict = None` is `{"type": "object", "default": null}`, not `["object", "null"]`), because
+Windmill's forms expect that. So an explicit `null` for a property that is not `required` means "not given":
+it is not a validation error, at any depth, and at the top level `run_args` leaves it out so the parameter's
+default applies. Pure: the operator's admission of a ScriptRun and `kubemill run` both call `validate_args`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One way the args miss the schema; `field` is the dotted path (`config.batch_size`, `items.0`), or
+    empty for the args as a whole."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+def _allows_null(schema: Any) -> bool:
+    if not isinstance(schema, Mapping):
+        return True
+    kind = schema.get("type")
+    if kind is None:
+        return "enum" not in schema and "const" not in schema
+    return kind == "null" or (isinstance(kind, list) and "null" in kind)
+
+
+def without_optional_nulls(schema: Mapping[str, Any], value: Any) -> Any:
+    """`value` with every `null` removed where the schema makes that property optional (at any depth)."""
+    if isinstance(value, Mapping):
+        properties = schema.get("properties")
+        if not isinstance(properties, Mapping):
+            properties = {}
+        required = set(schema.get("required") or ())
+        cleaned = {}
+        for key, item in value.items():
+            sub = properties.get(key)
+            if item is None and key not in required and not _allows_null(sub):
+                continue
+            cleaned[key] = without_optional_nulls(sub, item) if isinstance(sub, Mapping) else item
+        return cleaned
+    if isinstance(value, list):
+        items = schema.get("items")
+        if isinstance(items, Mapping):
+            return [without_optional_nulls(items, item) for item in value]
+    return value
+
+
+def run_args(schema: Mapping[str, Any], args: Mapping[str, Any]) -> dict[str, Any]:
+    """The args a script is called with: top-level optional nulls left out, so defaults apply. Nested values
+    are passed as given (only validation looks past their nulls)."""
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
+        properties = {}
+    required = set(schema.get("required") or ())
+    return {
+        key: value
+        for key, value in args.items()
+        if not (value is None and key not in required and not _allows_null(properties.get(key)))
+    }
+
+
+def validate_args(schema: Mapping[str, Any], args: Mapping[str, Any]) -> list[Problem]:
+    """Every way `args` fail `schema` (JSON Schema draft 2020-12), sorted by field; empty when they fit."""
+    import jsonschema  # here, not at the top: `kubemill run` only pays for it when it validates
+
+    validator = jsonschema.Draft202012Validator(dict(schema))
+    problems = [
+        Problem(".".join(str(part) for part in error.absolute_path), error.message)
+        for error in validator.iter_errors(without_optional_nulls(schema, dict(args)))
+    ]
+    return sorted(problems, key=lambda p: (p.field, p.message))

@@ -1,0 +1,51 @@
+"""Run args against a script's schema: optional nulls mean "not given", problems name their field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kubemill.runners.validation import Problem, run_args, validate_args
+from kubemill.signatures import derive_schema
+
+BRIEF = Path(__file__).parents[1] / "fixtures" / "brief"
+FETCH = derive_schema("python3", (BRIEF / "fetch_and_transform.py").read_text())
+
+
+def test_the_brief_optional_dict_keeps_a_single_type_with_a_null_default() -> None:
+    assert FETCH["properties"]["filters"]["type"] == "object"
+    assert FETCH["properties"]["filters"]["default"] is None
+
+
+def test_explicit_null_for_an_optional_parameter_is_absent() -> None:
+    args = {"api_endpoint": "http://x", "filters": None}
+    assert validate_args(FETCH, args) == []
+    assert run_args(FETCH, args) == {"api_endpoint": "http://x"}
+
+
+def test_null_for_a_required_parameter_is_an_error_naming_it() -> None:
+    assert validate_args(FETCH, {"api_endpoint": None}) == [
+        Problem("api_endpoint", "None is not of type 'string'")
+    ]
+    assert run_args(FETCH, {"api_endpoint": None}) == {"api_endpoint": None}
+
+
+def test_problems_name_nested_fields_and_optional_nested_nulls_pass() -> None:
+    schema = derive_schema(
+        "deno",
+        "type C = { size: number; label?: string };\nexport function main(c: C, tags: string[]) {}\n",
+    )
+    assert validate_args(schema, {"c": {"size": 1, "label": None}, "tags": ["a"]}) == []
+    problems = validate_args(schema, {"c": {"size": "big"}, "tags": ["a", 2]})
+    assert [str(p) for p in problems] == [
+        "c.size: 'big' is not of type 'number'",
+        "tags.1: 2 is not of type 'string'",
+    ]
+    assert run_args(schema, {"c": {"size": 1, "label": None}, "tags": []})["c"] == {"size": 1, "label": None}
+
+
+def test_missing_required_and_nullable_types() -> None:
+    [missing] = validate_args(FETCH, {})
+    assert (missing.field, missing.message) == ("", "'api_endpoint' is a required property")
+    nullable = {"type": "object", "properties": {"x": {"type": ["string", "null"]}, "y": {}}}
+    assert run_args(nullable, {"x": None, "y": None}) == {"x": None, "y": None}
+    assert validate_args(nullable, {"x": None}) == []
