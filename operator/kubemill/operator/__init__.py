@@ -1,0 +1,108 @@
+"""`kubemill operator`: the Kopf operator that reconciles kubemill's resources into Jobs, CronJobs and status.
+
+Each kind's handlers live in one module of this package (`scripts`, `flows`, `approvals`, `schedules`,
+`resources`); this module wires them up: it imports those that exist (by name, so a build without one still
+runs), configures Kopf (annotations under `kubemill.dev`, no peering, no event batching delay), serves
+`/healthz` (Kopf's liveness probe) and `/metrics` (Prometheus), and hands every handler the one API client
+through `kube()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import threading
+
+import kopf
+
+from kubemill.k8s.client import Kube
+from kubemill.operator import metrics
+
+HANDLER_MODULES = ("scripts", "flows", "approvals", "schedules", "resources")
+ANNOTATION_PREFIX = "kopf.kubemill.dev"
+FINALIZER = "kubemill.dev/finalizer"
+
+_kube: Kube | None = None
+_kube_lock = threading.Lock()
+_kubeconfig: str | None = None
+
+log = logging.getLogger("kubemill.operator")
+
+
+def kube() -> Kube:
+    """The operator's API client (created on first use, from `--kubeconfig` or the in-cluster identity)."""
+    global _kube
+    with _kube_lock:
+        if _kube is None:
+            _kube = Kube.from_kubeconfig(_kubeconfig, observe=metrics.observe_api_request)
+        return _kube
+
+
+def load_handlers() -> list[str]:
+    """Import the handler modules that exist; return their names."""
+    loaded = []
+    for name in HANDLER_MODULES:
+        module = f"{__name__}.{name}"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        loaded.append(name)
+    return loaded
+
+
+def configure_settings(settings: kopf.OperatorSettings, workers: int) -> None:
+    """Kopf settings every kubemill handler relies on."""
+    settings.peering.standalone = True
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = workers
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+
+
+def add_arguments_operator(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable; glob patterns allowed); default: the whole cluster",
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    parser.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics (0: off)")
+    parser.add_argument("--health-port", type=int, default=8081, help="port of /healthz (0: off)")
+    parser.add_argument("--bind", default="0.0.0.0", help="address /metrics and /healthz listen on")
+    parser.add_argument("--workers", type=int, default=32, help="threads for synchronous handlers")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
+
+
+def cli_operator(args: argparse.Namespace) -> int:
+    global _kubeconfig
+    if args.kubeconfig:
+        _kubeconfig = args.kubeconfig
+        os.environ["KUBECONFIG"] = args.kubeconfig  # Kopf's own login reads it too
+    kopf.configure(verbose=args.verbose)
+    loaded = load_handlers()
+    log.info("kubemill operator: handlers %s", ", ".join(loaded) or "(none)")
+    if args.metrics_port:
+        metrics.serve(args.metrics_port, args.bind)
+    settings = kopf.OperatorSettings()
+    configure_settings(settings, args.workers)
+    kopf.run(
+        settings=settings,
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=f"http://{args.bind}:{args.health_port}/healthz" if args.health_port else None,
+    )
+    return 0
