@@ -32,6 +32,7 @@ from kubemill.models.scripts import (
     ScriptSpec,
     ScriptStatus,
 )
+from kubemill.models.triggers import HttpTrigger, HttpTriggerSpec, HttpTriggerStatus
 
 CATEGORY = "kubemill"
 READY = '.status.conditions[?(@.type=="Ready")].status'
@@ -208,11 +209,28 @@ KINDS: tuple[Kind, ...] = (
         ),
         (".spec.flowPath", ".status.phase", ".spec.flowRun"),
     ),
+    Kind(
+        HttpTrigger,
+        HttpTriggerSpec,
+        HttpTriggerStatus,
+        "httptriggers",
+        ("ht",),
+        (
+            Column("Route", ".spec.route", description="POST /api/h/<namespace>/<route> on kubemill ui"),
+            Column("Script", ".spec.scriptPath", description="the script it runs"),
+            Column("Flow", ".spec.flowPath", description="the flow it runs"),
+            Column("Signature", ".spec.signature.format", description="how callers sign requests"),
+            AGE,
+        ),
+        (".spec.route",),
+    ),
 )
 
 KINDS_BY_NAME: Mapping[str, Kind] = {kind.name: kind for kind in KINDS}
 
-KubemillObject = Script | Flow | Schedule | ResourceType | Resource | Variable | ScriptRun | FlowRun
+KubemillObject = (
+    Script | Flow | Schedule | ResourceType | Resource | Variable | ScriptRun | FlowRun | HttpTrigger
+)
 
 
 def parse_manifest(manifest: Mapping[str, Any]) -> KubemillObject:
