@@ -1,0 +1,4 @@
+greetings="$1"
+
+count=$(printf '%s' "$greetings" | grep -o '"greeting"' | wc -l)
+echo "{\"count\": $count}"
