@@ -108,14 +108,29 @@ class LastRun(StatusModel):
     phase: str | None = None
 
 
+class RecordedRun(StatusModel):
+    """A finished run already counted (and its handlers started), most recent last."""
+
+    name: Name
+    phase: str
+
+
+Count = Annotated[int, Field(ge=0)]
+
+
 class ScheduleStatus(StatusModel):
-    """When the schedule runs next, what it ran last, and the CronJob it owns."""
+    """When the schedule runs next, what it ran last, how its runs went, and the CronJob it owns."""
 
     observed_generation: int | None = None
     next_run_at: datetime | None = None
     last_run_at: datetime | None = None
     last_run: LastRun | None = None
     cron_job: Name | None = None
+    success_count: Count = 0
+    failure_count: Count = 0
+    skip_count: Count = 0
+    last_skipped_at: datetime | None = None
+    recent_runs: Annotated[tuple[RecordedRun, ...], Field(max_length=20)] = ()
     conditions: Conditions = ()
 
 
