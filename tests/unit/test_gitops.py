@@ -343,3 +343,12 @@ def test_write_output_reports_what_it_removed(tmp_path: Path) -> None:
         "scripts/f-demo-hello.yaml"
     ]
     assert not (tmp_path / "out/scripts").exists()  # empty folders go too
+
+
+def test_the_committed_gitops_example_is_the_current_sync_output() -> None:
+    deploy = REPO / "examples" / "gitops" / "deploy"
+    expected = render(sync_workspace(EXAMPLE), namespace="demo")
+    on_disk = {p.relative_to(deploy).as_posix(): p.read_text() for p in deploy.rglob("*") if p.is_file()}
+    assert on_disk == expected, (
+        "re-run: kubemill sync examples/windmill -o examples/gitops/deploy --namespace demo"
+    )
