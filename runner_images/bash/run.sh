@@ -54,8 +54,27 @@ wmill_get_resume_urls() {
   echo "kubemill: resume URLs exist only for a flow step followed by an approval step" >&2
   return 1
 }
+# Windmill's resource and variable endpoints under $BASE_INTERNAL_URL (scripts that call them with curl and
+# $WM_TOKEN, like the brief's deploy_service.sh), answered from this run's files; other URLs go to curl.
+curl() {
+  local arg url= rest path
+  for arg; do [[ $arg == "${BASE_INTERNAL_URL:-}"/api/w/*/* ]] && url=$arg; done
+  if [[ -z $url ]]; then command curl "$@"; return; fi
+  rest=${url#"${BASE_INTERNAL_URL:-}"/api/w/*/} rest=${rest%%\?*}
+  case $rest in
+    resources/get/*) path=${rest#resources/get/}
+      wmill_get_resource "$path" | jq -c --arg p "$path" '{path: $p, value: .}' ;;
+    resources/get_value/* | resources/get_value_interpolated/*) wmill_get_resource "${rest#resources/*/}" ;;
+    variables/get/*) path=${rest#variables/get/}
+      wmill_get_variable "$path" | jq -c -R -s --arg p "$path" '{path: $p, value: ., is_secret: true}' ;;
+    variables/get_value/*) wmill_get_variable "${rest#variables/get_value/}" | jq -c -R -s . ;;
+    *) echo "kubemill: $url is not served to scripts (resources/get, resources/get_value, variables/get and" \
+      "variables/get_value are)" >&2; return 22 ;;
+  esac
+}
 export -f wmill_get_resource wmill_get_variable wmill_get_state wmill_set_state wmill_set_progress \
-  wmill_get_workspace wmill_whoami wmill_get_resume_urls
+  wmill_get_workspace wmill_whoami wmill_get_resume_urls curl
+export WM_TOKEN="${WM_TOKEN:-kubemill}" # scripts send it to the endpoints above, which do not check it
 
 # JSON helpers in plain bash: jq costs ~20 ms a call, so it is used only where bash cannot decide.
 json_string() { # $1 as a JSON string, into REPLY
@@ -100,20 +119,45 @@ while IFS= read -r line || [[ -n $line ]]; do
     names[BASH_REMATCH[3] - 1]=${BASH_REMATCH[2]}
   fi
 done <"$code_file" 2>/dev/null
-argv=()
+argv=() flat=0
+[[ -s $args_file ]] && flat_args "$(<"$args_file")" && flat=1
 if ((${#names[@]})) && [[ -s $args_file ]]; then
   ordered=() last=0
   for i in "${!names[@]}"; do last=$i; done
   for ((i = 0; i <= last; i++)); do ordered+=("${names[i]-}"); done
-  if flat_args "$(<"$args_file")"; then
+  if ((flat)); then
     for name in "${ordered[@]}"; do argv+=("${ARG[$name]-}"); done
   else
-    quoted=$(jq -r --args '. as $a | $ARGS.positional
+    quoted=$(jq -r '. as $a | $ARGS.positional
       | map(($a[.] // null) | if . == null then "" elif type == "string" then . else tojson end) | @sh' \
-      "$args_file" "${ordered[@]}") || exit 1
+      "$args_file" --args "${ordered[@]}") || exit 1 # the file before --args, or jq reads stdin
     eval "argv=($quoted)"
   fi
 fi
+
+# Args the script does not read positionally are also environment variables (Windmill scripts such as the
+# brief's deploy_service.sh read SERVICE_NAME... from the environment): names that are shell identifiers, and
+# never in place of a variable the environment already has.
+exports=()
+if [[ -s $args_file ]]; then
+  positional=" ${names[*]-} "
+  if ((!flat)); then
+    ARG=()
+    while IFS= read -r -d '' key && IFS= read -r -d '' value; do ARG[$key]=$value; done < <(jq -j \
+      'to_entries[] | .key, "\u0000", (.value | if . == null then "" elif type == "string" then . else tojson
+      end), "\u0000"' "$args_file" 2>/dev/null)
+  fi
+  exported=" $(compgen -e | tr '\n' ' ') "
+  for key in "${!ARG[@]}"; do
+    if [[ $key =~ ^[A-Za-z_][A-Za-z0-9_]*$ && $positional != *" $key "* && $exported != *" $key "* ]]; then
+      exports+=("$key=${ARG[$key]}")
+    fi
+  done
+fi
+run_script() { # in the pipeline's subshell, so the exports never touch this wrapper's variables
+  ((${#exports[@]} == 0)) || export "${exports[@]}"
+  exec bash "$code_file" "${argv[@]}"
+}
 
 # State: the script sees a writable copy; a changed copy is the new state.
 before=
@@ -122,7 +166,7 @@ printf '%s' "$before" >"$work/state.json"
 export KUBEMILL_STATE_FILE="$work/state.json"
 
 cd "$work" || exit 1
-{ { bash "$code_file" "${argv[@]}" | tee "$work/stdout"; exit "${PIPESTATUS[0]}"; } 2>&1 1>&3 \
+{ { run_script | tee "$work/stdout"; exit "${PIPESTATUS[0]}"; } 2>&1 1>&3 \
   | tee "$work/stderr" >&2; } 3>&1
 status=${PIPESTATUS[0]}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import textwrap
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -184,20 +185,23 @@ def test_debugging_tips_keeps_its_checkpoint_state_when_it_fails(tmp_path: Path)
     assert "Input: {'a': 1}" in _log(tmp_path)
 
 
-def test_deploy_service_dry_run(api: FakeApi, tmp_path: Path) -> None:
-    api.resources = {"u/admin/deploy_key": {"key": "dk"}, "u/admin/aws_config": {"region": "eu-west-1"}}
+DEPLOY_ARGS = {"SERVICE_NAME": "web", "VERSION": "1.2.3", "ENVIRONMENT": "prod", "DRY_RUN": "true"}
+DEPLOY_RESOURCES = {"u/admin/deploy_key": {"key": "dk"}, "u/admin/aws_config": {"region": "eu-west-1"}}
+
+
+@pytest.mark.parametrize("base_url", ["", "http://127.0.0.1:9"])
+def test_deploy_service_dry_run_gets_its_args_as_environment_and_its_resources_from_the_runner(
+    base_url: str, tmp_path: Path
+) -> None:
+    """The brief's script reads its args from the environment and fetches resources from
+    $BASE_INTERNAL_URL/api/w/<ws>/resources/get/<path> with $WM_TOKEN: the Bash runner provides both, with no
+    server (port 9 has nothing listening)."""
     envelope = run_brief(
         "deploy_service.sh",
-        {},
+        DEPLOY_ARGS,
         tmp_path,
-        context=RunContext(workspace="ops", job_id="j1", base_url=api.url),
-        env={
-            "WM_TOKEN": "t0k",
-            "SERVICE_NAME": "web",
-            "VERSION": "1.2.3",
-            "ENVIRONMENT": "prod",
-            "DRY_RUN": "true",
-        },
+        context=RunContext(workspace="ops", job_id="j1", base_url=base_url),
+        resources=DEPLOY_RESOURCES,
     )
     assert envelope.ok, (envelope.error, _log(tmp_path))
     assert {k: envelope.result[k] for k in ("status", "service", "version", "environment")} == {
@@ -206,13 +210,38 @@ def test_deploy_service_dry_run(api: FakeApi, tmp_path: Path) -> None:
         "version": "1.2.3",
         "environment": "prod",
     }
-    paths = [path for _, path, _, _ in api.requests]
-    assert paths == [
-        "/api/w/ops/resources/get/u/admin/deploy_key",
-        "/api/w/ops/resources/get/u/admin/aws_config",
-    ]
-    assert all(h["Authorization"] == "Bearer t0k" for _, _, h, _ in api.requests)
     assert "[DRY RUN] Would update ECS service web to 1.2.3" in _log(tmp_path)
+
+
+def test_bash_resource_endpoints_and_other_urls(api: FakeApi, tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        r"""
+        set -euo pipefail
+        base="$BASE_INTERNAL_URL/api/w/$WM_WORKSPACE"
+        key=$(curl -s -H "Authorization: Bearer $WM_TOKEN" "$base/resources/get/u/admin/deploy_key" \
+          | jq -r .value.key)
+        region=$(curl -s "$base/resources/get_value/u/admin/aws_config?x=1" | jq -r .region)
+        token=$(curl -s "$base/variables/get_value/u/admin/token" | jq -r .)
+        other=$(curl -s "$API/lists/L/contacts?page=1&per_page=1" | jq -c ".contacts[0].id")
+        echo "{\"k\": \"$key\", \"r\": \"$region\", \"t\": \"$token\", \"o\": $other}"
+        curl -s "$base/resources/get/u/admin/missing"
+        """
+    )
+    with (tmp_path / "log").open("ab") as log:
+        envelope = run_script(
+            "bash",
+            script,
+            {},
+            resources=DEPLOY_RESOURCES,
+            variables={"u/admin/token": "tk"},
+            context=RunContext(workspace="ops", job_id="j1", base_url="http://wm.internal"),
+            env={"API": api.url},
+            log=log,
+        )
+    assert envelope.error is not None
+    assert "resource 'u/admin/missing' is not available" in envelope.error.message
+    assert '{"k": "dk", "r": "eu-west-1", "t": "tk", "o": 0}' in _log(tmp_path)
+    assert [path for _, path, _, _ in api.requests] == ["/lists/L/contacts"]
 
 
 def test_webhook_handler(api: FakeApi, tmp_path: Path) -> None:
@@ -246,3 +275,16 @@ def test_webhook_handler(api: FakeApi, tmp_path: Path) -> None:
     )
     assert forged.error is not None
     assert forged.error.message == "Invalid webhook signature"
+
+
+@pytest.mark.parametrize("extra", [{}, {"nested": {"a": [1]}}])
+def test_bash_args_not_read_positionally_are_environment_variables(
+    extra: dict[str, Any], tmp_path: Path
+) -> None:
+    script = 'name="$1"\necho "$name|$GREETING|${nested:-}|${args_file:-}" >&2\nwhich bash\n'
+    args = {"name": "ada", "GREETING": "hi", "PATH": "/nowhere", "args_file": "x", "bad-name": "y"} | extra
+    with (tmp_path / "log").open("ab") as log:
+        envelope = run_script("bash", script, args, log=log)
+    assert envelope.ok, (envelope.error, _log(tmp_path))
+    nested = '{"a":[1]}' if extra else ""
+    assert f"ada|hi|{nested}|x\n" in _log(tmp_path)

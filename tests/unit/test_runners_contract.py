@@ -28,7 +28,7 @@ from kubemill.runners import (
 )
 from kubemill.runners.runtimes import local_command
 
-LANGUAGES = ["python3", "bash", "deno"]
+LANGUAGES = ["python3", "bash", "deno", "go"]
 
 SCRIPTS: dict[str, dict[str, str]] = {
     "python3": {
@@ -68,6 +68,29 @@ SCRIPTS: dict[str, dict[str, str]] = {
         'export async function main(pidfile: string) {\n  const p = spawn("sleep", ["300"]);\n'
         "  writeFileSync(pidfile, String(p.pid));\n  await new Promise((r) => setTimeout(r, 300000));\n}\n",
         "syntax": "export function main(x: number) {\n  return (x;\n}\n",
+    },
+    "go": {
+        "echo": 'package inner\n\nimport "fmt"\n\nfunc main(name string) (interface{}, error) {\n'
+        '\tfmt.Println("greeting", name)\n\treturn map[string]string{"hello": name}, nil\n}\n',
+        "raise": 'package inner\n\nimport "errors"\n\nfunc main() (interface{}, error) {\n'
+        '\treturn nil, errors.New("boom")\n}\n',
+        "big": 'package inner\n\nimport "strings"\n\nfunc main(n int) (string, error) {\n'
+        '\treturn strings.Repeat("x", n), nil\n}\n',
+        "state": 'package inner\n\nimport wmill "github.com/windmill-labs/windmill-go-client"\n\n'
+        "func main() (interface{}, error) {\n\tn := 0\n"
+        "\tif s, _ := wmill.GetState(); s != nil {\n\t\tn = int(s.(float64))\n\t}\n"
+        "\treturn n + 1, wmill.SetState(n + 1)\n}\n",
+        "logs": 'package inner\n\nimport (\n\t"bufio"\n\t"os"\n\t"strings"\n)\n\n'
+        "func main(mb int) (string, error) {\n\tw := bufio.NewWriter(os.Stdout)\n"
+        '\tline := strings.Repeat("y", 1023) + "\\n"\n'
+        "\tfor i := 0; i < mb*1024; i++ {\n\t\tw.WriteString(line)\n\t}\n"
+        '\treturn "done", w.Flush()\n}\n',
+        "tree": 'package inner\n\nimport (\n\t"os"\n\t"os/exec"\n\t"strconv"\n\t"time"\n)\n\n'
+        "func main(pidfile string) (interface{}, error) {\n"
+        '\tp := exec.Command("sleep", "300")\n\tif err := p.Start(); err != nil {\n\t\treturn nil, err\n\t}\n'
+        "\tos.WriteFile(pidfile, []byte(strconv.Itoa(p.Process.Pid)), 0o644)\n"
+        "\ttime.Sleep(300 * time.Second)\n\treturn nil, nil\n}\n",
+        "syntax": "package inner\nfunc main(x int) (interface{}, error) { return (x }\n",
     },
 }
 

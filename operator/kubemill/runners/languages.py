@@ -35,7 +35,8 @@ LANGUAGES: dict[str, _Language] = {
         ),
     ),
     "bun": _Language("main.ts", ("bun", "run", f"--preload={RUNNER_DIR}/plugin.ts", f"{RUNNER_DIR}/run.ts")),
-    "go": _Language("main.go", ("go", "run", f"{RUNNER_DIR}/run.go")),
+    # run.sh runs the script's cached binary, building it with the go toolchain the first time.
+    "go": _Language("main.go", ("bash", f"{RUNNER_DIR}/run.sh")),
 }
 
 _ALIASES = {"typescript": "deno", "python": "python3", "sh": "bash"}

@@ -70,5 +70,9 @@ def local_command(language: str) -> list[str]:
     language = canonical_language(language)
     runner = str(runner_images_dir() / language)
     command = [part.replace(RUNNER_DIR, runner) for part in command_for(language)]
-    command[0] = find_interpreter(language)
+    interpreter = find_interpreter(language)
+    if command[0] == _INTERPRETERS[language]:
+        command[0] = interpreter
+    else:  # a launcher (Go's run.sh under bash) that finds the interpreter itself
+        command[0] = shutil.which(command[0]) or command[0]
     return command

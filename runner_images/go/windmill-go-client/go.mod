@@ -1,0 +1,3 @@
+module github.com/windmill-labs/windmill-go-client
+
+go 1.22

@@ -1,0 +1,171 @@
+package windmill
+
+// The runner half of this module, called by the main package kubemill generates for a script
+// (runner_images/go/builder): decode args.json into main's parameter types, call it, write the envelope.
+// Contract: docs/runners.md. Not part of Windmill's client API.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime/debug"
+)
+
+const (
+	resultPrefix = "KUBEMILL_RESULT:"
+	summaryLimit = 4096    // bytes Kubernetes keeps of a termination message
+	logLimit     = 1 << 20 // envelopes up to this size are also the last line of stdout
+)
+
+// Failure is Windmill's error shape.
+type Failure struct {
+	Name    string  `json:"name"`
+	Message string  `json:"message"`
+	Stack   *string `json:"stack"`
+}
+
+type envelope struct {
+	Result interface{} `json:"result"`
+	Error  *Failure    `json:"error"`
+	State  interface{} `json:"state"`
+}
+
+func marshal(value interface{}) ([]byte, error) {
+	var buf bytes.Buffer
+	encoder := json.NewEncoder(&buf)
+	encoder.SetEscapeHTML(false)
+	if err := encoder.Encode(value); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+func write(path string, data []byte) {
+	// Not writable (no termination log outside Kubernetes, a read-only state file): the other outputs still
+	// carry the envelope.
+	_ = os.MkdirAll(filepath.Dir(path), 0o755)
+	_ = os.WriteFile(path, data, 0o644)
+}
+
+func cut(text string, limit int, tail bool) string {
+	if len(text) <= limit {
+		return text
+	}
+	if tail {
+		return text[len(text)-limit:]
+	}
+	return text[:limit]
+}
+
+// finish writes the envelope (result file, termination summary, last log line, state) and exits.
+func finish(result interface{}, failure *Failure) {
+	loadState()
+	env := envelope{Result: result, Error: failure, State: state.value}
+	text, err := marshal(env)
+	if err != nil {
+		message := fmt.Sprintf("main returned a value that is not JSON-serialisable: %v", err)
+		env = envelope{Error: &Failure{Name: "ResultNotSerializable", Message: message}, State: state.value}
+		if text, err = marshal(env); err != nil {
+			env.State = nil
+			text, _ = marshal(env)
+		}
+	}
+	if state.changed && env.State != nil {
+		if data, err := marshal(env.State); err == nil {
+			write(setting("KUBEMILL_STATE_FILE", runRoot+"/state/state.json"), data)
+		}
+	}
+	write(setting("KUBEMILL_RESULT_FILE", runRoot+"/out/result.json"), text)
+	summary := text
+	if len(text) > summaryLimit {
+		var short *Failure
+		if e := env.Error; e != nil {
+			stack := ""
+			if e.Stack != nil {
+				stack = cut(*e.Stack, 1500, true)
+			}
+			short = &Failure{Name: cut(e.Name, 200, false), Message: cut(e.Message, 1500, false), Stack: &stack}
+		}
+		summary, _ = marshal(map[string]interface{}{
+			"result": nil, "error": short, "state": nil, "truncated": true, "bytes": len(text),
+		})
+	}
+	write(setting("KUBEMILL_TERMINATION_LOG", "/dev/termination-log"), summary)
+	if setting("KUBEMILL_LOG_RESULT", "1") != "0" && len(text) <= logLimit {
+		os.Stdout.Write(append(append([]byte("\n"+resultPrefix), text...), '\n'))
+	}
+	if env.Error != nil {
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// KubemillFail ends the run with an error envelope (the builder's compile and dependency errors).
+func KubemillFail(name, message, stack string) {
+	var s *string
+	if stack != "" {
+		s = &stack
+	}
+	finish(nil, &Failure{Name: name, Message: message, Stack: s})
+}
+
+var errorType = reflect.TypeOf((*error)(nil)).Elem()
+
+// errorName is an error's Go type name (`ValidationError`), or `Error` for the standard library's own.
+func errorName(err error) string {
+	t := reflect.TypeOf(err)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.PkgPath() {
+	case "", "errors", "fmt":
+		return "Error"
+	}
+	return t.Name()
+}
+
+// KubemillRun calls `fn` (the script's main) with the args named `params`, each JSON value decoded into its
+// parameter's Go type (absent or null: the zero value), and finishes the run with its result or error.
+func KubemillRun(fn interface{}, params []string) {
+	value := reflect.ValueOf(fn)
+	kind := value.Type()
+	args := map[string]json.RawMessage{}
+	data, err := os.ReadFile(setting("KUBEMILL_ARGS_FILE", runRoot+"/args.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &args)
+	}
+	if err != nil {
+		KubemillFail("InvalidArgs", fmt.Sprintf("args.json is not a JSON object: %v", err), "")
+	}
+	in := make([]reflect.Value, kind.NumIn())
+	for i := range in {
+		target := reflect.New(kind.In(i))
+		if raw, ok := args[params[i]]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, target.Interface()); err != nil {
+				KubemillFail("InvalidArgs", fmt.Sprintf("argument %s: %v", params[i], err), "")
+			}
+		}
+		in[i] = target.Elem()
+	}
+	defer func() {
+		if panicked := recover(); panicked != nil {
+			stack := string(debug.Stack())
+			finish(nil, &Failure{Name: "Panic", Message: fmt.Sprint(panicked), Stack: &stack})
+		}
+	}()
+	var result interface{}
+	for _, out := range value.Call(in) {
+		if out.Type() == errorType || (out.Type().Implements(errorType) && out.Kind() == reflect.Interface) {
+			if !out.IsNil() {
+				err := out.Interface().(error)
+				finish(nil, &Failure{Name: errorName(err), Message: err.Error()})
+			}
+			continue
+		}
+		result = out.Interface()
+	}
+	finish(result, nil)
+}
