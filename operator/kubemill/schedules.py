@@ -284,3 +284,42 @@ def hooks_for(
         if spec.on_success is not None:
             hooks.append(("on-success", spec.on_success))
     return hooks
+
+
+# --- what a scheduled run's progress changes in the Schedule's status -------------------------------------
+
+RECENT_RUNS = 20
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The status fields to merge into the Schedule, and the handlers to start, after seeing a run."""
+
+    status: dict[str, Any]
+    hooks: tuple[tuple[HookEvent, ScheduleHook], ...] = ()
+    previous_run: str | None = None
+
+
+def record_run(
+    spec: ScheduleSpec, status: Mapping[str, Any], run: FinishedRun, scheduled_for: datetime | None
+) -> RunRecord:
+    """Fold one observation of a scheduled run into the Schedule's status (as a merge patch).
+
+    `lastRun`/`lastRunAt` follow the most recent tick; a run reaching a final phase is counted once (the
+    `recentRuns` window remembers what was counted) and starts the handlers its phase calls for."""
+    patch: dict[str, Any] = {}
+    last_at = status.get("lastRunAt")
+    if scheduled_for is not None and (last_at is None or _iso(scheduled_for) >= str(last_at)):
+        last = {"name": run.name, "kind": run.kind, "phase": run.phase}
+        if status.get("lastRun") != last or last_at != _iso(scheduled_for):
+            patch |= {"lastRun": last, "lastRunAt": _iso(scheduled_for)}
+    recent: list[dict[str, Any]] = list(status.get("recentRuns") or [])
+    if run.phase not in TERMINAL_PHASES or any(r.get("name") == run.name for r in recent):
+        return RunRecord(patch)
+    previous = recent[-1] if recent else None
+    counter = {"Succeeded": "successCount", "Failed": "failureCount"}.get(run.phase)
+    if counter is not None:
+        patch[counter] = int(status.get(counter) or 0) + 1
+    patch["recentRuns"] = [*recent, {"name": run.name, "phase": run.phase}][-RECENT_RUNS:]
+    hooks = hooks_for(spec, run.phase, previous.get("phase") if previous else None)
+    return RunRecord(patch, tuple(hooks), previous.get("name") if previous else None)
