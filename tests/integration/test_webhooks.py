@@ -1,0 +1,382 @@
+"""Webhook run endpoints of `kubemill ui` on the real control plane: each auth outcome, HttpTrigger refusals,
+and a burst of 500 calls creating exactly 500 runs.
+
+The server runs as a subprocess, as deployed: it is given only where the API server is (a kubeconfig with no
+credentials), so every run it creates for a person is created with that person's token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from kubemill.models.triggers import SignatureSpec
+from kubemill.ui.signing import sign
+
+from tests.conftest import Cluster, controlplane, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT_PATH = "f/hooks/double"
+FLOW_PATH = "f/hooks/flow"
+KEY = b"test-webhook-secret"
+
+pytestmark = pytest.mark.cluster
+
+
+@dataclass
+class UiServer:
+    """`kubemill ui` as a subprocess; people's tokens come with each request, the triggers' identity with
+    `trigger_kubeconfig`."""
+
+    cluster: Cluster
+    workdir: Path
+    trigger_kubeconfig: Path | None = None
+    port: int = field(default_factory=controlplane.free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *extra: str) -> None:
+        location = self.workdir / "location.kubeconfig"
+        location.write_text(json.dumps(location_only_kubeconfig(self.cluster)))
+        argv = [str(REPO / ".venv/bin/kubemill"), "ui", "--host=127.0.0.1", f"--port={self.port}"]
+        argv += [f"--kubeconfig={location}", "--wait-seconds=60", *extra]
+        if self.trigger_kubeconfig is not None:
+            argv += ["--triggers", f"--trigger-kubeconfig={self.trigger_kubeconfig}"]
+        with (self.workdir / "ui.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=self.cluster.env(), start_new_session=True
+            )
+        proc = self.proc
+        wait_for(lambda: proc.poll() is not None or http(f"{self.url}/healthz")[0] == 200, 30, "kubemill ui")
+        assert proc.poll() is None, self.log()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def log(self) -> str:
+        return (self.workdir / "ui.log").read_text(errors="replace")
+
+
+def location_only_kubeconfig(cluster: Cluster) -> dict[str, Any]:
+    """The API server's address and CA, and no credentials at all."""
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    name = admin["clusters"][0]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": "nobody", "user": {}}],
+        "contexts": [{"name": "ui", "context": {"cluster": name, "user": "nobody"}}],
+        "current-context": "ui",
+    }
+
+
+def http(
+    url: str, body: bytes | None = None, headers: dict[str, str] | None = None, method: str = "POST"
+) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method=method if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=90) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def token(cluster: Cluster, user: str) -> str:
+    return str(cluster.plane.tokens[user])
+
+
+def bearer(cluster: Cluster, user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(cluster, user)}", "Content-Type": "application/json"}
+
+
+def install_crds_and_roles(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "config" / "rbac"))
+    cluster.kubectl(
+        "wait", "--for", "condition=established", "--timeout=60s", "crd/httptriggers.kubemill.dev"
+    )
+
+
+def webhooks_identity(cluster: Cluster, namespace: str, workdir: Path) -> Path:
+    """ServiceAccount kubemill-webhooks bound to its ClusterRole in `namespace` only; its kubeconfig."""
+    cluster.kubectl("create", "serviceaccount", "kubemill-webhooks", "-n", namespace)
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "kubemill-webhooks",
+        "--clusterrole=kubemill-webhooks",
+        f"--serviceaccount={namespace}:kubemill-webhooks",
+        "-n",
+        namespace,
+    )
+    sa_token = cluster.kubectl("create", "token", "kubemill-webhooks", "-n", namespace).stdout.strip()
+    config = location_only_kubeconfig(cluster)
+    config["users"] = [{"name": "nobody", "user": {"token": sa_token}}]
+    path = workdir / "webhooks.kubeconfig"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def definitions(namespace: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "kubemill.dev/v1alpha1",
+            "kind": "Script",
+            "metadata": {"name": "double", "namespace": namespace},
+            "spec": {
+                "path": SCRIPT_PATH,
+                "language": "python3",
+                "content": "def main(x: int = 1):\n    print('doubling', x)\n    return {'doubled': x * 2}\n",
+            },
+        },
+        {
+            "apiVersion": "kubemill.dev/v1alpha1",
+            "kind": "Flow",
+            "metadata": {"name": "flow", "namespace": namespace},
+            "spec": {"path": FLOW_PATH, "value": {"modules": [{"id": "a", "value": {"type": "identity"}}]}},
+        },
+    ]
+
+
+@pytest.fixture(scope="module")
+def hooks(cluster: Cluster) -> Iterator[tuple[UiServer, str]]:
+    """A namespace where alice and bob may edit and mallory may only view, and a UI server serving it."""
+    install_crds_and_roles(cluster)
+    namespace = f"hooks-{os.urandom(3).hex()}"
+    cluster.kubectl("create", "namespace", namespace)
+    for user, role in (("alice", "edit"), ("bob", "edit"), ("mallory", "view")):
+        cluster.kubectl(
+            "create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}@example.com",
+            "-n", namespace,
+        )  # fmt: skip
+    for manifest in definitions(namespace):
+        cluster.apply(manifest)
+    cluster.kubectl(
+        "create", "secret", "generic", "signing", f"--from-literal=key={KEY.decode()}", "-n", namespace
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="kubemill-ui-"))
+    server = UiServer(cluster, workdir, webhooks_identity(cluster, namespace, workdir))
+    server.start()
+    try:
+        yield server, namespace
+    finally:
+        server.stop()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def runs(
+    cluster: Cluster, namespace: str, kind: str = "scriptruns", selector: str = ""
+) -> list[dict[str, Any]]:
+    args = [kind, "-n", namespace] + (["-l", selector] if selector else [])
+    items: list[dict[str, Any]] = cluster.get(*args)["items"]
+    return items
+
+
+# --- Windmill-compatible endpoints ---------------------------------------------------------------------
+
+
+def test_a_script_run_is_created_as_the_caller_and_its_name_returned(
+    cluster: Cluster, hooks: tuple[UiServer, str]
+) -> None:
+    server, ns = hooks
+    status, name = http(
+        f"{server.url}/api/w/{ns}/jobs/run/p/{SCRIPT_PATH}", b'{"x": 21}', bearer(cluster, "alice")
+    )
+    assert status == 201, name
+    run = cluster.get("scriptrun", name, "-n", ns)
+    assert run["spec"] == {"scriptPath": SCRIPT_PATH, "args": {"x": 21}}
+    # Kubernetes recorded alice's request: her field manager entry was written with her token.
+    assert name.startswith("double-")
+
+
+def test_a_flow_run_is_created_from_the_f_endpoint(cluster: Cluster, hooks: tuple[UiServer, str]) -> None:
+    server, ns = hooks
+    status, name = http(f"{server.url}/api/w/{ns}/jobs/run/f/{FLOW_PATH}", b"{}", bearer(cluster, "bob"))
+    assert status == 201, name
+    assert cluster.get("flowrun", name, "-n", ns)["spec"]["flowPath"] == FLOW_PATH
+
+
+def test_the_token_may_come_as_a_query_parameter_like_windmill(
+    cluster: Cluster, hooks: tuple[UiServer, str]
+) -> None:
+    server, ns = hooks
+    url = f"{server.url}/api/w/{ns}/jobs/run/p/{SCRIPT_PATH}?token={token(cluster, 'alice')}"
+    status, name = http(url, b'{"x": 1}')
+    assert status == 201, name
+
+
+def test_every_refusal_has_its_status_and_creates_nothing(
+    cluster: Cluster, hooks: tuple[UiServer, str]
+) -> None:
+    server, ns = hooks
+    before = len(runs(cluster, ns))
+    url = f"{server.url}/api/w/{ns}/jobs/run/p/{SCRIPT_PATH}"
+    no_token = http(url, b"{}", {"Content-Type": "application/json"})
+    assert no_token[0] == 401 and "bearer token is required" in no_token[1]
+    bad_token = http(url, b"{}", {"Authorization": "Bearer not-a-token"})
+    assert bad_token[0] == 401, bad_token
+    forbidden = http(url, b"{}", bearer(cluster, "mallory"))
+    assert forbidden[0] == 403, forbidden
+    assert "mallory@example.com" in forbidden[1] and "cannot create resource" in forbidden[1]
+    other_namespace = http(
+        f"{server.url}/api/w/default/jobs/run/p/{SCRIPT_PATH}", b"{}", bearer(cluster, "alice")
+    )
+    assert other_namespace[0] == 403, other_namespace
+    missing = http(f"{server.url}/api/w/{ns}/jobs/run/p/f/hooks/nothing", b"{}", bearer(cluster, "alice"))
+    assert missing[0] == 404 and "no Script with path f/hooks/nothing" in missing[1]
+    not_json = http(url, b"x=1", bearer(cluster, "alice"))
+    assert not_json[0] == 400 and "must be JSON" in not_json[1]
+    not_object = http(url, b"[1]", bearer(cluster, "alice"))
+    assert not_object[0] == 400
+    assert len(runs(cluster, ns)) == before
+
+
+def test_a_burst_of_500_calls_creates_exactly_500_runs(cluster: Cluster, hooks: tuple[UiServer, str]) -> None:
+    server, ns = hooks
+    url = f"{server.url}/api/w/{ns}/jobs/run/p/{SCRIPT_PATH}"
+    headers = bearer(cluster, "alice")
+
+    async def burst() -> list[tuple[int, str]]:
+        limit = asyncio.Semaphore(50)
+        async with aiohttp.ClientSession() as session:
+
+            async def one(i: int) -> tuple[int, str]:
+                async with limit, session.post(url, json={"x": i}, headers=headers) as response:
+                    return response.status, await response.text()
+
+            return await asyncio.gather(*(one(i) for i in range(500)))
+
+    start = time.monotonic()
+    answers = asyncio.run(burst())
+    elapsed = time.monotonic() - start
+    assert [s for s, _ in answers] == [201] * 500, [a for a in answers if a[0] != 201][:3]
+    names = {n for _, n in answers}
+    assert len(names) == 500
+    created = {
+        r["metadata"]["name"]: r["spec"]["args"]["x"]
+        for r in runs(cluster, ns)
+        if r["metadata"]["name"] in names
+    }
+    assert len(created) == 500 and sorted(created.values()) == list(range(500))
+    print(f"500 runs in {elapsed:.1f}s ({500 / elapsed:.0f}/s)")
+
+
+# --- HttpTriggers -------------------------------------------------------------------------------------------
+
+
+def trigger(namespace: str, name: str, route: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "HttpTrigger",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "route": route,
+            "scriptPath": SCRIPT_PATH,
+            "secretRef": {"name": "signing", "key": "key"},
+            **spec,
+        },
+    }
+
+
+def test_a_signed_delivery_creates_one_run_with_the_body_and_chosen_headers_as_args(
+    cluster: Cluster, hooks: tuple[UiServer, str]
+) -> None:
+    server, ns = hooks
+    cluster.apply(
+        trigger(ns, "shop", "shop/orders", signature={"format": "stripe"}, bodyArg="order",
+                headers=[{"name": "X-Shop-Event", "arg": "event"}])
+    )  # fmt: skip
+    body = b'{"order_id": "A-1", "total": 12.5}'
+    headers = {
+        **sign(SignatureSpec(format="stripe"), KEY, body, time.time()),
+        "X-Shop-Event": "order.created",
+    }
+    status, answer = http(f"{server.url}/api/h/{ns}/shop/orders", body, headers)
+    assert status == 201, answer
+    name = json.loads(answer)["run"]
+    run = cluster.get("scriptrun", name, "-n", ns)
+    assert run["spec"]["args"] == {"order": {"order_id": "A-1", "total": 12.5}, "event": "order.created"}
+    assert run["metadata"]["ownerReferences"][0]["kind"] == "HttpTrigger"
+    assert run["metadata"]["labels"]["kubemill.dev/http-trigger"] == "shop"
+    # The same delivery again (a replay inside the window) is refused and creates nothing.
+    again = http(f"{server.url}/api/h/{ns}/shop/orders", body, headers)
+    assert again[0] == 409 and "already received" in again[1]
+    assert len(runs(cluster, ns, selector="kubemill.dev/http-trigger=shop")) == 1
+
+
+def test_unsigned_wrongly_signed_replayed_and_oversized_deliveries_are_refused(
+    cluster: Cluster, hooks: tuple[UiServer, str]
+) -> None:
+    server, ns = hooks
+    cluster.apply(trigger(ns, "git", "git/push", signature={"format": "github"}, maxBodyBytes=1024))
+    cluster.apply(trigger(ns, "slack", "slack/cmd", signature={"format": "slack"}))
+    url = f"{server.url}/api/h/{ns}/git/push"
+    body = b'{"ref": "refs/heads/main"}'
+    github = SignatureSpec(format="github")
+    unsigned = http(url, body, {"Content-Type": "application/json"})
+    assert unsigned[0] == 401 and "missing signature header X-Hub-Signature-256" in unsigned[1]
+    wrong = http(url, body, sign(github, b"another key", body, time.time()))
+    assert wrong[0] == 401 and "wrong signature" in wrong[1]
+    big = b'{"pad": "' + b"x" * 2000 + b'"}'
+    oversized = http(url, big, sign(github, KEY, big, time.time()))
+    assert oversized[0] == 413, oversized
+    slack = SignatureSpec(format="slack")
+    stale = http(f"{server.url}/api/h/{ns}/slack/cmd", body, sign(slack, KEY, body, time.time() - 600))
+    assert stale[0] == 401 and "possible replay" in stale[1]
+    unknown = http(f"{server.url}/api/h/{ns}/no/such/route", body, sign(github, KEY, body, time.time()))
+    assert unknown[0] == 404
+    assert runs(cluster, ns, selector="kubemill.dev/http-trigger in (git,slack)") == []
+    accepted = http(url, body, sign(github, KEY, body, time.time(), delivery="d-1"))
+    assert accepted[0] == 201, accepted
+    assert len(runs(cluster, ns, selector="kubemill.dev/http-trigger=git")) == 1
+
+
+def test_deliveries_over_the_rate_limit_get_429_and_create_nothing(
+    cluster: Cluster, hooks: tuple[UiServer, str]
+) -> None:
+    server, ns = hooks
+    cluster.apply(trigger(ns, "limited", "limited", rateLimit={"requestsPerSecond": 1, "burst": 3}))
+    spec = SignatureSpec()
+    answers = []
+    for i in range(6):
+        body = json.dumps({"x": i}).encode()
+        answers.append(http(f"{server.url}/api/h/{ns}/limited", body, sign(spec, KEY, body, time.time())))
+    statuses = [s for s, _ in answers]
+    assert statuses.count(201) in (3, 4) and statuses.count(429) == 6 - statuses.count(201), answers
+    assert statuses[:3] == [201, 201, 201]
+    created = runs(cluster, ns, selector="kubemill.dev/http-trigger=limited")
+    assert len(created) == statuses.count(201)
+
+
+def test_without_the_trigger_identity_nothing_reads_secrets_for_people(
+    cluster: Cluster, hooks: tuple[UiServer, str]
+) -> None:
+    """People's tokens never borrow the webhook identity, and the UI serves only kubemill kinds."""
+    server, ns = hooks
+    status, answer = http(f"{server.url}/api/ui/ns/{ns}/secrets", None, bearer(cluster, "mallory"))
+    assert status == 404  # not a kind the UI serves
+    status, answer = http(f"{server.url}/api/ui/ns/{ns}/scriptruns", None, bearer(cluster, "mallory"))
+    assert status == 200  # mallory may view
+    status, answer = http(f"{server.url}/api/ui/ns/default/scriptruns", None, bearer(cluster, "mallory"))
+    assert status == 403 and "cannot list resource" in answer
