@@ -43,7 +43,10 @@ type script struct {
 	requires [][2]string
 }
 
-var workDir string // removed before the process ends, whichever way
+var (
+	workDir  string // removed before the process ends, whichever way
+	warnings string // kept beside the binary as BINARY.warnings; run.sh prints them before every run
+)
 
 // end finishes the run with an error envelope (and exits).
 func end(name, message, stack string) {
@@ -241,7 +244,7 @@ func build(dir, binary string, s script) {
 		fixed, edits := blankUnusedImports(s.source, out)
 		if len(edits) > 0 && attempt < 5 {
 			for _, edit := range edits {
-				fmt.Fprintf(os.Stderr, "kubemill: %s; compiling it as a blank import (Windmill's Go runner "+
+				warnings += fmt.Sprintf("kubemill: %s; compiling it as a blank import (Windmill's Go runner "+
 					"would refuse the script: remove the import)\n", edit)
 			}
 			s.source = fixed
@@ -276,5 +279,8 @@ func main() {
 	must(os.MkdirAll(filepath.Dir(binary), 0o755))
 	partial := fmt.Sprintf("%s.%d.partial", binary, os.Getpid())
 	build(dir, partial, s)
+	if warnings != "" {
+		must(os.WriteFile(binary+".warnings", []byte(warnings), 0o644))
+	}
 	must(os.Rename(partial, binary))
 }
