@@ -86,8 +86,10 @@ def api() -> Iterator[FakeApi]:
     thread.join()
 
 
-def run_brief(name: str, args: dict[str, Any], tmp_path: Path, **kw: Any) -> Envelope:
-    language = {".py": "python3", ".ts": "deno", ".go": "go", ".sh": "bash"}[Path(name).suffix]
+def run_brief(
+    name: str, args: dict[str, Any], tmp_path: Path, language: str | None = None, **kw: Any
+) -> Envelope:
+    language = language or {".py": "python3", ".ts": "deno", ".go": "go", ".sh": "bash"}[Path(name).suffix]
     with (tmp_path / "log").open("ab") as log:
         envelope = run_script(language, (BRIEF / name).read_text(), args, log=log, timeout=600, **kw)
     return envelope
@@ -244,7 +246,8 @@ def test_bash_resource_endpoints_and_other_urls(api: FakeApi, tmp_path: Path) ->
     assert [path for _, path, _, _ in api.requests] == ["/lists/L/contacts"]
 
 
-def test_webhook_handler(api: FakeApi, tmp_path: Path) -> None:
+@pytest.mark.parametrize("language", ["deno", "bun"])
+def test_webhook_handler(language: str, api: FakeApi, tmp_path: Path) -> None:
     data = {"order_id": "o-1", "total": 12}
     signature = hmac.new(b"whs", json.dumps(data, separators=(",", ":")).encode(), hashlib.sha256).hexdigest()
     resources = {
@@ -256,6 +259,7 @@ def test_webhook_handler(api: FakeApi, tmp_path: Path) -> None:
         "webhook_handler.ts",
         {"payload": payload | {"signature": signature}},
         tmp_path,
+        language,
         resources={
             "u/admin/webhook_secret": {"secret": "whs"},
             "u/admin/slack_webhook": {"url": f"{api.url}/slack"},
@@ -271,7 +275,11 @@ def test_webhook_handler(api: FakeApi, tmp_path: Path) -> None:
     assert (method, path, body["text"]) == ("POST", "/slack", "Webhook received: order.created")
     assert "Processing new order:" in _log(tmp_path)
     forged = run_brief(
-        "webhook_handler.ts", {"payload": payload | {"signature": "bad"}}, tmp_path, resources=resources
+        "webhook_handler.ts",
+        {"payload": payload | {"signature": "bad"}},
+        tmp_path,
+        language,
+        resources=resources,
     )
     assert forged.error is not None
     assert forged.error.message == "Invalid webhook signature"

@@ -28,7 +28,7 @@ from kubemill.runners import (
 )
 from kubemill.runners.runtimes import local_command
 
-LANGUAGES = ["python3", "bash", "deno", "go"]
+LANGUAGES = ["python3", "bash", "deno", "bun", "go"]
 
 SCRIPTS: dict[str, dict[str, str]] = {
     "python3": {
@@ -93,6 +93,9 @@ SCRIPTS: dict[str, dict[str, str]] = {
         "syntax": "package inner\nfunc main(x int) (interface{}, error) { return (x }\n",
     },
 }
+
+
+SCRIPTS["bun"] = SCRIPTS["deno"]
 
 
 def _args(language: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,111 @@
+/**
+ * The runner half shared by kubemill's TypeScript runners (Deno: ../run.ts, Bun: runner_images/bun/run.ts):
+ * imports the script, calls its exported `main` with the run's args in parameter order and writes the result
+ * envelope. Contract (paths, envelope, exit codes): docs/runners.md. It lives beside the client because both
+ * runtimes ship this directory, and the envelope's state comes from the client.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import process from "node:process";
+import { pathToFileURL } from "node:url";
+import { _envelopeState } from "./mod.ts";
+
+const ROOT = "/var/run/kubemill";
+const PREFIX = "KUBEMILL_RESULT:";
+const SUMMARY_LIMIT = 4096;
+const LOG_LIMIT = 1 << 20;
+const setting = (name: string, fallback: string) => process.env[name] || fallback;
+
+/** Parameter names of a function, from its source: `main(a, b = {...}, c?)` -> [a, b, c]. */
+function parameterNames(fn: (...args: never[]) => unknown): string[] {
+  const source = fn.toString();
+  const open = source.indexOf("(");
+  let depth = 0;
+  let current = "";
+  const parts: string[] = [];
+  for (let i = open + 1; i < source.length; i++) {
+    const c = source[i];
+    if ("([{".includes(c)) depth++;
+    if (")]}".includes(c)) {
+      if (depth === 0) break;
+      depth--;
+    }
+    if (c === "," && depth === 0) {
+      parts.push(current);
+      current = "";
+    } else current += c;
+  }
+  parts.push(current);
+  return parts.map((p) => p.trim().split(/[=:\s]/)[0].replace(/^\.\.\./, "")).filter((p) => p !== "");
+}
+
+type Failure = { name: string; message: string; stack: string | null };
+
+function failure(e: unknown): Failure {
+  // Bun reports a module that does not parse as a BuildMessage with its position.
+  const built = e as { name?: string; message?: string; position?: { line?: number } | null };
+  if (built && built.name === "BuildMessage") {
+    const line = built.position?.line;
+    return { name: "SyntaxError", message: line ? `${built.message} (line ${line})` : `${built.message}`, stack: String(e) };
+  }
+  if (e instanceof Error) {
+    // Deno reports a module that does not parse as a TypeError whose message starts "SyntaxError: ".
+    const syntax = e.name === "SyntaxError" || e.message.startsWith("SyntaxError: ");
+    const at = /main\.ts:(\d+):(\d+)/.exec(`${e.message}\n${e.stack ?? ""}`);
+    if (syntax) {
+      const first = e.message.replace(/^SyntaxError: /, "").split("\n")[0];
+      return { name: "SyntaxError", message: at ? `${first} (line ${at[1]})` : first, stack: e.message };
+    }
+    return { name: e.name, message: e.message, stack: e.stack ?? null };
+  }
+  return { name: "Error", message: String(e), stack: null };
+}
+
+function write(path: string, text: string): void {
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, text);
+  } catch {
+    // not writable (e.g. no termination log outside Kubernetes): the other outputs still carry the envelope
+  }
+}
+
+/** Run the script's main and write the envelope; the exit code to end with (0 result, 1 error). */
+export async function runMain(): Promise<number> {
+  const codeFile = `${setting("KUBEMILL_CODE_DIR", `${ROOT}/code`)}/main.ts`;
+  const stateFile = setting("KUBEMILL_STATE_FILE", `${ROOT}/state/state.json`);
+  let envelope: { result: unknown; error: Failure | null; state: unknown };
+  try {
+    const args = JSON.parse(readFileSync(setting("KUBEMILL_ARGS_FILE", `${ROOT}/args.json`), "utf-8")) ?? {};
+    const module = await import(pathToFileURL(codeFile).href);
+    if (typeof module.main !== "function") throw new Error("main.ts exports no main function");
+    const result = await module.main(...parameterNames(module.main).map((name) => args[name] ?? undefined));
+    envelope = { result: result === undefined ? null : result, error: null, state: _envelopeState().state };
+  } catch (e) {
+    envelope = { result: null, error: failure(e), state: _envelopeState().state };
+  }
+  let text: string;
+  try {
+    text = JSON.stringify(envelope);
+  } catch (e) {
+    const message = `main returned a value that is not JSON-serialisable: ${e instanceof Error ? e.message : e}`;
+    envelope = { result: null, error: { name: "ResultNotSerializable", message, stack: null }, state: null };
+    text = JSON.stringify(envelope);
+  }
+  const { changed } = _envelopeState();
+  if (changed && envelope.state !== null) write(stateFile, JSON.stringify(envelope.state));
+  write(setting("KUBEMILL_RESULT_FILE", `${ROOT}/out/result.json`), text);
+  const size = new TextEncoder().encode(text).length;
+  let summary = text;
+  if (size > SUMMARY_LIMIT) {
+    const e = envelope.error;
+    const error = e && { name: e.name.slice(0, 200), message: e.message.slice(0, 1500), stack: (e.stack ?? "").slice(-1500) };
+    summary = JSON.stringify({ result: null, error, state: null, truncated: true, bytes: size });
+  }
+  write(setting("KUBEMILL_TERMINATION_LOG", "/dev/termination-log"), summary);
+  if (setting("KUBEMILL_LOG_RESULT", "1") !== "0" && size <= LOG_LIMIT) {
+    await new Promise<void>((done) => process.stdout.write(`\n${PREFIX}${text}\n`, () => done()));
+  }
+  return envelope.error ? 1 : 0;
+}
+
