@@ -1,0 +1,136 @@
+"""Pure builders and readers for what a FlowRun owns: its child runs, its large result, its observations.
+
+The FlowRun handler lists a run's children by the `kubemill.dev/flow-run-uid` label, turns them into the
+engine's `ChildObservation`s here, and turns the engine's `CreateRun` actions into child manifests here.
+Children carry a controller owner reference to the FlowRun, so deleting a FlowRun deletes them (and their
+Jobs) through the garbage collector, and their names come from the engine (deterministic, so a create after
+a crash meets 409 and adopts). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, get_args
+
+import pydantic
+
+from kubemill.engine.actions import ChildObservation, ChildPhase, CreateRun
+from kubemill.models.common import API_VERSION
+from kubemill.models.flows import FlowRun, FlowRunStatus
+from kubemill.models.scripts import ResultRef, RunError
+
+PARENT_UID_LABEL = "kubemill.dev/flow-run-uid"
+"""On every child run: the uid of the FlowRun that created it (label values are limited to 63 characters,
+so the uid, not the name)."""
+STEP_ANNOTATION = "kubemill.dev/step"
+CANCEL_ANNOTATION = "kubemill.dev/cancel"
+"""Any value on a FlowRun asks for it to be cancelled (children in flight are deleted)."""
+RESULT_INLINE_LIMIT = 16 * 1024
+"""A FlowRun result whose JSON is larger than this goes to a ConfigMap (`status.resultRef`)."""
+RESULT_KEY = "result.json"
+
+Body = dict[str, Any]
+
+
+def owner_reference(run: FlowRun) -> Body:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "FlowRun",
+        "name": run.metadata.name,
+        "uid": run.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_run_manifest(action: CreateRun, parent: FlowRun) -> Body:
+    """The child ScriptRun or FlowRun for one `CreateRun` action."""
+    spec: Body = {"args": dict(action.args), "flowRun": parent.metadata.name, "stepId": action.step}
+    if action.kind == "FlowRun":
+        spec["flowPath"] = action.flow_path
+    elif action.script is not None:
+        spec["script"] = {"language": action.script.language, "content": action.script.content}
+    else:
+        spec["scriptPath"] = action.script_path
+    if action.timeout_seconds and action.kind == "ScriptRun":
+        spec["timeoutSeconds"] = max(1, int(action.timeout_seconds))
+    if parent.spec.schedule_path is not None:
+        spec["schedulePath"] = parent.spec.schedule_path
+    return {
+        "apiVersion": API_VERSION,
+        "kind": action.kind,
+        "metadata": {
+            "name": action.name,
+            "namespace": parent.metadata.namespace,
+            "labels": {PARENT_UID_LABEL: parent.metadata.uid},
+            "annotations": {STEP_ANNOTATION: action.step, "kubemill.dev/attempt": str(action.attempt)},
+            "ownerReferences": [owner_reference(parent)],
+        },
+        "spec": spec,
+    }
+
+
+def result_config_map(parent: FlowRun, result: object) -> Body:
+    """The ConfigMap (owned by the run) that holds a result too large for the status."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{parent.metadata.name}-result"[:253],
+            "namespace": parent.metadata.namespace,
+            "labels": {PARENT_UID_LABEL: parent.metadata.uid or ""},
+            "ownerReferences": [owner_reference(parent)],
+        },
+        "data": {RESULT_KEY: json.dumps(result, separators=(",", ":"))},
+    }
+
+
+def offload_result(status: FlowRunStatus, parent: FlowRun) -> tuple[FlowRunStatus, Body | None]:
+    """A finished status whose result is too large: the result moves to a ConfigMap named in `resultRef`."""
+    if status.result is None or len(json.dumps(status.result, separators=(",", ":"))) <= RESULT_INLINE_LIMIT:
+        return status, None
+    config_map = result_config_map(parent, status.result)
+    ref = ResultRef(name=config_map["metadata"]["name"], key=RESULT_KEY)
+    return status.model_copy(update={"result": None, "result_ref": ref}), config_map
+
+
+def observe_child(body: Mapping[str, Any], read_ref: Any) -> ChildObservation:
+    """A child run as the engine sees it; `read_ref(name, key)` reads an offloaded result."""
+    status = body.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase not in get_args(ChildPhase):
+        phase = "Pending"
+    result = status.get("result")
+    ref = status.get("resultRef")
+    if phase == "Succeeded" and result is None and isinstance(ref, Mapping) and ref.get("name"):
+        result = read_ref(ref["name"], ref.get("key") or RESULT_KEY)
+    error = None
+    if status.get("error"):
+        try:
+            error = RunError.model_validate(status["error"])
+        except pydantic.ValidationError:
+            error = RunError(name="Error", message=json.dumps(status["error"])[:1000])
+    return ChildObservation.model_validate({"phase": phase, "result": result, "error": error})
+
+
+def observe_children(bodies: Iterable[Mapping[str, Any]], read_ref: Any) -> dict[str, ChildObservation]:
+    """The engine's view of a run's children, by name. A child deleted before it finished (by someone
+    else than the engine) counts as cancelled, so its step fails instead of running again."""
+    observed = {}
+    for body in bodies:
+        child = observe_child(body, read_ref)
+        if body.get("metadata", {}).get("deletionTimestamp") and child.phase not in TERMINAL:
+            message = f"child run {body['metadata']['name']} was deleted before it finished"
+            child = ChildObservation(phase="Cancelled", error=RunError(name="Cancelled", message=message))
+        observed[body["metadata"]["name"]] = child
+    return observed
+
+
+TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
+
+
+def status_body(status: FlowRunStatus) -> Body:
+    """The status as written to the API (camelCase, defaults left out)."""
+    body: Body = json.loads(status.to_json())
+    return body

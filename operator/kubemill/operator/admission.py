@@ -1,0 +1,178 @@
+"""Serving the approvals admission webhook: its TLS certificate, Kopf's server, the webhook configurations.
+
+Kopf serves the `on.mutate`/`on.validate` handlers of `approvals.py` over HTTPS. Its own configuration
+manager cannot express `matchConditions`, so kubemill writes the Mutating/ValidatingWebhookConfiguration
+`kubemill-approvals` itself each time the server (re)starts, with CEL conditions that let through only
+requests touching approval annotations: every other FlowRun update never leaves the API server.
+
+Settings (environment, so the chart and the tests can set them without new flags):
+`KUBEMILL_WEBHOOK=off` disables it; `KUBEMILL_WEBHOOK_ADDR` (default 127.0.0.1) and `KUBEMILL_WEBHOOK_PORT`
+(default: a free port) where it listens; `KUBEMILL_WEBHOOK_HOST` the host the API server calls (default: the
+address); `KUBEMILL_WEBHOOK_CERT_DIR` a directory with `tls.crt`, `tls.key` (and `ca.crt`), e.g. a mounted
+Secret; without it a self-signed certificate is generated at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import ipaddress
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from kubemill.errors import NotFound
+
+log = logging.getLogger("kubemill.admission")
+CONFIGURATION_NAME = "kubemill-approvals"
+ADMISSION = "admissionregistration.k8s.io/v1"
+
+MUTATE_WHEN = (
+    "has(object.metadata.annotations) && ('kubemill.dev/approve' in object.metadata.annotations"
+    " || 'kubemill.dev/reject' in object.metadata.annotations)"
+)
+VALIDATE_WHEN = (
+    "(has(object.metadata.annotations) && object.metadata.annotations.exists(k,"
+    " k.startsWith('approval.kubemill.dev/'))) || (oldObject != null && has(oldObject.metadata.annotations)"
+    " && oldObject.metadata.annotations.exists(k, k.startsWith('approval.kubemill.dev/')))"
+)
+
+
+def webhook_configurations(client_config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The mutating (approve/reject -> signed decision) and validating (decisions untouched) webhooks."""
+
+    def webhook(name: str, handler: str, expression: str) -> dict[str, Any]:
+        config = dict(client_config)
+        if "url" in config:
+            config["url"] = config["url"].rstrip("/") + "/" + handler
+        return {
+            "name": f"{name}.kubemill.dev",
+            "clientConfig": config,
+            "rules": [
+                {
+                    "apiGroups": ["kubemill.dev"],
+                    "apiVersions": ["v1alpha1"],
+                    "resources": ["flowruns"],
+                    "operations": ["UPDATE"],
+                    "scope": "Namespaced",
+                }
+            ],
+            "matchConditions": [{"name": "touches-approvals", "expression": expression}],
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": 10,
+            "admissionReviewVersions": ["v1"],
+            "matchPolicy": "Equivalent",
+        }
+
+    meta = {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/part-of": "kubemill"}}
+    return [
+        {
+            "apiVersion": ADMISSION,
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": meta,
+            "webhooks": [{**webhook("approve", "approve", MUTATE_WHEN), "reinvocationPolicy": "Never"}],
+        },
+        {
+            "apiVersion": ADMISSION,
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": meta,
+            "webhooks": [webhook("decisions", "decisions", VALIDATE_WHEN)],
+        },
+    ]
+
+
+def apply_configurations(client_config: dict[str, Any]) -> None:
+    from kubemill.operator import kube
+
+    api = kube()
+    for body in webhook_configurations(client_config):
+        try:
+            api.get(ADMISSION, body["kind"], None, CONFIGURATION_NAME)
+        except NotFound:
+            api.create(body)
+            continue
+        api.patch(ADMISSION, body["kind"], None, CONFIGURATION_NAME, {"webhooks": body["webhooks"]})
+    log.info("webhook configurations %s point at %s", CONFIGURATION_NAME, client_config.get("url"))
+
+
+def self_signed(host: str, directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for `host` (IP or DNS name) valid a year; (certificate, key) files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    try:
+        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        san = x509.DNSName(host)
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+class ApprovalsWebhookServer:
+    """Kopf's webhook server, plus writing kubemill's own webhook configurations whenever it (re)starts."""
+
+    def __init__(self) -> None:
+        self.addr = os.environ.get("KUBEMILL_WEBHOOK_ADDR", "127.0.0.1")
+        self.port = int(os.environ.get("KUBEMILL_WEBHOOK_PORT", "0")) or None
+        self.host = os.environ.get("KUBEMILL_WEBHOOK_HOST") or self.addr
+        cert_dir = os.environ.get("KUBEMILL_WEBHOOK_CERT_DIR")
+        if cert_dir:
+            directory = Path(cert_dir)
+            self.certfile, self.pkeyfile = directory / "tls.crt", directory / "tls.key"
+            ca = directory / "ca.crt"
+            self.cafile = ca if ca.exists() else self.certfile
+        else:
+            directory = Path(tempfile.mkdtemp(prefix="kubemill-webhook-"))
+            self.certfile, self.pkeyfile = self_signed(self.host, directory)
+            self.cafile = self.certfile
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        server = kopf.WebhookServer(
+            addr=self.addr,
+            port=self.port,
+            host=self.host,
+            certfile=str(self.certfile),
+            pkeyfile=str(self.pkeyfile),
+            cadata=self.cafile.read_bytes(),
+        )
+        async for client_config in server(fn):
+            config = dict(client_config)
+            if "caBundle" not in config:
+                config["caBundle"] = base64.b64encode(self.cafile.read_bytes()).decode()
+            await asyncio.to_thread(apply_configurations, config)
+            yield client_config
+
+
+def enabled() -> bool:
+    return os.environ.get("KUBEMILL_WEBHOOK", "on").lower() not in ("off", "0", "false", "no")
