@@ -1,0 +1,23 @@
+# The kubemill operator image: `kubemill operator` (the Helm chart's Deployment) and `kubemill trigger` (the
+# CronJobs of Schedules). Build from the repository root:
+#   docker build -t ghcr.io/kubemill/operator:0.1.0 .
+# Runner images are built from runner_images/<language>/ (see README.md, "Run on kind").
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+WORKDIR /src
+RUN python -m venv /opt/kubemill
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+RUN /opt/kubemill/bin/pip install --no-cache-dir ./
+
+FROM ${PYTHON_IMAGE}
+COPY --from=build /opt/kubemill /opt/kubemill
+# The root filesystem is read-only in the pod; /tmp is an emptyDir.
+ENV PATH=/opt/kubemill/bin:$PATH HOME=/tmp PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+USER 65532:65532
+WORKDIR /tmp
+# /metrics, /healthz, the approvals admission webhook
+EXPOSE 8080 8081 9443
+ENTRYPOINT ["kubemill"]
+CMD ["operator"]
