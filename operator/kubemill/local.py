@@ -172,13 +172,23 @@ def _windmill_path(root: Path, file: Path, suffix: str) -> str:
     return file.relative_to(root).as_posix()[: -len(suffix)]
 
 
+def _files_ending(root: Path, suffix: str) -> list[Path]:
+    """Files under `root` named `*<suffix>`, sorted. Hidden folders and node_modules are not searched: a
+    workspace keeps nothing there, and `kubemill run` from a big folder must not walk all of it."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != "node_modules"]
+        found += [Path(folder, f) for f in files if f.endswith(suffix)]
+    return sorted(found)
+
+
 def load_workspace(root: Path) -> Workspace:
     resources: dict[str, Any] = {}
     variables: dict[str, str] = {}
-    for file in sorted(root.rglob("*.resource.yaml")):
+    for file in _files_ending(root, ".resource.yaml"):
         data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         resources[_windmill_path(root, file, ".resource.yaml")] = data.get("value")
-    for file in sorted(root.rglob("*.variable.yaml")):
+    for file in _files_ending(root, ".variable.yaml"):
         data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         value = data.get("value", "")
         variables[_windmill_path(root, file, ".variable.yaml")] = (

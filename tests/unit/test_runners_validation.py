@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from kubemill.runners.validation import Problem, run_args, validate_args
+import pytest
+from kubemill.runners.validation import Problem, _plainly_valid, run_args, validate_args
 from kubemill.signatures import derive_schema
 
 BRIEF = Path(__file__).parents[1] / "fixtures" / "brief"
@@ -49,3 +51,51 @@ def test_missing_required_and_nullable_types() -> None:
     nullable = {"type": "object", "properties": {"x": {"type": ["string", "null"]}, "y": {}}}
     assert run_args(nullable, {"x": None, "y": None}) == {"x": None, "y": None}
     assert validate_args(nullable, {"x": None}) == []
+
+
+PLAIN = {
+    "type": "object",
+    "properties": {
+        "s": {"type": "string", "description": ""},
+        "i": {"type": "integer", "default": 3},
+        "n": {"type": "number"},
+        "b": {"type": "boolean"},
+        "o": {"type": "object"},
+        "a": {"type": "array", "format": "x"},
+        "any": {"description": "anything"},
+    },
+    "required": ["s"],
+}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"s": "x"},
+        {"s": "x", "i": 1, "n": 1.5, "b": False, "o": {}, "a": [], "any": None, "extra": 1},
+        {"s": "x", "n": 2},
+        {},
+        {"s": 1},
+        {"s": "x", "i": True},
+        {"s": "x", "i": 1.0},
+        {"s": "x", "i": 1.5},
+        {"s": "x", "n": True},
+        {"s": "x", "b": 0},
+        {"s": "x", "o": []},
+        {"s": "x", "a": {}},
+        {"s": None},
+    ],
+)
+def test_the_fast_path_agrees_with_jsonschema(args: dict[str, Any]) -> None:
+    import jsonschema
+
+    truth = [e.message for e in jsonschema.Draft202012Validator(PLAIN).iter_errors(args)]
+    assert sorted(p.message for p in validate_args(PLAIN, args)) == sorted(truth)
+    if _plainly_valid(PLAIN, args):
+        assert truth == []
+
+
+def test_schemas_beyond_plain_types_go_to_jsonschema() -> None:
+    enum = {"type": "object", "properties": {"c": {"type": "string", "enum": ["a"]}}}
+    assert not _plainly_valid(enum, {"c": "b"})
+    assert [str(p) for p in validate_args(enum, {"c": "b"})] == ["c: 'b' is not one of ['a']"]

@@ -9,25 +9,25 @@ termination message first and falls back to the log line when the summary is tru
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 RESULT_PREFIX = "KUBEMILL_RESULT:"
 
 
-class EnvelopeError(BaseModel):
+@dataclass(frozen=True)
+class EnvelopeError:
     """Windmill's error shape: the exception's class name, its message, and a stack trace if there is one."""
-
-    model_config = ConfigDict(frozen=True)
 
     name: str
     message: str
     stack: str | None = None
 
 
-class Envelope(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True)
+class Envelope:
+    """A plain dataclass, not a pydantic model: `kubemill run` reads one per run and should not pay for
+    pydantic's import (parse_envelope checks the shape instead)."""
 
     result: Any = None
     error: EnvelopeError | None = None
@@ -44,6 +44,17 @@ class Envelope(BaseModel):
         return cls(error=EnvelopeError(name=name, message=message, stack=stack), state=state)
 
 
+def _error(value: Any) -> EnvelopeError | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("the runner's envelope is malformed: 'error' is neither null nor an object")
+    name, message, stack = value.get("name"), value.get("message"), value.get("stack")
+    if not isinstance(name, str) or not isinstance(message, str) or not isinstance(stack, str | None):
+        raise ValueError("the runner's envelope is malformed: 'error' needs string 'name' and 'message'")
+    return EnvelopeError(name=name, message=message, stack=stack)
+
+
 def parse_envelope(text: str) -> Envelope:
     """The envelope in `text`; ValueError if it is not one."""
     try:
@@ -52,10 +63,10 @@ def parse_envelope(text: str) -> Envelope:
         raise ValueError(f"the runner's envelope is not JSON: {exc}") from exc
     if not isinstance(data, dict) or not {"result", "error"} <= data.keys():
         raise ValueError("the runner's envelope lacks 'result' and 'error'")
-    try:
-        return Envelope.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(f"the runner's envelope is malformed: {exc}") from exc
+    truncated, size = data.get("truncated", False), data.get("bytes")
+    if not isinstance(truncated, bool) or not (size is None or (isinstance(size, int) and size >= 0)):
+        raise ValueError("the runner's envelope is malformed: 'truncated' or 'bytes'")
+    return Envelope(data["result"], _error(data["error"]), data.get("state"), truncated, size)
 
 
 def envelope_from_logs(logs: str) -> Envelope | None:

@@ -70,13 +70,59 @@ def run_args(schema: Mapping[str, Any], args: Mapping[str, Any]) -> dict[str, An
     }
 
 
+_PLAIN_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "object": dict,
+    "array": list,
+}
+_ANNOTATIONS = {"description", "default", "format", "title"}  # asserted nothing in draft 2020-12 by default
+
+
+def _plainly_valid(schema: Mapping[str, Any], args: Mapping[str, Any]) -> bool:
+    """True when `args` certainly fit a schema made only of `required` and plain `type`s, the usual derived
+    schema: then jsonschema (~50 ms to import) is not needed. False means "ask jsonschema", not "invalid"."""
+    if set(schema) - {"$schema", "type", "properties", "required", "order", *_ANNOTATIONS}:
+        return False
+    properties = schema.get("properties") or {}
+    required = schema.get("required") or []
+    if (
+        schema.get("type") != "object"
+        or not isinstance(properties, Mapping)
+        or not isinstance(required, list)
+    ):
+        return False
+    if not all(isinstance(name, str) and name in args for name in required):
+        return False
+    for name, value in args.items():
+        sub = properties.get(name)
+        if sub is None:
+            continue  # no additionalProperties keyword: any other arg is allowed
+        if not isinstance(sub, Mapping) or set(sub) - {"type", *_ANNOTATIONS}:
+            return False
+        kind = sub.get("type")
+        if kind is None:
+            continue
+        expected = _PLAIN_TYPES.get(kind) if isinstance(kind, str) else None
+        if expected is None or (isinstance(value, bool) and kind != "boolean"):
+            return False
+        if not isinstance(value, expected) or (kind == "integer" and isinstance(value, float)):
+            return False
+    return True
+
+
 def validate_args(schema: Mapping[str, Any], args: Mapping[str, Any]) -> list[Problem]:
     """Every way `args` fail `schema` (JSON Schema draft 2020-12), sorted by field; empty when they fit."""
-    import jsonschema  # here, not at the top: `kubemill run` only pays for it when it validates
+    instance = without_optional_nulls(schema, dict(args))
+    if _plainly_valid(schema, instance):
+        return []
+    import jsonschema  # here, not at the top: most runs never need it
 
     validator = jsonschema.Draft202012Validator(dict(schema))
     problems = [
         Problem(".".join(str(part) for part in error.absolute_path), error.message)
-        for error in validator.iter_errors(without_optional_nulls(schema, dict(args)))
+        for error in validator.iter_errors(instance)
     ]
     return sorted(problems, key=lambda p: (p.field, p.message))
