@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 export KUBEMILL_HOME ?= $(CURDIR)/.cache/kubemill
 PYTEST_ARGS ?=
 
-.PHONY: help install cluster-bin demo test unit integration lint bench cluster crds clean
+.PHONY: help install tools ui cluster-bin demo test unit integration lint bench cluster crds clean
 
 help:
 	@echo "make demo | test | unit | integration | lint | bench | cluster | crds | clean"
@@ -24,7 +24,19 @@ $(VENV)/.installed: pyproject.toml scripts/install-runtimes
 	PYTHON=$(PY) scripts/install-runtimes
 	touch $@
 
-install: $(VENV)/.installed
+# The web UI's bundle (Preact + Vite), served by `kubemill ui`; rebuilt when its sources change.
+UI_BUNDLE := operator/kubemill/ui/static/index.html
+$(UI_BUNDLE): ui/package.json ui/package-lock.json ui/index.html ui/vite.config.js $(shell find ui/src -type f 2>/dev/null)
+	cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent
+
+ui: $(UI_BUNDLE)
+
+# helm (from the Go module proxy) for the chart tests, Debian's chromium for the browser tests.
+tools:
+	scripts/install-tools >/dev/null
+	scripts/install-browser
+
+install: $(VENV)/.installed ui tools
 
 cluster-bin:
 	tests/cluster/build.sh >/dev/null
