@@ -24,6 +24,13 @@ import yaml
 from tests.conftest import Cluster, controlplane, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+# Runner pods mount an emptyDir at /tmp (restricted pods have a read-only root). The node agent bind-mounts
+# each pod's volumes from the cluster's state directory in order, so a state directory under /tmp would be
+# hidden by that /tmp mount before the termination-message file is mounted. Keep this session's temporary
+# directories (the cluster's state among them) out of /tmp.
+_STATE_ROOT = Path("/var/tmp/kubemill-tests")
+_STATE_ROOT.mkdir(parents=True, exist_ok=True)
+tempfile.tempdir = str(_STATE_ROOT)
 SYSTEM_NAMESPACE = "kubemill-system"
 SERVICE_ACCOUNT = "kubemill-operator"
 

@@ -98,7 +98,7 @@ class Kube:
             if query
             else ""
         )
-        headers = {"Accept": "text/plain" if raw else "application/json", "Content-Type": content_type}
+        headers = {"Accept": "*/*" if raw else "application/json", "Content-Type": content_type}
         m, full_url, h, b, _ = self._api.param_serialize(
             method, url, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
@@ -121,6 +121,8 @@ class Kube:
             if self._observe is not None:
                 self._observe(verb, resource, status, time.perf_counter() - start)
         text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
+        if status >= 400:  # call_api returns error responses instead of raising them
+            raise _error_for(status, f"{method} {path}", text)
         return text if raw else (json.loads(text) if text else None)
 
     # --- objects -------------------------------------------------------------------------------------
@@ -172,6 +174,14 @@ class Kube:
         result: Body = self.request("PATCH", path, body=patch, content_type=content_type)
         return result
 
+    def replace(self, body: Mapping[str, Any], *, status: bool = False) -> Body:
+        """PUT the whole object (its status subresource with `status`); its resourceVersion makes it
+        conditional: a concurrent change is a Conflict, never a lost write."""
+        meta = body["metadata"]
+        path = object_path(body["apiVersion"], plural_of(body["kind"]), meta.get("namespace"), meta["name"])
+        result: Body = self.request("PUT", path + ("/status" if status else ""), body=dict(body))
+        return result
+
     def delete(
         self,
         api_version: str,
@@ -190,12 +200,20 @@ class Kube:
         return True
 
     def pod_log(
-        self, namespace: str, name: str, *, container: str | None = None, limit_bytes: int | None = None
+        self,
+        namespace: str,
+        name: str,
+        *,
+        container: str | None = None,
+        limit_bytes: int | None = None,
+        tail_lines: int | None = None,
     ) -> str:
         """A pod's log (through the API server, which asks the node)."""
         query: dict[str, str | int | bool] = {}
         if container:
             query["container"] = container
+        if tail_lines is not None:
+            query["tailLines"] = tail_lines
         if limit_bytes:
             query["limitBytes"] = limit_bytes
         text: str = self.request(

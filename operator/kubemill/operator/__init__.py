@@ -14,11 +14,25 @@ import importlib
 import logging
 import os
 import threading
+from dataclasses import dataclass
 
 import kopf
 
+from kubemill.k8s.builders import DEFAULT_IMAGE_TEMPLATE
 from kubemill.k8s.client import Kube
 from kubemill.operator import metrics
+
+
+@dataclass
+class Settings:
+    """Operator-wide options from the command line, read by the handler modules."""
+
+    runner_image_template: str = DEFAULT_IMAGE_TEMPLATE
+    run_history_limit: int = 100
+    workers: int = 16
+
+
+settings = Settings()
 
 HANDLER_MODULES = ("scripts", "flows", "approvals", "schedules", "resources")
 ANNOTATION_PREFIX = "kopf.kubemill.dev"
@@ -83,23 +97,38 @@ def add_arguments_operator(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health-port", type=int, default=8081, help="port of /healthz (0: off)")
     parser.add_argument("--bind", default="0.0.0.0", help="address /metrics and /healthz listen on")
     parser.add_argument("--workers", type=int, default=32, help="threads for synchronous handlers")
+    parser.add_argument(
+        "--runner-image",
+        default=DEFAULT_IMAGE_TEMPLATE,
+        help="runner image template ({language}, {version}); default: %(default)s",
+    )
+    parser.add_argument(
+        "--run-history-limit",
+        type=int,
+        default=100,
+        help="finished ScriptRuns kept per script and namespace (older ones are deleted; 0: keep all)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
 
 
 def cli_operator(args: argparse.Namespace) -> int:
     global _kubeconfig
+    options = settings
     if args.kubeconfig:
         _kubeconfig = args.kubeconfig
         os.environ["KUBECONFIG"] = args.kubeconfig  # Kopf's own login reads it too
+    options.runner_image_template = args.runner_image
+    options.run_history_limit = args.run_history_limit
+    options.workers = args.workers
     kopf.configure(verbose=args.verbose)
     loaded = load_handlers()
     log.info("kubemill operator: handlers %s", ", ".join(loaded) or "(none)")
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.bind)
-    settings = kopf.OperatorSettings()
-    configure_settings(settings, args.workers)
+    kopf_settings = kopf.OperatorSettings()
+    configure_settings(kopf_settings, args.workers)
     kopf.run(
-        settings=settings,
+        settings=kopf_settings,
         standalone=True,
         clusterwide=not args.namespace,
         namespaces=args.namespace,

@@ -1,0 +1,335 @@
+"""Pure builders of the Kubernetes objects a script run needs: names, the code ConfigMap, the per-run Secret,
+the Job, the result ConfigMap.
+
+Everything here is a function of its arguments (no clock, no API): the same run and attempt always give the
+same names and the same manifests, which is what lets a restarted operator adopt what it created before
+(409 on create) instead of duplicating it. Runner pods meet the restricted Pod Security Standard: non-root
+(uid 65532), no service-account token, read-only root filesystem, no privilege escalation, all capabilities
+dropped, `RuntimeDefault` seccomp; what a run writes goes to emptyDirs (`/tmp`, `/var/run/kubemill/out`).
+
+Mounted for the runner (docs/runners.md): the code ConfigMap at `/var/run/kubemill/code/` and the per-run
+Secret at `/var/run/kubemill/input/` (`args.json` and `resources/<resource.|variable.><path>`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubemill import __version__
+from kubemill.models.openflow import Retry
+from kubemill.models.scripts import EnvVar, RunnerSpec
+from kubemill.runners import code_filename, command_for, env_for
+from kubemill.runners.languages import RUN_ROOT, RunContext
+
+MAX_NAME = 63
+RUNNER_UID = 65532
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kubemill"}
+LABEL_RUN_UID = "kubemill.dev/run-uid"
+LABEL_ATTEMPT = "kubemill.dev/attempt"
+LABEL_CODE = "kubemill.dev/code"
+ANNOTATION_RUN = "kubemill.dev/script-run"
+ANNOTATION_PATH = "kubemill.dev/script-path"
+ARGS_KEY = "args.json"
+RESULT_KEY = "result.json"
+CONTAINER = "runner"
+DEFAULT_IMAGE_TEMPLATE = "ghcr.io/kubemill/runner-{language}:{version}"
+INPUT_DIR = f"{RUN_ROOT}/input"
+
+_INVALID = re.compile(r"[^a-z0-9-]+")
+
+
+# --- names -------------------------------------------------------------------------------------------------
+
+
+def _digest(*parts: str, length: int = 10) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:length]
+
+
+def child_name(parent: str, suffix: str, *identity: str) -> str:
+    """`<parent>-<suffix>-<hash>`, a DNS-1123 label of at most 63 characters, stable for the same inputs."""
+    digest = _digest(parent, suffix, *identity, length=8)
+    tail = f"-{suffix}-{digest}"
+    prefix = _INVALID.sub("-", parent.lower()).strip("-")[: MAX_NAME - len(tail)].rstrip("-")
+    return f"{prefix or 'run'}{tail}"
+
+
+def job_name(run_name: str, attempt: int) -> str:
+    """The Job of attempt `attempt` (1-based) of a run."""
+    return child_name(run_name, f"a{attempt}")
+
+
+def run_secret_name(run_name: str) -> str:
+    """The per-run Secret (args, resources, variables), shared by the run's attempts."""
+    return child_name(run_name, "input")
+
+
+def result_configmap_name(run_name: str) -> str:
+    """The ConfigMap holding a result too large for the status."""
+    return child_name(run_name, "result")
+
+
+def content_hash(language: str, code: str) -> str:
+    """A hash of the code and the file it runs as: equal code shares one code ConfigMap."""
+    return hashlib.sha256(f"{code_filename(language)}\x00{code}".encode()).hexdigest()[:20]
+
+
+def code_configmap_name(digest: str) -> str:
+    return f"kubemill-code-{digest}"
+
+
+# --- what a run executes -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """What a run executes, from a Script or from an inline script: code, language (the runtime) and how."""
+
+    path: str
+    language: str
+    code: str
+    schema: Mapping[str, Any] | None = None
+    requirements: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    timeout_seconds: int | None = None
+    retry: Retry | None = None
+    concurrency_limit: int | None = None
+    env: tuple[EnvVar, ...] = ()
+    runner: RunnerSpec | None = None
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.language, self.code)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """The run an object belongs to (for names, labels and the owner reference)."""
+
+    namespace: str
+    name: str
+    uid: str
+    kind: str = "ScriptRun"
+    api_version: str = "kubemill.dev/v1alpha1"
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Operator-wide settings of runner Jobs."""
+
+    image_template: str = DEFAULT_IMAGE_TEMPLATE
+    version: str = __version__
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    def image(self, language: str) -> str:
+        return self.image_template.format(language=language, version=self.version)
+
+
+def owner_reference(owner: RunIdentity, *, controller: bool = True) -> dict[str, Any]:
+    return {
+        "apiVersion": owner.api_version,
+        "kind": owner.kind,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": controller,
+    }
+
+
+def _meta(
+    name: str, namespace: str, owner: RunIdentity | None, *, controller: bool = True, **extra: Any
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)}
+    if owner is not None:
+        meta["ownerReferences"] = [owner_reference(owner, controller=controller)]
+    for key, value in extra.items():
+        meta.setdefault(key, {}).update(value)
+    return meta
+
+
+# --- objects -----------------------------------------------------------------------------------------------
+
+
+def build_code_configmap(namespace: str, target: RunTarget, owner: RunIdentity | None) -> dict[str, Any]:
+    """The content-addressed code ConfigMap (immutable): one key, the file the runner loads. Shared by every
+    run of the same code, so its owner (the Script, or the run of an inline script) is not its controller."""
+    digest = target.content_hash
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(
+            code_configmap_name(digest), namespace, owner, controller=False, labels={LABEL_CODE: digest}
+        ),
+        "immutable": True,
+        "data": {code_filename(target.language): target.code},
+    }
+
+
+def build_run_secret(run: RunIdentity, args: Mapping[str, Any], files: Mapping[str, str]) -> dict[str, Any]:
+    """The per-run Secret: `args.json` plus `files` (resource/variable files and the mask list, as
+    `kubemill.secrets.ResolvedRun.secret_data()` returns them). Owned by the run."""
+    data = {ARGS_KEY: json.dumps(dict(args))} | dict(files)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _meta(run_secret_name(run.name), run.namespace, run, labels={LABEL_RUN_UID: run.uid}),
+        "immutable": True,
+        "stringData": data,
+    }
+
+
+def _resource_keys(files: Sequence[str]) -> list[str]:
+    return sorted(k for k in files if k.startswith(("resource.", "variable.")))
+
+
+def build_job(
+    run: RunIdentity,
+    target: RunTarget,
+    attempt: int,
+    secret_keys: Sequence[str],
+    context: RunContext,
+    options: JobOptions | None = None,
+) -> dict[str, Any]:
+    """The Job running attempt `attempt` of `run`: one pod, never restarted (kubemill retries, Kubernetes
+    does not); deadline = the script's timeout. `secret_keys`: the per-run Secret's keys."""
+    options = options or JobOptions()
+    runner = target.runner or RunnerSpec()
+    name = job_name(run.name, attempt)
+    labels = {**MANAGED_BY, LABEL_RUN_UID: run.uid, LABEL_ATTEMPT: str(attempt)}
+    annotations = {ANNOTATION_RUN: run.name, ANNOTATION_PATH: target.path}
+    env = env_for(target.language, context, requirements=target.requirements)
+    env |= {
+        "HOME": "/tmp",
+        "KUBEMILL_ARGS_FILE": f"{INPUT_DIR}/{ARGS_KEY}",
+        "KUBEMILL_RESOURCES_DIR": f"{INPUT_DIR}/resources",
+        "KUBEMILL_CACHE_DIR": "/tmp/kubemill/deps",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **options.extra_env,
+    }
+    container_env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
+    container_env += [e.to_manifest() for e in target.env]
+    items = [{"key": ARGS_KEY, "path": ARGS_KEY}] + [
+        {"key": k, "path": f"resources/{k}"} for k in _resource_keys(secret_keys)
+    ]
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": runner.image or options.image(target.language),
+        "imagePullPolicy": "IfNotPresent",
+        "command": command_for(target.language),
+        "env": container_env,
+        "workingDir": "/tmp",
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "code", "mountPath": f"{RUN_ROOT}/code", "readOnly": True},
+            {"name": "input", "mountPath": INPUT_DIR, "readOnly": True},
+            {"name": "out", "mountPath": f"{RUN_ROOT}/out"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if runner.resources:
+        container["resources"] = dict(runner.resources)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+            "fsGroup": RUNNER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {
+                "name": "code",
+                "configMap": {"name": code_configmap_name(target.content_hash), "defaultMode": 0o444},
+            },
+            {
+                "name": "input",
+                "secret": {"secretName": run_secret_name(run.name), "items": items, "defaultMode": 0o444},
+            },
+            {"name": "out", "emptyDir": {"sizeLimit": "64Mi"}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if runner.service_account_name:
+        pod_spec["serviceAccountName"] = runner.service_account_name
+    if runner.node_selector:
+        pod_spec["nodeSelector"] = dict(runner.node_selector)
+    if runner.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in runner.tolerations]
+    spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},
+    }
+    if target.timeout_seconds:
+        spec["activeDeadlineSeconds"] = target.timeout_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(name, run.namespace, run, labels=labels, annotations=annotations),
+        "spec": spec,
+    }
+
+
+def build_result_configmap(run: RunIdentity, result_json: str) -> dict[str, Any]:
+    """A result too large for the status, in a ConfigMap owned by the run (deleted with it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(
+            result_configmap_name(run.name), run.namespace, run, labels={LABEL_RUN_UID: run.uid}
+        ),
+        "immutable": True,
+        "data": {RESULT_KEY: result_json},
+    }
+
+
+def build_script_status(
+    generation: int | None,
+    digest: str | None,
+    schema: Mapping[str, Any] | None,
+    problem: tuple[str, str] | None,
+    old_conditions: Sequence[Mapping[str, Any]],
+    now: str,
+) -> dict[str, Any]:
+    """A Script's status: its schema and content hash, and `Ready` (False with `problem` = (reason, message),
+    e.g. `SyntaxError` and a message naming the line). A condition keeps its transition time while held."""
+    status, reason, message = ("False", *problem) if problem else ("True", "Parsed", "main's schema derived")
+    old = next((c for c in old_conditions if c.get("type") == "Ready"), None)
+    since = now
+    if old is not None and old.get("status") == status and old.get("lastTransitionTime"):
+        since = str(old["lastTransitionTime"])
+    ready: dict[str, Any] = {
+        "type": "Ready",
+        "status": status,
+        "reason": reason,
+        "message": message[:4000],
+        "lastTransitionTime": since,
+    }
+    if generation is not None:
+        ready["observedGeneration"] = generation
+    out: dict[str, Any] = {"conditions": [ready]}
+    if generation is not None:
+        out["observedGeneration"] = generation
+    if digest is not None:
+        out["contentHash"] = digest
+    if schema is not None:
+        out["schema"] = dict(schema)
+    return out

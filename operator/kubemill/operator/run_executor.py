@@ -1,0 +1,417 @@
+"""Carries out ScriptRun decisions: gathers what `kubemill.k8s.scriptruns.decide` needs, acts on what it says.
+
+Every trigger (the run changed, its Job or Pod changed, a wake-up came due) ends in `RunExecutor.reconcile`,
+level-triggered and serialised per run: read the run, find what it executes, observe the current attempt,
+decide, then act in an order that survives a crash at any point: objects a status will point at are created
+before the status is written (a Job before `status.job`, a result ConfigMap before `status.resultRef`), and
+cleanup (finished Jobs, the per-run Secret) happens after. The status write carries the run's
+resourceVersion, so two writers can never both record a result: the loser re-reads and finds it recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pydantic
+
+from kubemill.errors import Conflict, NotFound
+from kubemill.k8s import builders, scriptruns
+from kubemill.k8s.builders import JobOptions, RunIdentity, RunTarget
+from kubemill.k8s.client import Body, Kube
+from kubemill.k8s.scriptruns import Decision, Failure, Inputs, Observation
+from kubemill.models.scripts import ScriptRun
+from kubemill.operator import metrics
+from kubemill.operator.requeue import Requeue
+from kubemill.operator.script_catalog import ScriptCatalog
+from kubemill.runners.languages import RunContext
+from kubemill.secrets import (
+    MASKS_KEY,
+    UnresolvedReference,
+    decode_secret,
+    masks_from_secret_data,
+    resolve,
+    secret_names,
+)
+
+log = logging.getLogger(__name__)
+API = "kubemill.dev/v1alpha1"
+RunKey = tuple[str, str]
+
+
+@dataclass
+class RunRecord:
+    """What the executor remembers of a run between events (for concurrency limits and history)."""
+
+    script_path: str
+    phase: str
+    created: str
+    finished: str = ""
+
+
+class RunExecutor:
+    """Reconciles ScriptRuns; one per operator process."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        catalog: ScriptCatalog,
+        options: JobOptions | None = None,
+        history_limit: int = 100,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        workers: int = 8,
+    ) -> None:
+        self.kube = kube
+        self.catalog = catalog
+        self.options = options or JobOptions()
+        self.history_limit = history_limit
+        self.clock = clock
+        self._locks: dict[RunKey, threading.Lock] = {}
+        self._script_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._runs: dict[RunKey, RunRecord] = {}
+        self._written: dict[RunKey, Body] = {}
+        self._masks: dict[RunKey, frozenset[str]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kubemill-requeued")
+        self.requeue = Requeue(self._requeued)
+
+    # --- triggers ------------------------------------------------------------------------------------
+
+    def _requeued(self, key: Hashable) -> None:
+        assert isinstance(key, tuple)  # the executor only requeues RunKeys
+        self._pool.submit(self._safe_reconcile, str(key[0]), str(key[1]))
+
+    def _safe_reconcile(self, namespace: str, name: str) -> None:
+        try:
+            self.reconcile(namespace, name)
+        except Exception as exc:
+            metrics.RECONCILE_ERRORS.labels("ScriptRun", type(exc).__name__).inc()
+            log.exception("reconcile of scriptrun %s/%s failed; retrying in 5s", namespace, name)
+            self.requeue.after((namespace, name), 5.0)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The run was deleted."""
+        key = (namespace, name)
+        with self._guard:
+            self._runs.pop(key, None)
+            self._written.pop(key, None)
+            self._masks.pop(key, None)
+            self._locks.pop(key, None)
+
+    def _lock(self, key: RunKey) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _script_lock(self, namespace: str, path: str) -> threading.Lock:
+        with self._guard:
+            return self._script_locks.setdefault((namespace, path), threading.Lock())
+
+    # --- the reconcile -------------------------------------------------------------------------------
+
+    def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        body: Mapping[str, Any] | None = None,
+        pod: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Bring one run a step forward: decide on its freshest body, act, write its status once."""
+        key = (namespace, name)
+        with self._lock(key):
+            current = self._freshest(key, body)
+            for _ in range(3):
+                if current is None:
+                    self.forget(namespace, name)
+                    return
+                try:
+                    self._step(key, current, pod)
+                    return
+                except Conflict:  # the run changed since we read it: decide again on what it is now
+                    current = self.kube.get_or_none(API, "ScriptRun", namespace, name)
+
+    def collect_job(self, namespace: str, run_name: str, job_name: str) -> None:
+        """Delete a Job its run no longer needs (the run finished, or moved on to a later attempt): what a
+        crash between recording a result and deleting the Job leaves behind."""
+        key = (namespace, run_name)
+        with self._lock(key):
+            body = self._written.get(key) or self._freshest(key, None)
+            if body is None:
+                return
+            status = body.get("status") or {}
+            current = (status.get("job") or {}).get("name")
+            earlier = {builders.job_name(run_name, n) for n in range(1, int(status.get("attempts", 0)))}
+            if status.get("phase") in scriptruns.TERMINAL or (job_name in earlier and job_name != current):
+                self.kube.delete("batch/v1", "Job", namespace, job_name, propagation="Background")
+
+    def _freshest(self, key: RunKey, body: Mapping[str, Any] | None) -> Body | None:
+        written = self._written.get(key)
+        if body is None:
+            return self.kube.get_or_none(API, "ScriptRun", key[0], key[1])
+        if written is not None and _rv(written) > _rv(body):
+            return written
+        return dict(body)
+
+    def _step(self, key: RunKey, body: Body, pod: Mapping[str, Any] | None) -> None:
+        """One decision, carried out."""
+        run = ScriptRun.model_validate(body)
+        status = scriptruns.current_status(run)
+        phase = status.get("phase", "Pending")
+        self._remember(key, run, phase)
+        if phase in scriptruns.TERMINAL:
+            return
+        target, problem = self.catalog.target_for(run)
+        inputs = Inputs(now=self.clock(), target=target, target_problem=problem)
+        if phase == "Running" and target is not None:
+            observation = self._observe(run, status, target, pod)
+            inputs = replace(inputs, observation=observation, masks=self._masks_for(key))
+        elif phase == "Pending" and target is not None and target.concurrency_limit:
+            running = self._running_count(key, target.path)
+            inputs = replace(inputs, slot_free=running < target.concurrency_limit, running_count=running)
+        self._act(key, run, body, target, scriptruns.decide(run, inputs))
+
+    def _observe(
+        self, run: ScriptRun, status: Mapping[str, Any], target: RunTarget, pod: Mapping[str, Any] | None
+    ) -> Observation:
+        namespace = run.metadata.namespace or ""
+        job_name = (status.get("job") or {}).get("name")
+        job = self.kube.get_or_none("batch/v1", "Job", namespace, job_name) if job_name else None
+        if job is not None and (
+            pod is None or pod.get("metadata", {}).get("labels", {}).get("job-name") != job_name
+        ):
+            pods = self.kube.list("v1", "Pod", namespace, labels={"job-name": str(job_name)})
+            pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
+        observation = scriptruns.observe_attempt(job, pod, None, target.timeout_seconds)
+        if observation.state == "needs-logs" and pod is not None:
+            try:
+                logs = self.kube.pod_log(
+                    namespace,
+                    pod["metadata"]["name"],
+                    container=builders.CONTAINER,
+                    tail_lines=scriptruns.LOG_LINES,
+                )
+            except NotFound:
+                logs = ""
+            observation = scriptruns.observe_attempt(job, pod, logs, target.timeout_seconds)
+        return observation
+
+    def _masks_for(self, key: RunKey) -> frozenset[str]:
+        if key in self._masks:
+            return self._masks[key]
+        secret = self.kube.get_or_none("v1", "Secret", key[0], builders.run_secret_name(key[1]))
+        masks = masks_from_secret_data(decode_secret((secret or {}).get("data")))
+        self._masks[key] = masks
+        return masks
+
+    def _running_count(self, key: RunKey, path: str) -> int:
+        with self._guard:
+            return sum(
+                1
+                for k, r in self._runs.items()
+                if k != key and k[0] == key[0] and r.script_path == path and r.phase == "Running"
+            )
+
+    def _remember(self, key: RunKey, run: ScriptRun, phase: str) -> None:
+        created = str((run.metadata.model_extra or {}).get("creationTimestamp", ""))
+        path = run.spec.script_path or ""
+        with self._guard:
+            record = self._runs.get(key)
+            if record is None:
+                self._runs[key] = RunRecord(path, phase, created)
+            else:
+                record.phase = phase
+
+    # --- acting --------------------------------------------------------------------------------------
+
+    def _act(
+        self, key: RunKey, run: ScriptRun, body: Body, target: RunTarget | None, decision: Decision
+    ) -> None:
+        namespace, name = key
+        identity = RunIdentity(namespace, name, run.metadata.uid or "")
+        old = scriptruns.current_status(run)
+        new_status = decision.status
+        for action in decision.actions:
+            if isinstance(action, scriptruns.StartAttempt) and target is not None:
+                started = self._start(key, run, identity, target, action.attempt)
+                if started is not None:  # resources could not be resolved: the run fails instead
+                    new_status = started
+            elif isinstance(action, scriptruns.StoreResult):
+                self.kube.create(builders.build_result_configmap(identity, action.result_json))
+        changed = new_status != old
+        if changed:
+            written = self.kube.replace({**body, "status": new_status}, status=True)
+            self._written[key] = written
+            self._after_transition(key, run, old, new_status, target, decision)
+        for action in decision.actions:
+            if isinstance(action, scriptruns.DeleteJob):
+                self.kube.delete("batch/v1", "Job", namespace, action.name, propagation="Background")
+            elif isinstance(action, scriptruns.DeleteRunSecret):
+                self.kube.delete("v1", "Secret", namespace, builders.run_secret_name(name))
+            elif isinstance(action, scriptruns.Requeue):
+                self.requeue.after(key, action.seconds)
+        if decision.event is not None and changed:
+            self._event(run, *decision.event, warning=new_status.get("phase") == "Failed")
+
+    def _start(
+        self, key: RunKey, run: ScriptRun, identity: RunIdentity, target: RunTarget, attempt: int
+    ) -> dict[str, Any] | None:
+        namespace, name = key
+        script_owner = self.catalog.owner_of(namespace, target.path)
+        self.catalog.ensure_code(namespace, target, script_owner or identity)
+        try:
+            files = self._resolve_files(namespace, target)
+        except UnresolvedReference as exc:
+            failure = Failure(exc.reason, exc.message)
+            inputs = Inputs(now=self.clock(), target=None, target_problem=failure)
+            return scriptruns.decide(run, inputs).status
+        self._masks[key] = masks_from_secret_data(files)
+        secret = builders.build_run_secret(identity, run.spec.args, files)
+        self.kube.create(secret)
+        context = RunContext(
+            workspace=namespace,
+            job_id=run.metadata.uid or name,
+            job_path=target.path,
+            flow_job_id=(run.metadata.labels or {}).get("kubemill.dev/flow-run-uid", ""),
+            flow_step_id=run.spec.step_id or "",
+            schedule_path=run.spec.schedule_path or "",
+            scheduled_for=run.spec.scheduled_for.isoformat() if run.spec.scheduled_for else "",
+        )
+        job = builders.build_job(identity, target, attempt, list(secret["stringData"]), context, self.options)
+        _, created = self.kube.create(job)
+        if created:
+            metrics.RUNS_STARTED.labels(namespace, target.language, target.path).inc()
+        return None
+
+    def _resolve_files(self, namespace: str, target: RunTarget) -> dict[str, str]:
+        if not target.resources:
+            return {MASKS_KEY: "[]"}
+        from kubemill.models.resources import Resource, Variable
+
+        resources = {
+            r.spec.path: r
+            for r in (_parse(Resource, b) for b in self.kube.list(API, "Resource", namespace))
+            if r is not None
+        }
+        variables = {
+            v.spec.path: v
+            for v in (_parse(Variable, b) for b in self.kube.list(API, "Variable", namespace))
+            if v is not None
+        }
+        secrets = {}
+        for secret_name in secret_names(target.resources, resources, variables):
+            secret = self.kube.get_or_none("v1", "Secret", namespace, secret_name)
+            if secret is not None:
+                secrets[secret_name] = decode_secret(secret.get("data"))
+        return resolve(target.resources, resources, variables, secrets).secret_data()
+
+    def _after_transition(
+        self,
+        key: RunKey,
+        run: ScriptRun,
+        old: Mapping[str, Any],
+        new: Mapping[str, Any],
+        target: RunTarget | None,
+        decision: Decision,
+    ) -> None:
+        namespace, _ = key
+        phase, was = new.get("phase"), old.get("phase", "Pending")
+        language = target.language if target is not None else "unknown"
+        path = target.path if target is not None else (run.spec.script_path or "")
+        with self._guard:
+            record = self._runs.get(key)
+            if record is not None:
+                record.phase = str(phase)
+        if phase == "Running" and was != "Running":
+            metrics.ACTIVE_RUNS.labels(namespace).inc()
+            if not old.get("startedAt"):
+                created = (run.metadata.model_extra or {}).get("creationTimestamp")
+                if created:
+                    waited = (self.clock() - _parse_time(str(created))).total_seconds()
+                    metrics.QUEUE_WAIT.labels(language).observe(max(waited, 0.0))
+        if was == "Running" and phase != "Running":
+            metrics.ACTIVE_RUNS.labels(namespace).dec()
+            self._wake_waiting(namespace, path)
+        if decision.finished:
+            metrics.RUNS_FINISHED.labels(namespace, language, path, str(phase)).inc()
+            started = new.get("startedAt")
+            if started:
+                duration = (_parse_time(str(new["finishedAt"])) - _parse_time(str(started))).total_seconds()
+                metrics.RUN_DURATION.labels(language, str(phase)).observe(max(duration, 0.0))
+            with self._guard:
+                if record is not None:
+                    record.finished = str(new.get("finishedAt", ""))
+                self._masks.pop(key, None)
+            self._trim_history(namespace, path)
+
+    def _wake_waiting(self, namespace: str, path: str) -> None:
+        with self._guard:
+            waiting = sorted(
+                (r.created, k)
+                for k, r in self._runs.items()
+                if k[0] == namespace and r.script_path == path and r.phase == "Pending"
+            )
+        for _, key in waiting:
+            self.requeue.after(key, 0)
+
+    def _trim_history(self, namespace: str, path: str) -> None:
+        if not path or self.history_limit <= 0:
+            return
+        with self._guard:
+            finished = sorted(
+                (r.finished, k)
+                for k, r in self._runs.items()
+                if k[0] == namespace
+                and r.script_path == path
+                and r.phase in scriptruns.TERMINAL
+                and r.finished
+            )
+        for _, (ns, name) in finished[: max(len(finished) - self.history_limit, 0)]:
+            self.kube.delete(API, "ScriptRun", ns, name)
+            self.forget(ns, name)
+
+    def _event(self, run: ScriptRun, reason: str, message: str, *, warning: bool) -> None:
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        namespace = run.metadata.namespace or ""
+        self.kube.event(
+            {
+                "apiVersion": "events.k8s.io/v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{run.metadata.name}.", "namespace": namespace},
+                "eventTime": now,
+                "reportingController": "kubemill.dev/operator",
+                "reportingInstance": "kubemill-operator",
+                "action": "Reconcile",
+                "reason": reason[:128],
+                "note": message[:1024],
+                "type": "Warning" if warning else "Normal",
+                "regarding": {
+                    "apiVersion": API,
+                    "kind": "ScriptRun",
+                    "name": run.metadata.name,
+                    "namespace": namespace,
+                    "uid": run.metadata.uid,
+                },
+            }
+        )
+
+
+def _rv(body: Mapping[str, Any]) -> int:
+    try:
+        return int(body.get("metadata", {}).get("resourceVersion", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _parse(model: Any, body: Mapping[str, Any]) -> Any:
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError:
+        return None

@@ -1,0 +1,135 @@
+"""Kopf handlers for Scripts and ScriptRuns (and the Jobs and Pods that run them): thin adapters.
+
+A Script event refreshes the script catalog and writes the Script's status (schema derived from `main`,
+content hash, `Ready` naming the line of a syntax error) and its content-addressed code ConfigMap. Every
+ScriptRun, Job and Pod event of a run hands the run to the executor (`run_executor.RunExecutor`), which
+decides with the pure `kubemill.k8s.scriptruns` and acts through the one API client. Watching events (not
+Kopf's change handlers) keeps Kopf's own bookkeeping off the runs: no annotations, no finalizers, no extra
+writes between a ScriptRun's creation and its Job; after a restart the initial listing re-delivers every
+object, which is all the resumption a level-triggered reconcile needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+import pydantic
+
+from kubemill.errors import KubemillError
+from kubemill.k8s import builders
+from kubemill.models.scripts import Script
+from kubemill.operator import kube, metrics, settings
+from kubemill.operator.run_executor import RunExecutor
+from kubemill.operator.script_catalog import ScriptCatalog
+from kubemill.signatures import SignatureError
+
+log = logging.getLogger(__name__)
+GROUP, VERSION = "kubemill.dev", "v1alpha1"
+RUN_LABELS = {builders.LABEL_RUN_UID: kopf.PRESENT}
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def catalog() -> ScriptCatalog:
+    with _lock:
+        if "catalog" not in _state:
+            _state["catalog"] = ScriptCatalog(kube())
+        return _state["catalog"]  # type: ignore[no-any-return]
+
+
+def executor() -> RunExecutor:
+    cat = catalog()
+    with _lock:
+        if "executor" not in _state:
+            options = builders.JobOptions(image_template=settings.runner_image_template)
+            _state["executor"] = RunExecutor(
+                kube(), cat, options, history_limit=settings.run_history_limit, workers=settings.workers
+            )
+        return _state["executor"]  # type: ignore[no-any-return]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- Scripts -----------------------------------------------------------------------------------------------
+
+
+@kopf.on.event(GROUP, VERSION, "scripts")
+def script_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    if type == "DELETED":
+        catalog().remove(namespace, name)
+        return
+    try:
+        script = Script.model_validate(dict(body))
+    except pydantic.ValidationError as exc:
+        log.warning("Script %s/%s does not parse: %s", namespace, name, exc)
+        return
+    cat = catalog()
+    cat.put(script)
+    digest = schema = problem = None
+    try:
+        target = cat.target_of_script(script)
+        digest, schema = target.content_hash, target.schema
+        cat.ensure_code(namespace, target, cat.owner_of(namespace, script.spec.path))
+    except SignatureError as exc:
+        problem = ("SyntaxError", str(exc))
+    except (KeyError, LookupError) as exc:
+        problem = ("ContentNotFound", str(exc).strip("'\""))
+    except KubemillError as exc:
+        problem = ("ContentNotFound", str(exc))
+    old = dict(body.get("status") or {})
+    new = builders.build_script_status(
+        script.metadata.generation, digest, schema, problem, old.get("conditions") or [], _now()
+    )
+    if new != old:
+        try:
+            kube().replace({**dict(body), "status": new}, status=True)
+        except KubemillError as exc:  # a newer event of the Script will follow and write it
+            metrics.RECONCILE_ERRORS.labels("Script", exc.__class__.__name__).inc()
+
+
+# --- ScriptRuns and what runs them -------------------------------------------------------------------------
+
+
+def _reconcile(namespace: str, name: str, body: Any = None, pod: Any = None) -> None:
+    ex = executor()
+    try:
+        ex.reconcile(namespace, name, body, pod)
+    except Exception as exc:
+        metrics.RECONCILE_ERRORS.labels("ScriptRun", type(exc).__name__).inc()
+        log.exception("reconcile of scriptrun %s/%s failed; retrying in 2s", namespace, name)
+        ex.requeue.after((namespace, name), 2.0)
+
+
+@kopf.on.event(GROUP, VERSION, "scriptruns")
+def scriptrun_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    if type == "DELETED":
+        executor().forget(namespace, name)
+        return
+    _reconcile(namespace, name, dict(body))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=RUN_LABELS)
+def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    namespace = body.metadata.namespace or ""
+    run = body.metadata.annotations.get(builders.ANNOTATION_RUN)
+    if run:
+        _reconcile(namespace, run)
+        if type != "DELETED":
+            executor().collect_job(namespace, run, body.metadata.name or "")
+
+
+@kopf.on.event("", "v1", "pods", labels=RUN_LABELS)
+def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    namespace = body.metadata.namespace or ""
+    run = body.metadata.annotations.get(builders.ANNOTATION_RUN)
+    if run and type != "DELETED":
+        _reconcile(namespace, run, pod=dict(body))
