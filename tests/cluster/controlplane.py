@@ -382,11 +382,14 @@ def node_extra_path() -> list[str]:
 
 
 def runner_image_mounts() -> list[str]:
-    """Runner images as the node agent sees them: the image's /opt/kubemill/runner is runner_images/<lang>."""
-    mounts = []
-    for lang_dir in sorted((REPO / "runner_images").iterdir()):
-        if lang_dir.is_dir():
-            mounts.append(f"*kubemill/runner-{lang_dir.name}*={lang_dir}:/opt/kubemill/runner")
+    """Runner images as the node agent sees them: the image's /opt/kubemill/runner is runner_images/<lang>.
+
+    The Bun image also carries the Deno runner's windmill-client (its plugin finds it at ../deno)."""
+    images = REPO / "runner_images"
+    mounts = [
+        f"*kubemill/runner-{d.name}*={d}:/opt/kubemill/runner" for d in sorted(images.iterdir()) if d.is_dir()
+    ]
+    mounts.append(f"*kubemill/runner-bun*={images / 'deno'}:/opt/kubemill/deno")
     return mounts
 
 
