@@ -73,11 +73,15 @@ def status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
 def wait_phase(
     cluster: Cluster, namespace: str, name: str, phase: str, timeout: float = 60
 ) -> dict[str, Any]:
-    return wait_for(
-        lambda: (s := status(cluster, namespace, name)).get("phase") == phase and s,
+    """The run's status once it is in `phase`; fails at once (with the status) if it ends in another."""
+    ended = {"Succeeded", "Failed", "Cancelled"} - {phase}
+    found = wait_for(
+        lambda: (s := status(cluster, namespace, name)).get("phase") in {phase, *ended} and s,
         timeout,
         f"flowrun {name} {phase}",
     )
+    assert found["phase"] == phase, json.dumps(found, indent=1)
+    return found
 
 
 def annotate(cluster: Cluster, namespace: str, run: str, user: str, *pairs: str, check: bool = False) -> Any:
