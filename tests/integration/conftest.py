@@ -198,3 +198,10 @@ def running_operator(operator: Operator) -> Operator:
     if not operator.running():
         operator.start()
     return operator
+
+
+@pytest.fixture
+def restricted_namespace(cluster: Cluster, namespace: str) -> str:
+    """A fresh namespace enforcing the restricted Pod Security Standard (runner pods must pass it)."""
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    return namespace

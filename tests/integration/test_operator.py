@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -59,8 +60,9 @@ def test_operator_serves_health_and_metrics_under_its_own_identity(running_opera
 
 
 def test_python_script_runs_as_a_job_and_its_result_lands_in_status(
-    running_operator: Operator, cluster: Cluster, namespace: str
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str
 ) -> None:
+    namespace = restricted_namespace
     cluster.apply(script("hello", "f/demo/hello", "python3", HELLO_PY), "-n", namespace)
     cluster.apply(script_run("hello-1", "f/demo/hello", {"name": "kubemill", "times": 2}), "-n", namespace)
     run = finished(running_operator, namespace, "hello-1")
@@ -73,3 +75,79 @@ def test_python_script_runs_as_a_job_and_its_result_lands_in_status(
     ready = cluster.get("script", "hello", "-n", namespace)["status"]
     assert ready["schema"]["required"] == ["name"]
     assert ready["conditions"][0]["status"] == "True"
+
+
+def test_runner_pods_are_restricted_and_carry_no_token(
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    cluster.apply(
+        script("nap", "f/demo/nap", "python3", "import time\n\ndef main():\n    time.sleep(4)\n"), "-n", ns
+    )
+    cluster.apply(script_run("nap-1", "f/demo/nap"), "-n", ns)
+    pods = wait_for(lambda: cluster.get("pods", "-n", ns)["items"], 30, "the runner pod")
+    spec = pods[0]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert not any("serviceAccountToken" in json.dumps(v) for v in spec.get("volumes", []))
+    container = spec["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    job = cluster.get("jobs", "-n", ns)["items"][0]
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "ScriptRun"
+    status = finished(running_operator, ns, "nap-1")["status"]
+    assert status["phase"] == "Succeeded", status
+    # The Job and its pod are collected; the run record stays.
+    wait_for(lambda: cluster.get("jobs", "-n", ns)["items"] == [], 30, "the Job to be deleted")
+    wait_for(lambda: cluster.get("pods", "-n", ns)["items"] == [], 60, "the pod to be deleted")
+    assert cluster.get("scriptrun", "nap-1", "-n", ns)["status"]["phase"] == "Succeeded"
+
+
+def test_operator_killed_mid_run_restarts_and_finishes_the_run_once(
+    running_operator: Operator, cluster: Cluster, namespace: str
+) -> None:
+    code = "import time\n\ndef main(s: float):\n    time.sleep(s)\n    return 'done'\n"
+    cluster.apply(script("steady", "f/demo/steady", "python3", code), "-n", namespace)
+    cluster.apply(script_run("steady-1", "f/demo/steady", {"s": 4}), "-n", namespace)
+    wait_for(lambda: cluster.get("jobs", "-n", namespace)["items"], 30, "the run's Job")
+    running_operator.kill()
+    cluster.apply(script_run("steady-2", "f/demo/steady", {"s": 0}), "-n", namespace)  # created while down
+    running_operator.start()
+    first = finished(running_operator, namespace, "steady-1")["status"]
+    second = finished(running_operator, namespace, "steady-2")["status"]
+    assert (first["phase"], first["result"], first["attempts"]) == ("Succeeded", "done", 1)
+    assert (second["phase"], second["result"], second["attempts"]) == ("Succeeded", "done", 1)
+    events = cluster.get("events", "-n", namespace)["items"]
+    created = [e for e in events if e.get("reason") == "SuccessfulCreate" and "steady-1" in json.dumps(e)]
+    assert len({e["message"] for e in created}) <= 1  # one pod for steady-1's single Job
+    wait_for(lambda: cluster.get("jobs", "-n", namespace)["items"] == [], 30, "the Jobs to be collected")
+
+
+def test_metrics_reflect_what_ran(running_operator: Operator, cluster: Cluster, namespace: str) -> None:
+    cluster.apply(script("m", "f/metrics/ok", "python3", "def main():\n    return 1\n"), "-n", namespace)
+    cluster.apply(
+        script("mf", "f/metrics/bad", "python3", "def main():\n    raise KeyError('k')\n"), "-n", namespace
+    )
+    for i in range(2):
+        cluster.apply(script_run(f"ok-{i}", "f/metrics/ok"), "-n", namespace)
+    cluster.apply(script_run("bad-0", "f/metrics/bad"), "-n", namespace)
+    for name in ("ok-0", "ok-1", "bad-0"):
+        finished(running_operator, namespace, name)
+    text = running_operator.metrics()
+
+    def sample(name: str, **labels: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    ns = {"namespace": namespace}
+    assert sample("kubemill_runs_started_total", path="f/metrics/ok", language="python3", **ns) == 2
+    assert sample("kubemill_runs_finished_total", path="f/metrics/ok", phase="Succeeded", **ns) == 2
+    assert sample("kubemill_runs_finished_total", path="f/metrics/bad", phase="Failed", **ns) == 1
+    assert sample("kubemill_run_duration_seconds_count", language="python3", phase="Succeeded") >= 2
+    assert sample("kubemill_run_queue_wait_seconds_count", language="python3") >= 3
+    assert sample("kubemill_active_runs", **ns) == 0
+    assert sample("kubemill_kubernetes_api_requests_total", verb="create", resource="jobs", code="201") >= 3
+    assert "kubemill_kubernetes_api_request_duration_seconds_bucket" in text
+    assert "kubemill_reconcile_errors_total" in text or "kubemill_reconcile_errors" in text

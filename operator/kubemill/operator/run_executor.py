@@ -170,8 +170,12 @@ class RunExecutor:
             observation = self._observe(run, status, target, pod)
             inputs = replace(inputs, observation=observation, masks=self._masks_for(key))
         elif phase == "Pending" and target is not None and target.concurrency_limit:
-            running = self._running_count(key, target.path)
-            inputs = replace(inputs, slot_free=running < target.concurrency_limit, running_count=running)
+            # Count and take a slot under the script's lock, so two runs never take the last one together.
+            with self._script_lock(key[0], target.path):
+                running = self._running_count(key, target.path)
+                inputs = replace(inputs, slot_free=running < target.concurrency_limit, running_count=running)
+                self._act(key, run, body, target, scriptruns.decide(run, inputs))
+            return
         self._act(key, run, body, target, scriptruns.decide(run, inputs))
 
     def _observe(
