@@ -239,8 +239,6 @@ def resolve_target(target: str, workspace: Path) -> ScriptTarget:
             path = file.name
     else:
         path = target.strip("/")
-        if (workspace / f"{path}.flow").is_dir():
-            raise InvalidRun(f"{path} is a flow; `kubemill run` runs flows once the flow engine lands")
         found = [workspace / f"{path}{s}" for s in _SUFFIXES if (workspace / f"{path}{s}").is_file()]
         if not found:
             raise InvalidRun(f"no script file {target!r} and no script {path} in workspace {workspace}")
@@ -275,6 +273,9 @@ def add_arguments_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", "-i", default="{}", help="the args: a JSON object, or @FILE to read one")
     parser.add_argument("--workspace", "-w", help="a Windmill-layout workspace (default: nearest wmill.yaml)")
     parser.add_argument("--timeout", type=float, help="seconds before the run is killed (default: none)")
+    parser.add_argument(
+        "--approve", action="append", default=[], metavar="STEP", help="flows: pre-approve this approval step"
+    )
 
 
 def _read_input(text: str) -> dict[str, Any]:
@@ -290,8 +291,13 @@ def _read_input(text: str) -> dict[str, Any]:
 
 
 def cli_run(args: argparse.Namespace) -> int:
+    from kubemill import local_flows  # flows: the same engine as the operator, steps as local processes
+
     try:
         workspace_root = _find_workspace(args.workspace, args.target)
+        flow = local_flows.flow_file(args.target, workspace_root)
+        if flow is not None:
+            return local_flows.cli_run_flow(flow, _read_input(args.input), workspace_root, args.approve)
         target = resolve_target(args.target, workspace_root)
         workspace = load_workspace(workspace_root)
         code = target.file.read_text(encoding="utf-8")

@@ -1,0 +1,216 @@
+"""`kubemill run` for flows: the same engine as the operator, with each step a local process.
+
+A flow is a `<name>.flow/flow.yaml` folder in a Windmill-layout workspace (or a `flow.yaml` file given
+directly). `engine.local_driver` calls `advance()` in a loop; each child run it asks for is carried out here:
+a `script` step runs the script at that Windmill path from the workspace, a `rawscript` runs its inline
+code, a `flow` step runs the subflow the same way, recursively. Steps run one at a time. Nobody can annotate a
+local run, so approval steps pass only when named with `--approve STEP` (a step id); any other approval
+step fails the run with a message saying so. Progress goes to stderr, the result to stdout (JSON).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import time
+import uuid
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from kubemill.engine import ApprovalEvent, AwaitApproval, ChildObservation, CreateRun, RunError
+from kubemill.engine.local_driver import Clock, FlowFailed, drive
+from kubemill.local import (
+    InvalidRun,
+    Workspace,
+    default_state_file,
+    load_workspace,
+    resolve_target,
+    run_script,
+)
+from kubemill.models.openflow import OpenFlow
+from kubemill.runners import RunContext
+
+MAX_DEPTH = 16
+"""Subflows nest at most this deep (a flow that calls itself would otherwise never end)."""
+
+
+def flow_file(target: str, workspace: Path) -> Path | None:
+    """The flow.yaml `target` names (a flow.yaml file, a `.flow` folder, or a Windmill path), or None."""
+    given = Path(target)
+    if given.is_file() and given.name.endswith("flow.yaml"):
+        return given
+    for candidate in (given / "flow.yaml", workspace / f"{target.strip('/')}.flow" / "flow.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def inline_files(node: Any, folder: Path) -> Any:
+    """`wmill sync pull` keeps inline steps' code next to flow.yaml as `!inline <file>`: read them in."""
+    if isinstance(node, str) and node.startswith("!inline "):
+        file = folder / node.removeprefix("!inline ").strip()
+        if not file.is_file():
+            raise InvalidRun(f"{node!r}: no file {file}")
+        return file.read_text(encoding="utf-8")
+    if isinstance(node, dict):
+        return {key: inline_files(value, folder) for key, value in node.items()}
+    if isinstance(node, list):
+        return [inline_files(item, folder) for item in node]
+    return node
+
+
+def load_flow(file: Path) -> OpenFlow:
+    try:
+        document = inline_files(yaml.safe_load(file.read_text(encoding="utf-8")), file.parent)
+        return OpenFlow.model_validate(document)
+    except (yaml.YAMLError, pydantic.ValidationError) as exc:
+        raise InvalidRun(f"{file} is not a valid flow: {exc}") from exc
+
+
+class LocalFlow:
+    """Runs one flow (and its subflows) against a workspace."""
+
+    def __init__(self, workspace_root: Path, approve: Collection[str], log: Any = sys.stderr) -> None:
+        self.root = workspace_root
+        self.workspace: Workspace = load_workspace(workspace_root)
+        self.approve = set(approve)
+        self.log = log
+        self.user = getpass.getuser()
+        self.root_job = str(uuid.uuid4())
+
+    def say(self, message: str) -> None:
+        print(f"[kubemill] {message}", file=self.log, flush=True)
+
+    def run(self, flow: OpenFlow, args: dict[str, Any], path: str, depth: int = 0) -> Any:
+        """The flow's result; FlowFailed when it does not succeed."""
+        if depth > MAX_DEPTH:
+            raise InvalidRun(f"subflows nest deeper than {MAX_DEPTH} (does {path} call itself?)")
+        flow_job = str(uuid.uuid4())
+
+        def run_step(action: CreateRun) -> Any:
+            return self.step(action, path, flow_job, depth)
+
+        run = drive(
+            flow, args, run_step, clock=Clock(), approve=self.approval, run_name=path.replace("/", "-")
+        )
+        if run.status.phase != "Succeeded":
+            raise FlowFailed(run.status.phase, run.status.error)
+        return run.status.result
+
+    def approval(self, action: AwaitApproval, now: datetime) -> list[ApprovalEvent]:
+        step_id = action.step.rsplit("/", 1)[-1]
+        if step_id not in self.approve and action.step not in self.approve:
+            raise FlowFailed(
+                "Suspended",
+                RunError(
+                    name="NeedsApproval",
+                    message=f"step {action.step} waits for approval; run again with --approve {step_id}",
+                    step=action.step,
+                ),
+            )
+        # Locally nobody's identity is verified: --approve stands for as many listed approvers as needed.
+        users = [a for a in action.approvers if not a.startswith("group:")]
+        groups = tuple(a.removeprefix("group:") for a in action.approvers if a.startswith("group:"))
+        if self.user in users or not users:
+            users = [self.user, *(u for u in users if u != self.user)]
+        names = [users[i] if i < len(users) else f"{self.user}-{i}" for i in range(action.required_events)]
+        self.say(f"{action.step}: approved with --approve by {self.user}")
+        comment = f"--approve by {self.user} in a local run"
+        return [
+            ApprovalEvent(
+                step=action.step, user=name, groups=groups, decision="approve", comment=comment, at=now
+            )
+            for name in names
+        ]
+
+    def step(self, action: CreateRun, flow_path: str, flow_job: str, depth: int) -> Any:
+        started = time.monotonic()
+        what = action.script_path or action.flow_path or "inline script"
+        self.say(
+            f"{action.step}: {what} started" + (f" (attempt {action.attempt + 1})" if action.attempt else "")
+        )
+        if action.kind == "FlowRun":
+            assert action.flow_path is not None
+            file = flow_file(action.flow_path, self.root)
+            if file is None:
+                raise InvalidRun(f"step {action.step}: no flow {action.flow_path} in workspace {self.root}")
+            outcome: Any = self.run(load_flow(file), dict(action.args), action.flow_path, depth + 1)
+        else:
+            outcome = self.script(action, flow_path, flow_job)
+        phase = outcome.phase if isinstance(outcome, ChildObservation) else "Succeeded"
+        self.say(f"{action.step}: {phase.lower()} in {time.monotonic() - started:.2f} s")
+        return outcome
+
+    def script(self, action: CreateRun, flow_path: str, flow_job: str) -> ChildObservation:
+        context = RunContext(
+            workspace=self.workspace.name,
+            job_id=str(uuid.uuid4()),
+            flow_job_id=flow_job,
+            root_flow_job_id=self.root_job,
+            flow_path=flow_path,
+            flow_step_id=action.step,
+            username=self.user,
+        )
+        timeout = action.timeout_seconds
+        meta: Mapping[str, Any] = {}
+        if action.script is not None:
+            language, code, path = action.script.language, action.script.content, ""
+        else:
+            assert action.script_path is not None
+            target = resolve_target(action.script_path, self.root)
+            language, code, path, meta = (
+                target.language,
+                target.file.read_text(encoding="utf-8"),
+                target.path,
+                target.meta,
+            )
+            timeout = timeout or meta.get("timeout")
+        context = RunContext(**{**context.__dict__, "job_path": path})
+        try:
+            envelope = run_script(
+                language,
+                code,
+                dict(action.args),
+                resources=self.workspace.resources,
+                variables=self.workspace.variables,
+                context=context,
+                state_file=default_state_file(self.root, path) if path else None,
+                timeout=float(timeout) if timeout else None,
+                requirements=tuple(str(r) for r in meta.get("requirements") or ()),
+            )
+        except InvalidRun as exc:
+            return ChildObservation(phase="Failed", error=RunError(name="InvalidRun", message=str(exc)))
+        if envelope.error is not None:
+            error = RunError(
+                name=envelope.error.name, message=envelope.error.message, stack=envelope.error.stack
+            )
+            return ChildObservation(phase="Failed", error=error)
+        return ChildObservation(phase="Succeeded", result=envelope.result)
+
+
+def run_flow_file(
+    file: Path, args: dict[str, Any], workspace_root: Path, approve: Collection[str], path: str | None = None
+) -> Any:
+    """Run the flow in `file` with `args`; its result, or FlowFailed / InvalidRun."""
+    runner = LocalFlow(workspace_root, approve)
+    return runner.run(load_flow(file), args, path or file.parent.name.removesuffix(".flow"))
+
+
+def cli_run_flow(file: Path, args: dict[str, Any], workspace_root: Path, approve: Collection[str]) -> int:
+    """`kubemill run` on a flow: 0 and the result on stdout, or 1 and a one-line reason on stderr."""
+    try:
+        result = run_flow_file(file, args, workspace_root, approve)
+    except FlowFailed as exc:
+        error = exc.error
+        reason = f"{error.name}: {' '.join(error.message.split())}" if error else exc.phase
+        step = f" (step {error.step})" if error is not None and error.step else ""
+        print(f"kubemill run: flow {exc.phase.lower()}{step}: {reason}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
