@@ -338,7 +338,14 @@ def test_an_operator_killed_mid_flow_loses_no_step_and_runs_none_twice(
     start_run(cluster, namespace, "steps", "f/crash/steps", {})
     wait_for(lambda: len(children(cluster, namespace)) >= 3, 120, "three steps started")
     running_operator.kill()
-    time.sleep(1.5)  # a step finishes while nobody watches (this is the scenario, not a wait for a condition)
+
+    def pods_done() -> int:
+        return sum(
+            p["status"].get("phase") == "Succeeded" for p in cluster.get("pods", "-n", namespace)["items"]
+        )
+
+    before = pods_done()
+    wait_for(lambda: pods_done() > before, 60, "a step's pod finishing while the operator is down")
     running_operator.start()
     done = wait_phase(cluster, namespace, "steps", "Succeeded", timeout=180)
     assert done["result"] == 7

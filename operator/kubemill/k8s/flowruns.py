@@ -44,8 +44,10 @@ def owner_reference(run: FlowRun) -> Body:
     }
 
 
-def child_run_manifest(action: CreateRun, parent: FlowRun) -> Body:
-    """The child ScriptRun or FlowRun for one `CreateRun` action."""
+def child_run_manifest(
+    action: CreateRun, parent: FlowRun, annotations: Mapping[str, str] | None = None
+) -> Body:
+    """The child ScriptRun or FlowRun for one `CreateRun` action (`annotations` added to its own)."""
     spec: Body = {"args": dict(action.args), "flowRun": parent.metadata.name, "stepId": action.step}
     if action.kind == "FlowRun":
         spec["flowPath"] = action.flow_path
@@ -64,7 +66,11 @@ def child_run_manifest(action: CreateRun, parent: FlowRun) -> Body:
             "name": action.name,
             "namespace": parent.metadata.namespace,
             "labels": {PARENT_UID_LABEL: parent.metadata.uid},
-            "annotations": {STEP_ANNOTATION: action.step, "kubemill.dev/attempt": str(action.attempt)},
+            "annotations": {
+                STEP_ANNOTATION: action.step,
+                "kubemill.dev/attempt": str(action.attempt),
+                **(annotations or {}),
+            },
             "ownerReferences": [owner_reference(parent)],
         },
         "spec": spec,

@@ -164,11 +164,12 @@ def decide_request(
     if annotations.get(COMMENT):
         decision["comment"] = annotations[COMMENT]
     if annotations.get(PAYLOAD) is not None:
-        decision["payload"] = _payload(annotations[PAYLOAD], pending.get("form"))
+        decision["payload"] = payload_from(annotations[PAYLOAD], pending.get("form"))
     return decision_key(pending["step"], user), decision
 
 
-def _payload(text: str, form: dict[str, Any] | None) -> Any:
+def payload_from(text: str, form: dict[str, Any] | None) -> Any:
+    """The resume payload (`resume` in the next step), checked against the step's resume form."""
     if len(text) > MAX_PAYLOAD:
         raise _reject(f"{PAYLOAD} is larger than {MAX_PAYLOAD} bytes", 400)
     try:
@@ -217,7 +218,8 @@ def guard_decisions(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs: Any) -> 
         if name not in new_annotations:
             raise _reject(f"approval decisions cannot be removed ({name})")
         decision = read_decision(key, uid, new_annotations[name])
-        if decision is None or decision.get("user") != user:
+        # signed by this operator: by the mutating webhook for the requester, or for a resume URL
+        if decision is None or (decision.get("user") != user and decision.get("via") != "resume-url"):
             raise _reject(f"{name} is an approval decision; set {APPROVE} or {REJECT} instead")
 
 

@@ -39,6 +39,8 @@ from kubemill.models.flows import Flow, FlowRun, FlowRunStatus
 from kubemill.models.openflow import OpenFlow, PathFlow
 from kubemill.operator import kube
 from kubemill.operator.approvals import approval_events, requester_of
+from kubemill.operator.resume_urls import ANNOTATION as RESUME_ANNOTATION
+from kubemill.operator.resume_urls import resume_urls_annotation
 
 log = logging.getLogger("kubemill.flows")
 GROUP, VERSION = API_VERSION.split("/")
@@ -190,7 +192,9 @@ def reconcile_run(namespace: str, name: str) -> float | None:
     requeue: float | None = None
     for action in decision.actions:
         if isinstance(action, CreateRun):
-            api.create(child_run_manifest(action, run))
+            urls = resume_urls_annotation(flow, action.step, namespace, name, run.metadata.uid or "")
+            extra = {RESUME_ANNOTATION: urls} if urls else None
+            api.create(child_run_manifest(action, run, extra))
         elif isinstance(action, DeleteRun):
             api.delete(API_VERSION, action.kind, namespace, action.name)
         elif isinstance(action, RequeueAfter):
