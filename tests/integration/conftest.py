@@ -54,6 +54,7 @@ class Operator:
     health_port: int = field(default_factory=controlplane.free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    extra_args: tuple[str, ...] = ("--verbose",)
 
     @property
     def log_path(self) -> Path:
@@ -76,7 +77,7 @@ class Operator:
                     f"--metrics-port={self.metrics_port}",
                     f"--health-port={self.health_port}",
                     "--bind=127.0.0.1",
-                    "--verbose",
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -116,6 +117,14 @@ class Operator:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def rss_bytes(self) -> int:
+        """The operator process's resident memory."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

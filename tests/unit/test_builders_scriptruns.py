@@ -1,0 +1,194 @@
+"""The pure ScriptRun lifecycle: observing an attempt from its Job and Pod, and deciding what comes next."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubemill.k8s import builders, scriptruns
+from kubemill.k8s.builders import RunTarget
+from kubemill.k8s.scriptruns import Failure, Inputs, Observation, decide, observe_attempt
+from kubemill.models.openflow import Retry
+from kubemill.models.scripts import ScriptRun
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+TARGET = RunTarget(
+    path="f/demo/hello",
+    language="python3",
+    code="def main(name: str): ...",
+    schema={"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+)
+
+
+def run(status: dict[str, Any] | None = None, args: dict[str, Any] | None = None, **meta: Any) -> ScriptRun:
+    body: dict[str, Any] = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "ScriptRun",
+        "metadata": {"name": "r1", "namespace": "ns", "uid": "u1", "generation": 1, **meta},
+        "spec": {"scriptPath": "f/demo/hello", "args": {"name": "x"} if args is None else args},
+    }
+    if status is not None:
+        body["status"] = status
+    return ScriptRun.model_validate(body)
+
+
+def running(attempts: int = 1) -> dict[str, Any]:
+    return {"phase": "Running", "attempts": attempts, "job": {"name": builders.job_name("r1", attempts)}}
+
+
+def job(*conditions: tuple[str, str]) -> dict[str, Any]:
+    return {"status": {"conditions": [{"type": t, "status": "True", "reason": r} for t, r in conditions]}}
+
+
+def pod(message: str | None = None, exit_code: int = 0) -> dict[str, Any]:
+    terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error"}
+    if message is not None:
+        terminated["message"] = message
+    state = {"terminated": terminated} if message is not None or exit_code else {"running": {}}
+    return {"metadata": {"name": "r1-pod"}, "status": {"containerStatuses": [{"state": state}]}}
+
+
+def envelope(result: Any = None, error: dict[str, str] | None = None) -> str:
+    return json.dumps({"result": result, "error": error, "state": None})
+
+
+# --- observe_attempt ---------------------------------------------------------------------------------------
+
+
+def test_a_running_pod_is_running_and_named() -> None:
+    assert observe_attempt(job(), pod()) == Observation("running", "r1-pod")
+
+
+def test_a_result_in_the_termination_message_is_read_without_logs() -> None:
+    obs = observe_attempt(job(("Complete", "")), pod(envelope({"a": 1})))
+    assert (obs.state, obs.result_json) == ("succeeded", '{"a":1}')
+
+
+def test_a_truncated_summary_asks_for_logs_then_reads_the_last_line() -> None:
+    summary = json.dumps({"result": None, "state": None, "error": None, "truncated": True, "bytes": 50000})
+    assert observe_attempt(job(), pod(summary)).state == "needs-logs"
+    logs = "noise\n\nKUBEMILL_RESULT:" + envelope("x" * 50000) + "\n"
+    obs = observe_attempt(job(), pod(summary), logs)
+    assert obs.state == "succeeded" and obs.result_json == json.dumps("x" * 50000)
+
+
+def test_an_envelope_too_large_to_log_is_result_too_large() -> None:
+    summary = json.dumps(
+        {"result": None, "state": None, "error": None, "truncated": True, "bytes": 3_000_000}
+    )
+    obs = observe_attempt(job(), pod(summary), "lots of output\n")
+    assert obs.failure is not None and obs.failure.name == "ResultTooLarge"
+
+
+def test_an_error_envelope_fails_the_attempt_with_its_error() -> None:
+    error = {"name": "ValueError", "message": "bad", "stack": "Traceback..."}
+    obs = observe_attempt(job(("Failed", "BackoffLimitExceeded")), pod(envelope(error=error), 1))
+    assert obs.failure == Failure("ValueError", "bad", "Traceback...")
+
+
+def test_deadline_exceeded_is_a_timeout_and_a_missing_job_is_reported() -> None:
+    obs = observe_attempt(job(("Failed", "DeadlineExceeded")), None, timeout_seconds=5)
+    assert obs.failure is not None and obs.failure.name == "Timeout" and "5s" in obs.failure.message
+    lost = observe_attempt(None, None)
+    assert lost.failure is not None and lost.failure.name == "JobDeleted"
+
+
+def test_a_crash_without_envelope_names_the_exit_code() -> None:
+    obs = observe_attempt(job(("Failed", "BackoffLimitExceeded")), pod("", 137), "killed\n")
+    assert obs.failure is not None and obs.failure.name == "RunnerFailed" and "137" in obs.failure.message
+
+
+# --- decide ------------------------------------------------------------------------------------------------
+
+
+def test_a_new_run_with_valid_args_starts_attempt_one() -> None:
+    d = decide(run(), Inputs(now=NOW, target=TARGET))
+    assert d.actions == (scriptruns.StartAttempt(1),)
+    assert d.status["phase"] == "Running" and d.status["attempts"] == 1
+    assert d.status["job"]["name"] == builders.job_name("r1", 1)
+    assert d.status["startedAt"] == "2026-01-02T03:04:05Z"
+
+
+def test_invalid_args_fail_at_once_naming_the_field() -> None:
+    d = decide(run(args={"name": 3}), Inputs(now=NOW, target=TARGET))
+    assert d.status["phase"] == "Failed" and d.actions == ()
+    assert d.status["error"]["name"] == "InvalidArgs" and "name" in d.status["error"]["message"]
+
+
+def test_a_full_script_keeps_the_run_pending_with_a_reason() -> None:
+    d = decide(run(), Inputs(now=NOW, target=TARGET, slot_free=False, running_count=2))
+    assert d.status["phase"] == "Pending" and d.actions == ()
+    assert d.status["conditions"][0]["reason"] == "ConcurrencyLimit"
+
+
+def test_a_small_result_goes_inline_and_cleans_up() -> None:
+    obs = Observation("succeeded", "p", result_json='{"ok":true}')
+    d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=obs))
+    assert d.status["phase"] == "Succeeded" and d.status["result"] == {"ok": True}
+    assert d.status["pod"] == {"name": "p", "kind": "Pod"}
+    assert d.actions == (scriptruns.DeleteJob(builders.job_name("r1", 1)), scriptruns.DeleteRunSecret())
+
+
+@pytest.mark.parametrize(("size", "where"), [(20_000, "resultRef"), (2_000_000, "error")])
+def test_large_results_go_to_a_configmap_and_too_large_ones_fail(size: int, where: str) -> None:
+    obs = Observation("succeeded", "p", result_json=json.dumps("x" * size))
+    d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=obs))
+    assert where in d.status and "result" not in d.status
+    if where == "resultRef":
+        assert isinstance(d.actions[0], scriptruns.StoreResult) and d.status["phase"] == "Succeeded"
+    else:
+        assert d.status["error"]["name"] == "ResultTooLarge" and d.status["phase"] == "Failed"
+
+
+def test_secret_values_are_masked_in_results_and_errors() -> None:
+    masks = frozenset({"hunter22"})
+    ok = Observation("succeeded", "p", result_json='{"token":"hunter22"}')
+    d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=ok, masks=masks))
+    assert d.status["result"] == {"token": "***"}
+    bad = Observation("failed", "p", failure=Failure("E", "bad hunter22", "at hunter22"))
+    d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=bad, masks=masks))
+    assert d.status["error"] == {"name": "E", "message": "bad ***", "stack": "at ***"}
+    assert "hunter22" not in json.dumps(d.status) and d.event is not None and "hunter22" not in d.event[1]
+
+
+def test_a_failure_with_retries_left_waits_then_starts_the_next_attempt() -> None:
+    retry = Retry.model_validate({"constant": {"attempts": 1, "seconds": 10}})
+    target = RunTarget(**{**TARGET.__dict__, "retry": retry})
+    failed = Observation("failed", "p", failure=Failure("E", "boom"))
+    d = decide(run(running(1)), Inputs(now=NOW, target=target, observation=failed))
+    assert d.status["phase"] == "Pending" and d.status["conditions"][0]["reason"] == "RetryScheduled"
+    assert scriptruns.Requeue(10.0) in d.actions and d.status["error"]["message"] == "boom"
+    waiting = run(d.status)
+    early = decide(waiting, Inputs(now=NOW + timedelta(seconds=4), target=target))
+    assert early.actions == (scriptruns.Requeue(6.0),) and early.status == d.status
+    due = decide(waiting, Inputs(now=NOW + timedelta(seconds=10), target=target))
+    assert due.actions == (scriptruns.StartAttempt(2),) and due.status["attempts"] == 2
+    # The second failure has no retry left: the run fails with it.
+    last = decide(run(running(2)), Inputs(now=NOW, target=target, observation=failed))
+    assert last.status["phase"] == "Failed" and last.status["error"]["name"] == "E"
+
+
+def test_cancel_annotation_ends_the_run_and_deletes_its_job() -> None:
+    d = decide(run(running(), annotations={"kubemill.dev/cancel": "true"}), Inputs(now=NOW, target=TARGET))
+    assert d.status["phase"] == "Cancelled"
+    assert scriptruns.DeleteJob(builders.job_name("r1", 1)) in d.actions
+
+
+def test_a_missing_script_waits_briefly_then_fails() -> None:
+    created = {"creationTimestamp": "2026-01-02T03:04:00Z"}
+    soon = decide(run(**created), Inputs(now=NOW, target=None))
+    assert soon.status["phase"] == "Pending" and soon.status["conditions"][0]["reason"] == "ScriptNotFound"
+    later = decide(run(**created), Inputs(now=NOW + timedelta(minutes=5), target=None))
+    assert later.status["phase"] == "Failed" and later.status["error"]["name"] == "ScriptNotFound"
+
+
+def test_finished_runs_are_final_and_decisions_are_stable() -> None:
+    obs = Observation("succeeded", "p", result_json="1")
+    d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=obs))
+    again = decide(run(d.status), Inputs(now=NOW + timedelta(hours=1), target=TARGET, observation=obs))
+    assert again.status == d.status and again.actions == ()
+    # A running attempt with nothing new writes nothing.
+    same = decide(run({**running(), "pod": {"name": "p", "kind": "Pod"}}), Inputs(now=NOW, target=TARGET))
+    assert same.status == scriptruns.current_status(run({**running(), "pod": {"name": "p", "kind": "Pod"}}))
