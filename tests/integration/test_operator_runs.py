@@ -306,3 +306,39 @@ def test_twenty_concurrent_runs_all_succeed(
     results = {r["metadata"]["name"]: (r["status"]["phase"], r["status"].get("result")) for r in runs}
     assert results == {f"sq-{i}": ("Succeeded", i * i) for i in range(20)}
     wait_for(lambda: jobs_of(cluster, namespace) == [], 60, "every Job to be collected")
+
+
+GO_SCRIPT = """package inner
+
+import "fmt"
+
+func main(name string, times int) (interface{}, error) {
+	return map[string]interface{}{"greeting": fmt.Sprintf("hello %s", name), "times": times}, nil
+}
+"""
+
+
+def test_go_script_runs(running_operator: Operator, cluster: Cluster, restricted_namespace: str) -> None:
+    ns = restricted_namespace
+    cluster.apply(script("hello-go", "f/demo/hello_go", "go", GO_SCRIPT), "-n", ns)
+    cluster.apply(script_run("hello-go-1", "f/demo/hello_go", {"name": "gopher", "times": 2}), "-n", ns)
+    status = finished(running_operator, ns, "hello-go-1", timeout=420)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["result"] == {"greeting": "hello gopher", "times": 2}
+
+
+def test_history_limit_keeps_the_newest_finished_runs(
+    running_operator: Operator, cluster: Cluster, namespace: str
+) -> None:
+    manifest = script("tiny", "f/demo/tiny", "python3", "def main(i: int):\n    return i\n")
+    manifest["metadata"]["annotations"] = {"kubemill.dev/history-limit": "2"}
+    cluster.apply(manifest, "-n", namespace)
+    for i in range(4):
+        cluster.apply(script_run(f"tiny-{i}", "f/demo/tiny", {"i": i}), "-n", namespace)
+        finished(running_operator, namespace, f"tiny-{i}")
+
+    def kept() -> list[str] | None:
+        names = sorted(r["metadata"]["name"] for r in cluster.get("scriptruns", "-n", namespace)["items"])
+        return names if len(names) == 2 else None
+
+    assert wait_for(kept, 30, "the history to be trimmed to 2 runs") == ["tiny-2", "tiny-3"]

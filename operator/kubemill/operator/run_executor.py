@@ -41,6 +41,8 @@ from kubemill.secrets import (
 
 log = logging.getLogger(__name__)
 API = "kubemill.dev/v1alpha1"
+HISTORY_ANNOTATION = "kubemill.dev/history-limit"
+FLOW_RUN_LABEL = "kubemill.dev/flow-run-uid"
 RunKey = tuple[str, str]
 
 
@@ -52,6 +54,7 @@ class RunRecord:
     phase: str
     created: str
     finished: str = ""
+    kept_by_parent: bool = False  # a flow's step: the FlowRun, not the script's history, decides
 
 
 class RunExecutor:
@@ -221,13 +224,19 @@ class RunExecutor:
 
     def _remember(self, key: RunKey, run: ScriptRun, phase: str) -> None:
         created = str((run.metadata.model_extra or {}).get("creationTimestamp", ""))
-        path = run.spec.script_path or ""
+        finished = run.status.finished_at if run.status is not None else None
         with self._guard:
             record = self._runs.get(key)
             if record is None:
-                self._runs[key] = RunRecord(path, phase, created)
-            else:
-                record.phase = phase
+                record = self._runs[key] = RunRecord(
+                    run.spec.script_path or "",
+                    phase,
+                    created,
+                    kept_by_parent=bool(run.spec.flow_run or (run.metadata.labels or {}).get(FLOW_RUN_LABEL)),
+                )
+            record.phase = phase
+            if finished is not None and not record.finished:
+                record.finished = finished.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # --- acting --------------------------------------------------------------------------------------
 
@@ -362,7 +371,16 @@ class RunExecutor:
             self.requeue.after(key, 0)
 
     def _trim_history(self, namespace: str, path: str) -> None:
-        if not path or self.history_limit <= 0:
+        """Delete the oldest finished runs of a script beyond its history limit (the operator's
+        `--run-history-limit`, or the Script's `kubemill.dev/history-limit` annotation; 0 keeps all)."""
+        limit = self.history_limit
+        script = self.catalog.get(namespace, path) if path else None
+        annotated = ((script.metadata.annotations or {}) if script is not None else {}).get(
+            HISTORY_ANNOTATION
+        )
+        if annotated is not None and annotated.isdigit():
+            limit = int(annotated)
+        if not path or limit <= 0:
             return
         with self._guard:
             finished = sorted(
@@ -372,8 +390,9 @@ class RunExecutor:
                 and r.script_path == path
                 and r.phase in scriptruns.TERMINAL
                 and r.finished
+                and not r.kept_by_parent
             )
-        for _, (ns, name) in finished[: max(len(finished) - self.history_limit, 0)]:
+        for _, (ns, name) in finished[: max(len(finished) - limit, 0)]:
             self.kube.delete(API, "ScriptRun", ns, name)
             self.forget(ns, name)
 
