@@ -27,6 +27,7 @@ from kubemill.models.triggers import SignatureSpec
 from kubemill.ui.signing import sign
 
 from tests.conftest import Cluster, controlplane, wait_for
+from tests.integration.conftest import Operator
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT_PATH = "f/hooks/double"
@@ -380,3 +381,43 @@ def test_without_the_trigger_identity_nothing_reads_secrets_for_people(
     assert status == 200  # mallory may view
     status, answer = http(f"{server.url}/api/ui/ns/default/scriptruns", None, bearer(cluster, "mallory"))
     assert status == 403 and "cannot list resource" in answer
+
+
+# --- with the operator: waiting for results, reading logs ------------------------------------------------
+
+
+def test_run_wait_result_returns_the_result_and_the_log_is_readable_as_the_caller(
+    cluster: Cluster, hooks: tuple[UiServer, str], running_operator: Operator
+) -> None:
+    server, ns = hooks
+    url = f"{server.url}/api/w/{ns}/jobs/run_wait_result/p/{SCRIPT_PATH}"
+    status, answer = http(url, b'{"x": 21}', bearer(cluster, "alice"))
+    assert (status, answer) == (200, '{"doubled": 42}'), running_operator.log()[-3000:]
+    # A running script's log streams to anyone who may read pods' logs here (bob, with edit).
+    slow = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "Script",
+        "metadata": {"name": "slow", "namespace": ns},
+        "spec": {
+            "path": "f/hooks/slow",
+            "language": "python3",
+            "content": "import time\n\ndef main(x: int):\n    print('working on', x, flush=True)\n"
+            "    time.sleep(8)\n    return x\n",
+        },
+    }
+    cluster.apply(slow)
+    status, name = http(
+        f"{server.url}/api/w/{ns}/jobs/run/p/f/hooks/slow", b'{"x": 5}', bearer(cluster, "alice")
+    )
+    assert status == 201, name
+    log_url = f"{server.url}/api/ui/ns/{ns}/scriptruns/{name}/log"
+    log = wait_for(
+        lambda: (lambda got: got[1] if got[0] == 200 and "working on 5" in got[1] else None)(
+            http(log_url, None, bearer(cluster, "bob"))
+        ),
+        60,
+        "the running script's log through the UI",
+    )
+    assert "working on 5" in log
+    failed = http(url, b'{"x": "not a number"}', bearer(cluster, "alice"))
+    assert failed[0] == 500 and "x" in json.loads(failed[1])["error"]["message"], failed

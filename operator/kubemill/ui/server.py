@@ -48,7 +48,7 @@ def static_routes(root: Path) -> list[web.RouteDef]:
         return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
 
     async def asset(request: web.Request) -> web.StreamResponse:
-        path = (root / request.match_info["file"]).resolve()
+        path = (root / "assets" / request.match_info["file"]).resolve()
         if not path.is_relative_to(root.resolve()) or not path.is_file():
             return await index(request)
         return web.FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable"})
