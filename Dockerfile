@@ -13,6 +13,8 @@ RUN /opt/kubemill/bin/pip install --no-cache-dir ./
 
 FROM ${PYTHON_IMAGE}
 COPY --from=build /opt/kubemill /opt/kubemill
+# A passwd entry for the non-root uid (Kopf and getpass look the user up).
+RUN useradd --uid 65532 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin kubemill
 # The root filesystem is read-only in the pod; /tmp is an emptyDir.
 ENV PATH=/opt/kubemill/bin:$PATH HOME=/tmp PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 65532:65532
