@@ -220,3 +220,17 @@ def test_the_chart_readme_lists_every_value() -> None:
     readme = (CHART / "README.md").read_text()
     documented = _documented_paths((CHART / "values.yaml").read_text())
     assert sorted(p for p in documented if f"| `{p}` |" not in readme) == []
+
+
+def test_the_readme_kind_path_names_what_exists() -> None:
+    readme = (REPO / "README.md").read_text()
+    kind_section = readme[readme.index("## Run on kind") :]
+    for path in ("kind-config.yaml", "Dockerfile", "charts/kubemill", "examples/gitops/deploy"):
+        assert path in kind_section and (REPO / path).exists()
+    for language in ("python3", "deno", "go", "bash", "bun"):
+        assert (REPO / "runner_images" / language / "Dockerfile").is_file()
+    assert "name: kubemill" in (REPO / "kind-config.yaml").read_text()  # `kind load --name kubemill`
+    deploy = REPO / "examples/gitops/deploy"
+    paths = {yaml.safe_load(p.read_text())["spec"].get("path") for p in deploy.glob("*/*.yaml")}
+    assert {"f/demo/hello", "f/demo/greet_and_count"} <= paths
+    assert "u.admin.api_key" in (deploy / "kustomization.yaml").read_text()  # the Secret key step 5 creates
