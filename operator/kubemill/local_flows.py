@@ -32,6 +32,7 @@ from kubemill.local import (
     load_workspace,
     resolve_target,
     run_script,
+    schema_for,
 )
 from kubemill.models.openflow import OpenFlow
 from kubemill.runners import RunContext
@@ -83,6 +84,8 @@ class LocalFlow:
         self.log = log
         self.user = getpass.getuser()
         self.root_job = str(uuid.uuid4())
+        self.schemas: dict[tuple[str, str], dict[str, Any]] = {}
+        """Each script's schema, derived once per run (a loop runs the same script many times)."""
 
     def say(self, message: str) -> None:
         print(f"[kubemill] {message}", file=self.log, flush=True)
@@ -173,10 +176,14 @@ class LocalFlow:
             timeout = timeout or meta.get("timeout")
         context = RunContext(**{**context.__dict__, "job_path": path})
         try:
+            schema = self.schemas.get((language, code))
+            if schema is None:
+                schema = self.schemas[(language, code)] = schema_for(language, code)
             envelope = run_script(
                 language,
                 code,
                 dict(action.args),
+                schema=schema,
                 resources=self.workspace.resources,
                 variables=self.workspace.variables,
                 context=context,

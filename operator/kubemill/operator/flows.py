@@ -4,9 +4,8 @@ A FlowRun is reconciled by one function, `reconcile_run`: read the run, its Flow
 `advance()`, carry out the actions (create or delete child runs, offload a large result), write the status
 once (a whole-status update guarded by `resourceVersion`, so two writers can never interleave). It is
 triggered by the run's own watch events (creation, annotations for approvals and cancel), by a child run
-reaching a final phase, and by timers for the engine's `RequeueAfter`. Runs are reconciled one at a time
-each (a lock per run); a trigger that arrives while the run is being reconciled leaves one more reconcile
-queued instead of piling up. Kopf's `on.event` handlers are used (no progress annotations, no extra writes):
+reaching a final phase, and by timers for the engine's `RequeueAfter` (`run_queue.RunQueue` serialises and
+coalesces them). Kopf's `on.event` handlers are used (no progress annotations, no extra writes):
 the reconcile is idempotent, so an event seen twice costs a few reads and nothing else.
 """
 
@@ -23,7 +22,6 @@ import pydantic
 
 from kubemill.engine import CreateRun, DeleteRun, Finish, Observations, RequeueAfter, advance, validate_flow
 from kubemill.engine.state import RunError
-from kubemill.errors import Conflict, KubemillError
 from kubemill.k8s.client import Kube, object_path
 from kubemill.k8s.flowruns import (
     CANCEL_ANNOTATION,
@@ -41,87 +39,38 @@ from kubemill.operator import kube
 from kubemill.operator.approvals import approval_events, requester_of
 from kubemill.operator.resume_urls import ANNOTATION as RESUME_ANNOTATION
 from kubemill.operator.resume_urls import resume_urls_annotation
+from kubemill.operator.run_queue import RunQueue
 
 log = logging.getLogger("kubemill.flows")
 GROUP, VERSION = API_VERSION.split("/")
-
-
-# --- scheduling: one reconcile at a time per run, coalesced triggers, timers ------------------------------
-
-
-class RunQueue:
-    """Serialises reconciles of each run and coalesces triggers that arrive meanwhile."""
-
-    def __init__(self, work: Callable[[str, str], float | None]) -> None:
-        self._work = work
-        self._guard = threading.Lock()
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._queued: set[tuple[str, str]] = set()
-        self._timers: dict[tuple[str, str], threading.Timer] = {}
-
-    def trigger(self, namespace: str, name: str) -> None:
-        """Reconcile the run now (in the calling thread) unless a reconcile is already queued for it."""
-        key = (namespace, name)
-        with self._guard:
-            if key in self._queued:
-                return
-            self._queued.add(key)
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            with self._guard:
-                self._queued.discard(key)
-            requeue = self._run(namespace, name)
-        self.after(namespace, name, requeue)
-
-    def _run(self, namespace: str, name: str) -> float | None:
-        for _ in range(3):
-            try:
-                return self._work(namespace, name)
-            except Conflict:
-                continue  # the run changed while we looked at it: look again
-            except KubemillError as exc:
-                log.warning("flowrun %s/%s: %s; retrying in 5 s", namespace, name, exc)
-                return 5.0
-            except Exception:
-                log.exception("reconciling flowrun %s/%s failed; retrying in 5 s", namespace, name)
-                return 5.0
-        return 1.0
-
-    def after(self, namespace: str, name: str, seconds: float | None) -> None:
-        """Reconcile again in `seconds` (None: no timer); replaces the run's previous timer."""
-        key = (namespace, name)
-        with self._guard:
-            old = self._timers.pop(key, None)
-            if old is not None:
-                old.cancel()
-            if seconds is None:
-                return
-            timer = threading.Timer(max(seconds, 0.05), self.trigger, (namespace, name))
-            timer.daemon = True
-            self._timers[key] = timer
-        timer.start()
-
-    def forget(self, namespace: str, name: str) -> None:
-        self.after(namespace, name, None)
-        with self._guard:
-            self._locks.pop((namespace, name), None)
 
 
 # --- reading what a run needs ----------------------------------------------------------------------------
 
 
 class Observed:
-    """Versions this process wrote itself, so the watch event of its own write is not a trigger."""
+    """What this process saw last, to spare reads on the path from a child finishing to the next child:
+    the versions it wrote itself (the watch event of its own write is not a trigger), the latest body of
+    each FlowRun (from its events and from our own writes; a stale one makes the status write fail with a
+    Conflict, and the run is read again) and of each Flow by path."""
 
     def __init__(self) -> None:
         self.written: dict[tuple[str, str], str] = {}
         self.child_phase: dict[str, str] = {}
+        self.runs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.flows: dict[tuple[str, str], dict[str, Any]] = {}
+        self.children: dict[str, dict[str, dict[str, Any]]] = {}
+        """Children by parent uid and name, once listed."""
+        self.lock = threading.Lock()
 
 
 OBSERVED = Observed()
 
 
 def find_flow(api: Kube, namespace: str, path: str) -> dict[str, Any] | None:
+    cached = OBSERVED.flows.get((namespace, path))
+    if cached is not None:
+        return cached
     query = {"fieldSelector": f"spec.path={path}"}
     found = api.request("GET", object_path(API_VERSION, "flows", namespace), query=query)
     items: list[dict[str, Any]] = found.get("items", [])
@@ -140,11 +89,38 @@ def read_result_ref(api: Kube, namespace: str) -> Callable[[str, str], Any]:
 
 
 def list_children(api: Kube, run: FlowRun, flow: OpenFlow) -> list[dict[str, Any]]:
-    labels = {PARENT_UID_LABEL: run.metadata.uid or ""}
+    """Every child of the run: listed once per run and process, then kept current from the children's own
+    watch events (and our creates), so a step transition reads nothing."""
+    uid = run.metadata.uid or ""
+    with OBSERVED.lock:
+        known = OBSERVED.children.get(uid)
+        if known is not None:
+            return list(known.values())
+    labels = {PARENT_UID_LABEL: uid}
     children = api.list(API_VERSION, "ScriptRun", run.metadata.namespace, labels=labels)
     if any(isinstance(m.value, PathFlow) for m in flow.value.all_modules()):
         children += api.list(API_VERSION, "FlowRun", run.metadata.namespace, labels=labels)
-    return children
+    with OBSERVED.lock:
+        index = OBSERVED.children.setdefault(uid, {})
+        for child in children:  # a newer version seen by an event meanwhile wins
+            index.setdefault(child["metadata"]["name"], child)
+        return list(index.values())
+
+
+def remember_child(body: dict[str, Any], deleted: bool = False, only_if_new: bool = False) -> None:
+    """Keep a child's latest body in its parent's index (an event's body wins over our create's reply)."""
+    parent_uid = (body["metadata"].get("labels") or {}).get(PARENT_UID_LABEL)
+    if parent_uid is None:
+        return
+    with OBSERVED.lock:
+        index = OBSERVED.children.get(parent_uid)
+        if index is None:
+            return  # not listed yet in this process: the first reconcile lists
+        name = body["metadata"]["name"]
+        if deleted:
+            index.pop(name, None)
+        elif not only_if_new or name not in index:
+            index[name] = body
 
 
 # --- the reconcile -----------------------------------------------------------------------------------------
@@ -153,7 +129,7 @@ def list_children(api: Kube, run: FlowRun, flow: OpenFlow) -> list[dict[str, Any
 def reconcile_run(namespace: str, name: str) -> float | None:
     """One reconcile of a FlowRun; returns when to look again (seconds) or None."""
     api = kube()
-    body = api.get_or_none(API_VERSION, "FlowRun", namespace, name)
+    body = OBSERVED.runs.get((namespace, name)) or api.get_or_none(API_VERSION, "FlowRun", namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return None
     run = FlowRun.model_validate(body)
@@ -194,7 +170,8 @@ def reconcile_run(namespace: str, name: str) -> float | None:
         if isinstance(action, CreateRun):
             urls = resume_urls_annotation(flow, action.step, namespace, name, run.metadata.uid or "")
             extra = {RESUME_ANNOTATION: urls} if urls else None
-            api.create(child_run_manifest(action, run, extra))
+            created, _ = api.create(child_run_manifest(action, run, extra))
+            remember_child(created, only_if_new=True)
         elif isinstance(action, DeleteRun):
             api.delete(API_VERSION, action.kind, namespace, action.name)
         elif isinstance(action, RequeueAfter):
@@ -238,9 +215,10 @@ def _write_status(api: Kube, body: dict[str, Any], status: FlowRunStatus) -> Non
     }
     written = api.replace(update, status=True)
     OBSERVED.written[(meta["namespace"], meta["name"])] = written["metadata"]["resourceVersion"]
+    OBSERVED.runs[(meta["namespace"], meta["name"])] = written
 
 
-QUEUE = RunQueue(reconcile_run)
+QUEUE = RunQueue(reconcile_run, on_conflict=lambda ns, name: OBSERVED.runs.pop((ns, name), None))
 
 
 def _trigger(namespace: str, name: str) -> None:
@@ -262,6 +240,7 @@ def _child_event(event_type: str | None, body: dict[str, Any]) -> None:
         return
     phase = (body.get("status") or {}).get("phase", "")
     uid = meta.get("uid", "")
+    remember_child(body, deleted=event_type == "DELETED")
     if event_type == "DELETED":
         OBSERVED.child_phase.pop(uid, None)
         _trigger(meta["namespace"], parent)
@@ -284,7 +263,11 @@ def flowrun_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     if type == "DELETED":
         QUEUE.forget(namespace, name)
         OBSERVED.written.pop((namespace, name), None)
+        OBSERVED.runs.pop((namespace, name), None)
+        with OBSERVED.lock:
+            OBSERVED.children.pop(meta.get("uid", ""), None)
         return
+    OBSERVED.runs[(namespace, name)] = raw
     if OBSERVED.written.get((namespace, name)) == meta.get("resourceVersion"):
         return  # the event of our own status write
     if (raw.get("status") or {}).get("phase") in TERMINAL:
@@ -377,9 +360,13 @@ def reconcile_flow(body: dict[str, Any]) -> None:
 
 @kopf.on.event(GROUP, VERSION, "flows")
 def flow_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    raw = dict(body)
+    key = (raw["metadata"]["namespace"], str((raw.get("spec") or {}).get("path")))
     if type == "DELETED":
+        OBSERVED.flows.pop(key, None)
         return
-    reconcile_flow(dict(body))
+    OBSERVED.flows[key] = raw
+    reconcile_flow(raw)
 
 
 @kopf.on.event(GROUP, VERSION, "scripts")
