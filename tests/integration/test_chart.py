@@ -109,6 +109,7 @@ def test_the_default_rendering(helm: str) -> None:
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/kubemill/operator:0.1.0"
     assert container["args"][0] == "operator"
+    assert "--runner-image=ghcr.io/kubemill/runner-{language}:{version}" in container["args"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
