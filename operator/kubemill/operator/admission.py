@@ -9,7 +9,9 @@ Settings (environment, so the chart and the tests can set them without new flags
 `KUBEMILL_WEBHOOK=off` disables it; `KUBEMILL_WEBHOOK_ADDR` (default 127.0.0.1) and `KUBEMILL_WEBHOOK_PORT`
 (default: a free port) where it listens; `KUBEMILL_WEBHOOK_HOST` the host the API server calls (default: the
 address); `KUBEMILL_WEBHOOK_CERT_DIR` a directory with `tls.crt`, `tls.key` (and `ca.crt`), e.g. a mounted
-Secret; without it a self-signed certificate is generated at start.
+Secret; without it a self-signed certificate is generated at start. `KUBEMILL_WEBHOOK_CONFIGURATIONS=external`
+leaves the webhook configurations to whoever installed them (the Helm chart renders them from
+`webhook_configurations`, pointing at a Service).
 """
 
 from __future__ import annotations
@@ -170,7 +172,8 @@ class ApprovalsWebhookServer:
             config = dict(client_config)
             if "caBundle" not in config:
                 config["caBundle"] = base64.b64encode(self.cafile.read_bytes()).decode()
-            await asyncio.to_thread(apply_configurations, config)
+            if os.environ.get("KUBEMILL_WEBHOOK_CONFIGURATIONS", "managed") != "external":
+                await asyncio.to_thread(apply_configurations, config)
             yield client_config
 
 
