@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 _STATE_ROOT = Path("/var/tmp/kubemill-tests")
 _STATE_ROOT.mkdir(parents=True, exist_ok=True)
 tempfile.tempdir = str(_STATE_ROOT)
+# What this machine needs to reach package registries (a CA bundle, proxies), handed to runner pods the way
+# a cluster operator would set them (`--runner-env`): the node agent runs pods with the pod's env only.
+RUNNER_HOST_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "UV_INDEX_URL")
 SYSTEM_NAMESPACE = "kubemill-system"
 SERVICE_ACCOUNT = "kubemill-operator"
 
@@ -77,6 +80,7 @@ class Operator:
                     f"--metrics-port={self.metrics_port}",
                     f"--health-port={self.health_port}",
                     "--bind=127.0.0.1",
+                    *(f"--runner-env={k}={os.environ[k]}" for k in RUNNER_HOST_ENV if k in os.environ),
                     *self.extra_args,
                 ],
                 stdout=log,

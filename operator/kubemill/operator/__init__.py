@@ -14,7 +14,7 @@ import importlib
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import kopf
 
@@ -30,6 +30,7 @@ class Settings:
     runner_image_template: str = DEFAULT_IMAGE_TEMPLATE
     run_history_limit: int = 100
     workers: int = 16
+    runner_env: dict[str, str] = field(default_factory=dict)
 
 
 settings = Settings()
@@ -108,6 +109,13 @@ def add_arguments_operator(parser: argparse.ArgumentParser) -> None:
         default=100,
         help="finished ScriptRuns kept per script and namespace (older ones are deleted; 0: keep all)",
     )
+    parser.add_argument(
+        "--runner-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for every runner pod (repeatable; e.g. a proxy or CA bundle path)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
 
 
@@ -120,6 +128,11 @@ def cli_operator(args: argparse.Namespace) -> int:
     options.runner_image_template = args.runner_image
     options.run_history_limit = args.run_history_limit
     options.workers = args.workers
+    for item in args.runner_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"kubemill operator: --runner-env expects NAME=VALUE, got {item!r}")
+        options.runner_env[name] = value
     kopf.configure(verbose=args.verbose)
     loaded = load_handlers()
     log.info("kubemill operator: handlers %s", ", ".join(loaded) or "(none)")

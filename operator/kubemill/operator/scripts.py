@@ -46,7 +46,9 @@ def executor() -> RunExecutor:
     cat = catalog()
     with _lock:
         if "executor" not in _state:
-            options = builders.JobOptions(image_template=settings.runner_image_template)
+            options = builders.JobOptions(
+                image_template=settings.runner_image_template, extra_env=dict(settings.runner_env)
+            )
             _state["executor"] = RunExecutor(
                 kube(), cat, options, history_limit=settings.run_history_limit, workers=settings.workers
             )
