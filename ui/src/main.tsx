@@ -113,9 +113,15 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): [T | null, 
   const [value, setValue] = useState<T | null>(null);
   const [error, setError] = useState("");
   useEffect(() => {
+    let current = true; // an answer for earlier deps (another namespace) must not overwrite this one
     setValue(null);
     setError("");
-    load().then(setValue).catch((e: Error) => setError(e.message));
+    load()
+      .then((v) => current && setValue(v))
+      .catch((e: Error) => current && setError(e.message));
+    return () => {
+      current = false;
+    };
   }, deps);
   return [value, error];
 }
