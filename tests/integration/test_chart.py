@@ -127,11 +127,12 @@ def test_the_default_rendering(helm: str) -> None:
             client = webhook["clientConfig"]
             assert client["service"]["name"] == "kubemill-webhook"
             assert client["caBundle"] == secret["data"]["ca.crt"]
-    role = next(
-        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "kubemill-operator"
-    )
-    source = yaml.safe_load((REPO / "config/rbac/operator-role.yaml").read_text())
-    assert role["rules"] == source["rules"]
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    for name, source in (
+        ("kubemill-operator", "operator-role.yaml"),
+        ("kubemill-trigger", "trigger-role.yaml"),
+    ):
+        assert roles[name]["rules"] == yaml.safe_load((REPO / "config/rbac" / source).read_text())["rules"]
     assert "ServiceMonitor" not in kinds(docs) and "ConfigMap" not in kinds(docs)
 
 
@@ -207,6 +208,13 @@ def _operator_log(cluster: Cluster) -> str:
     return logs.stdout + logs.stderr
 
 
+def _finished_last_run(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
+    last: dict[str, Any] | None = (
+        cluster.get("schedule", name, "-n", namespace).get("status", {}).get("lastRun")
+    )
+    return last if last and last.get("phase") in ("Succeeded", "Failed") else None
+
+
 def _phase(cluster: Cluster, kind: str, name: str, namespace: str) -> str | None:
     phase: str | None = cluster.get(kind, name, "-n", namespace).get("status", {}).get("phase")
     return phase if phase in ("Succeeded", "Failed") else None
@@ -275,6 +283,20 @@ def test_the_chart_installs_and_runs_a_script_and_a_flow(
         assert phase == "Succeeded", status
     assert cluster.get("scriptrun", "hello", "-n", "demo")["status"]["result"]["greeting"] == "Hello, helm."
     assert cluster.get("flowrun", "greet", "-n", "demo")["status"]["result"] == {"count": 2}
+
+    # A schedule: its CronJob's trigger pod creates the run under the chart's kubemill-trigger ClusterRole.
+    cluster.apply(
+        {
+            "apiVersion": "kubemill.dev/v1alpha1",
+            "kind": "Schedule",
+            "metadata": {"name": "hello-every-minute", "namespace": "demo"},
+            "spec": {"schedule": "* * * * *", "scriptPath": "f/demo/hello", "args": {"name": "cron"}},
+        }
+    )
+    last = wait_for(
+        lambda: _finished_last_run(cluster, "hello-every-minute", "demo"), 150, "the schedule's first run"
+    )
+    assert last["phase"] == "Succeeded", last
 
     # The dashboard's and alerts' metric names, against what the running operator serves.
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:

@@ -79,7 +79,7 @@ def test_chart_crds_are_the_generated_crds() -> None:
 
 
 def test_chart_rbac_is_the_operator_rbac() -> None:
-    for name in ("operator-role.yaml", "aggregate-roles.yaml"):
+    for name in ("operator-role.yaml", "trigger-role.yaml", "aggregate-roles.yaml"):
         source = (REPO / "config/rbac" / name).read_text()
         assert (CHART / "files/rbac" / name).read_text() == source, RESYNC
 
