@@ -352,3 +352,23 @@ def test_the_committed_gitops_example_is_the_current_sync_output() -> None:
     assert on_disk == expected, (
         "re-run: kubemill sync examples/windmill -o examples/gitops/deploy --namespace demo"
     )
+
+
+def test_the_json_layout_reads_like_the_yaml_one(tmp_path: Path) -> None:
+    ws = write(
+        tmp_path,
+        {
+            "f/j/run.py": "def main():\n    return 1\n",
+            "f/j/run.script.json": '{"summary": "from json", "schema": {"type": "object"}}',
+            "f/j/v.variable.json": '{"value": "1", "is_secret": false}',
+            "f/j/every.schedule.json": '{"schedule": "0 * * * *", "script_path": "f/j/run"}',
+            "f/j/f.flow/flow.json": '{"value": {"modules": [{"id": "a", "value": {"type": "identity"}}]}}',
+        },
+    )
+    result = sync_workspace(ws)
+    assert result.errors == []
+    specs = {m["kind"]: m["spec"] for m in result.manifests}
+    assert specs["Script"]["summary"] == "from json"
+    assert specs["Variable"] == {"path": "f/j/v", "value": "1"}
+    assert specs["Schedule"]["scriptPath"] == "f/j/run"
+    assert specs["Flow"]["path"] == "f/j/f"
