@@ -387,3 +387,20 @@ def test_an_endless_expression_fails_its_step_and_the_operator_goes_on(
     assert failed["error"]["name"] == "ExpressionTimeout" and failed["error"]["step"] == "spin"
     assert wait_phase(cluster, namespace, "fine", "Succeeded", timeout=120)["result"] == 3
     assert json.dumps(failed).count("ExpressionTimeout") >= 1
+
+
+def test_a_result_over_16_kib_is_kept_in_a_config_map(
+    cluster: Cluster, namespace: str, running_operator: Operator
+) -> None:
+    cluster.apply(script(namespace, "f/big/text", "def main(n: int):\n    return 'x' * n\n"))
+    cluster.apply(flow(namespace, "f/big/flow", [step("text", "f/big/text", n=js("20000"))]))
+    wait_ready(cluster, namespace, "flow")
+    start_run(cluster, namespace, "big", "f/big/flow")
+    done = wait_phase(cluster, namespace, "big", "Succeeded", timeout=120)
+    assert "result" not in done
+    assert done["resultRef"]["name"] == "big-result"
+    assert done["resultRef"].get("key", "result.json") == "result.json"  # the default key is left out
+    stored = cluster.get("configmap", "big-result", "-n", namespace)
+    assert json.loads(stored["data"]["result.json"]) == "x" * 20000
+    assert stored["metadata"]["ownerReferences"][0]["name"] == "big"
+    assert done["steps"]["text"]["result"] == {"$ref": done["steps"]["text"]["run"]}
