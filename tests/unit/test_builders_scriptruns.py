@@ -192,3 +192,26 @@ def test_finished_runs_are_final_and_decisions_are_stable() -> None:
     # A running attempt with nothing new writes nothing.
     same = decide(run({**running(), "pod": {"name": "p", "kind": "Pod"}}), Inputs(now=NOW, target=TARGET))
     assert same.status == scriptruns.current_status(run({**running(), "pod": {"name": "p", "kind": "Pod"}}))
+
+
+def test_a_run_whose_script_was_deleted_still_finishes_its_attempt() -> None:
+    obs = Observation("succeeded", "p", result_json='"done"')
+    d = decide(run(running()), Inputs(now=NOW, target=None, observation=obs))
+    assert d.status["phase"] == "Succeeded" and d.status["result"] == "done"
+    failed = Observation("failed", "p", failure=Failure("E", "boom"))
+    d = decide(run(running()), Inputs(now=NOW, target=None, observation=failed))
+    assert d.status["phase"] == "Failed" and d.status["error"]["name"] == "E"
+
+
+@pytest.mark.parametrize(
+    ("reason", "state"), [("CreateContainerConfigError", "failed"), ("ContainerCreating", "running")]
+)
+def test_a_pod_that_cannot_start_fails_the_attempt(reason: str, state: str) -> None:
+    waiting = {
+        "metadata": {"name": "p"},
+        "status": {"containerStatuses": [{"state": {"waiting": {"reason": reason}}}]},
+    }
+    obs = observe_attempt(job(), waiting)
+    assert obs.state == state
+    if state == "failed":
+        assert obs.failure is not None and reason in obs.failure.message

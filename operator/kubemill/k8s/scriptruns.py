@@ -35,6 +35,10 @@ SCRIPT_NOT_FOUND_GRACE = timedelta(seconds=30)
 CONDITION = "Succeeded"
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
 LOG_LINES = 3
+FATAL_WAITING = frozenset(
+    {"InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "ErrImageNeverPull"}
+)
+"""Container waiting reasons no waiting fixes: the attempt fails (an image pull back-off may recover)."""
 
 
 # --- observing an attempt -----------------------------------------------------------------------------------
@@ -66,6 +70,14 @@ def _terminated(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         terminated = (status.get("state") or {}).get("terminated")
         if terminated:
             return dict(terminated)
+    return None
+
+
+def _waiting(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    for status in (pod or {}).get("status", {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting")
+        if waiting:
+            return dict(waiting)
     return None
 
 
@@ -107,6 +119,10 @@ def observe_attempt(
         if _job_condition(job, "Complete") is not None:
             failure = Failure("RunnerFailed", "the Job completed but its pod (and result) are gone")
             return Observation("failed", pod_name, failure=failure)
+        waiting = _waiting(pod)
+        if waiting is not None and waiting.get("reason") in FATAL_WAITING:
+            message = f"the runner pod cannot start: {waiting.get('reason')}: {waiting.get('message', '')}"
+            return Observation("failed", pod_name, failure=Failure("RunnerFailed", message.rstrip(": ")))
         return Observation("running", pod_name)
     envelope = envelope_from_termination_message(terminated.get("message"))
     if envelope is not None and not envelope.truncated:
@@ -289,6 +305,10 @@ def decide(run: ScriptRun, inputs: Inputs) -> Decision:
         new = _finish(status, run, inputs, "Cancelled", failure)
         return Decision(new, (*cleanup, DeleteRunSecret()), ("Cancelled", failure.message))
     target = inputs.target
+    if target is None and phase == "Running":
+        # The Script went away (or changed into something unreadable) while an attempt runs: deleting a
+        # definition does not kill runs already started; this one finishes with what it has, without retries.
+        target = RunTarget(path=run.spec.script_path or "", language="", code="")
     if target is None:
         problem = inputs.target_problem or Failure(
             "ScriptNotFound", f"no Script with path {run.spec.script_path}"

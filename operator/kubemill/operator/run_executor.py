@@ -101,7 +101,9 @@ class RunExecutor:
         """The run was deleted."""
         key = (namespace, name)
         with self._guard:
-            self._runs.pop(key, None)
+            record = self._runs.pop(key, None)
+            if record is not None:
+                self._set_phase(key, record, "")
             self._written.pop(key, None)
             self._masks.pop(key, None)
             self._locks.pop(key, None)
@@ -169,8 +171,9 @@ class RunExecutor:
             return
         target, problem = self.catalog.target_for(run)
         inputs = Inputs(now=self.clock(), target=target, target_problem=problem)
-        if phase == "Running" and target is not None:
-            observation = self._observe(run, status, target, pod)
+        if phase == "Running":
+            timeout = target.timeout_seconds if target is not None else run.spec.timeout_seconds
+            observation = self._observe(run, status, timeout, pod)
             inputs = replace(inputs, observation=observation, masks=self._masks_for(key))
         elif phase == "Pending" and target is not None and target.concurrency_limit:
             # Count and take a slot under the script's lock, so two runs never take the last one together.
@@ -182,7 +185,7 @@ class RunExecutor:
         self._act(key, run, body, target, scriptruns.decide(run, inputs))
 
     def _observe(
-        self, run: ScriptRun, status: Mapping[str, Any], target: RunTarget, pod: Mapping[str, Any] | None
+        self, run: ScriptRun, status: Mapping[str, Any], timeout: int | None, pod: Mapping[str, Any] | None
     ) -> Observation:
         namespace = run.metadata.namespace or ""
         job_name = (status.get("job") or {}).get("name")
@@ -192,7 +195,7 @@ class RunExecutor:
         ):
             pods = self.kube.list("v1", "Pod", namespace, labels={"job-name": str(job_name)})
             pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
-        observation = scriptruns.observe_attempt(job, pod, None, target.timeout_seconds)
+        observation = scriptruns.observe_attempt(job, pod, None, timeout)
         if observation.state == "needs-logs" and pod is not None:
             try:
                 logs = self.kube.pod_log(
@@ -203,7 +206,7 @@ class RunExecutor:
                 )
             except NotFound:
                 logs = ""
-            observation = scriptruns.observe_attempt(job, pod, logs, target.timeout_seconds)
+            observation = scriptruns.observe_attempt(job, pod, logs, timeout)
         return observation
 
     def _masks_for(self, key: RunKey) -> frozenset[str]:
@@ -230,13 +233,23 @@ class RunExecutor:
             if record is None:
                 record = self._runs[key] = RunRecord(
                     run.spec.script_path or "",
-                    phase,
+                    "",
                     created,
                     kept_by_parent=bool(run.spec.flow_run or (run.metadata.labels or {}).get(FLOW_RUN_LABEL)),
                 )
-            record.phase = phase
+            self._set_phase(key, record, phase)
             if finished is not None and not record.finished:
                 record.finished = finished.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    @staticmethod
+    def _set_phase(key: RunKey, record: RunRecord, phase: str) -> None:
+        """Record a phase; the active-runs gauge follows every move into and out of Running, however the
+        operator learned of it (its own write, or a run already running when it started)."""
+        if record.phase != "Running" and phase == "Running":
+            metrics.ACTIVE_RUNS.labels(key[0]).inc()
+        elif record.phase == "Running" and phase != "Running":
+            metrics.ACTIVE_RUNS.labels(key[0]).dec()
+        record.phase = phase
 
     # --- acting --------------------------------------------------------------------------------------
 
@@ -337,16 +350,13 @@ class RunExecutor:
         with self._guard:
             record = self._runs.get(key)
             if record is not None:
-                record.phase = str(phase)
-        if phase == "Running" and was != "Running":
-            metrics.ACTIVE_RUNS.labels(namespace).inc()
-            if not old.get("startedAt"):
-                created = (run.metadata.model_extra or {}).get("creationTimestamp")
-                if created:
-                    waited = (self.clock() - _parse_time(str(created))).total_seconds()
-                    metrics.QUEUE_WAIT.labels(language).observe(max(waited, 0.0))
+                self._set_phase(key, record, str(phase))
+        if phase == "Running" and was != "Running" and not old.get("startedAt"):
+            created = (run.metadata.model_extra or {}).get("creationTimestamp")
+            if created:
+                waited = (self.clock() - _parse_time(str(created))).total_seconds()
+                metrics.QUEUE_WAIT.labels(language).observe(max(waited, 0.0))
         if was == "Running" and phase != "Running":
-            metrics.ACTIVE_RUNS.labels(namespace).dec()
             self._wake_waiting(namespace, path)
         if decision.finished:
             metrics.RUNS_FINISHED.labels(namespace, language, path, str(phase)).inc()
