@@ -5,7 +5,7 @@ one run saw, and the status it ended with. Replaying the observations from an em
 same status, field for field. To record the histories again (only when a change of behaviour is
 intended, and say so in the commit):
 
-    .venv/bin/python tests/unit/test_engine_histories.py --record
+    .venv/bin/python tests/unit/test_engine_histories.py --record [SCENARIO ...]
 """
 
 from __future__ import annotations
@@ -48,6 +48,25 @@ def _approve(action: AwaitApproval, now: datetime) -> list[ApprovalEvent]:
             at=now,
         )
     ]
+
+
+def _reject_after_an_outsider(action: AwaitApproval, now: datetime) -> list[ApprovalEvent]:
+    """mallory is not a listed approver (ignored, not in the ledger); the manager rejects."""
+    return [
+        ApprovalEvent(step=action.step, user="mallory@example.com", decision="approve", at=now),
+        ApprovalEvent(
+            step=action.step,
+            user="manager@example.com",
+            groups=("managers",),
+            decision="reject",
+            comment="too expensive",
+            at=now,
+        ),
+    ]
+
+
+def _nobody(action: AwaitApproval, now: datetime) -> list[ApprovalEvent]:
+    return []
 
 
 def _flaky(action: CreateRun) -> Any:
@@ -128,6 +147,15 @@ LOOP_FLOW = {
     },
 }
 
+LARGE_ORDER = {
+    "order": {
+        "customer_email": "c@example.com",
+        "total": 12000,
+        "items": [{"sku": "b"}],
+        "shipping_address": {"city": "Oslo"},
+    }
+}
+
 SCENARIOS: dict[str, tuple[Any, dict[str, Any], Any, Any]] = {
     "order_small": (
         "order_processing.flow.yaml",
@@ -156,6 +184,13 @@ SCENARIOS: dict[str, tuple[Any, dict[str, Any], Any, Any]] = {
         _approve,
     ),
     "loop_retry_sleep": (LOOP_FLOW, {"items": ["a", "b", "c"]}, _flaky, None),
+    "order_large_rejected": (
+        "order_processing.flow.yaml",
+        LARGE_ORDER,
+        _order_scripts,
+        _reject_after_an_outsider,
+    ),
+    "order_large_timeout": ("order_processing.flow.yaml", LARGE_ORDER, _order_scripts, _nobody),
 }
 
 
@@ -165,8 +200,10 @@ def _flow(source: Any) -> OpenFlow:
     return OpenFlow.model_validate(source)
 
 
-def record() -> None:
+def record(only: set[str] | None = None) -> None:
     for name, (source, args, run_step, approve) in SCENARIOS.items():
+        if only and name not in only:
+            continue
         run = drive(_flow(source), args, run_step, clock=FakeClock(), approve=approve, run_name=f"h-{name}")
         document = {
             "flow": source,
@@ -203,5 +240,5 @@ def test_replaying_a_history_gives_the_stored_status(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--record"]:
-        record()
+    if sys.argv[1:2] == ["--record"]:
+        record(set(sys.argv[2:]) or None)  # optionally only the named scenarios
