@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from kubemill import __version__
@@ -333,3 +334,28 @@ def build_script_status(
     if schema is not None:
         out["schema"] = dict(schema)
     return out
+
+
+def build_event(
+    regarding: RunIdentity, reason: str, message: str, warning: bool, now: datetime
+) -> dict[str, Any]:
+    """An Event about a run (what `kubectl describe` shows); the message must already be masked."""
+    return {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{regarding.name}.", "namespace": regarding.namespace},
+        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "reportingController": "kubemill.dev/operator",
+        "reportingInstance": "kubemill-operator",
+        "action": "Reconcile",
+        "reason": reason[:128],
+        "note": message[:1024],
+        "type": "Warning" if warning else "Normal",
+        "regarding": {
+            "apiVersion": regarding.api_version,
+            "kind": regarding.kind,
+            "name": regarding.name,
+            "namespace": regarding.namespace,
+            "uid": regarding.uid,
+        },
+    }

@@ -18,8 +18,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import pydantic
-
 from kubemill.errors import Conflict, NotFound
 from kubemill.k8s import builders, scriptruns
 from kubemill.k8s.builders import JobOptions, RunIdentity, RunTarget
@@ -28,16 +26,10 @@ from kubemill.k8s.scriptruns import Decision, Failure, Inputs, Observation
 from kubemill.models.scripts import ScriptRun
 from kubemill.operator import metrics
 from kubemill.operator.requeue import Requeue
+from kubemill.operator.run_inputs import run_secret_files
 from kubemill.operator.script_catalog import ScriptCatalog
 from kubemill.runners.languages import RunContext
-from kubemill.secrets import (
-    MASKS_KEY,
-    UnresolvedReference,
-    decode_secret,
-    masks_from_secret_data,
-    resolve,
-    secret_names,
-)
+from kubemill.secrets import UnresolvedReference, decode_secret, masks_from_secret_data
 
 log = logging.getLogger(__name__)
 API = "kubemill.dev/v1alpha1"
@@ -280,7 +272,9 @@ class RunExecutor:
             elif isinstance(action, scriptruns.Requeue):
                 self.requeue.after(key, action.seconds)
         if decision.event is not None and changed:
-            self._event(run, *decision.event, warning=new_status.get("phase") == "Failed")
+            reason, message = decision.event
+            warning = new_status.get("phase") == "Failed"
+            self.kube.event(builders.build_event(identity, reason, message, warning, self.clock()))
 
     def _start(
         self, key: RunKey, run: ScriptRun, identity: RunIdentity, target: RunTarget, attempt: int
@@ -289,7 +283,7 @@ class RunExecutor:
         script_owner = self.catalog.owner_of(namespace, target.path)
         self.catalog.ensure_code(namespace, target, script_owner or identity)
         try:
-            files = self._resolve_files(namespace, target)
+            files = run_secret_files(self.kube, namespace, target.resources)
         except UnresolvedReference as exc:
             failure = Failure(exc.reason, exc.message)
             inputs = Inputs(now=self.clock(), target=None, target_problem=failure)
@@ -311,28 +305,6 @@ class RunExecutor:
         if created:
             metrics.RUNS_STARTED.labels(namespace, target.language, target.path).inc()
         return None
-
-    def _resolve_files(self, namespace: str, target: RunTarget) -> dict[str, str]:
-        if not target.resources:
-            return {MASKS_KEY: "[]"}
-        from kubemill.models.resources import Resource, Variable
-
-        resources = {
-            r.spec.path: r
-            for r in (_parse(Resource, b) for b in self.kube.list(API, "Resource", namespace))
-            if r is not None
-        }
-        variables = {
-            v.spec.path: v
-            for v in (_parse(Variable, b) for b in self.kube.list(API, "Variable", namespace))
-            if v is not None
-        }
-        secrets = {}
-        for secret_name in secret_names(target.resources, resources, variables):
-            secret = self.kube.get_or_none("v1", "Secret", namespace, secret_name)
-            if secret is not None:
-                secrets[secret_name] = decode_secret(secret.get("data"))
-        return resolve(target.resources, resources, variables, secrets).secret_data()
 
     def _after_transition(
         self,
@@ -406,31 +378,6 @@ class RunExecutor:
             self.kube.delete(API, "ScriptRun", ns, name)
             self.forget(ns, name)
 
-    def _event(self, run: ScriptRun, reason: str, message: str, *, warning: bool) -> None:
-        now = self.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        namespace = run.metadata.namespace or ""
-        self.kube.event(
-            {
-                "apiVersion": "events.k8s.io/v1",
-                "kind": "Event",
-                "metadata": {"generateName": f"{run.metadata.name}.", "namespace": namespace},
-                "eventTime": now,
-                "reportingController": "kubemill.dev/operator",
-                "reportingInstance": "kubemill-operator",
-                "action": "Reconcile",
-                "reason": reason[:128],
-                "note": message[:1024],
-                "type": "Warning" if warning else "Normal",
-                "regarding": {
-                    "apiVersion": API,
-                    "kind": "ScriptRun",
-                    "name": run.metadata.name,
-                    "namespace": namespace,
-                    "uid": run.metadata.uid,
-                },
-            }
-        )
-
 
 def _rv(body: Mapping[str, Any]) -> int:
     try:
@@ -441,10 +388,3 @@ def _rv(body: Mapping[str, Any]) -> int:
 
 def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _parse(model: Any, body: Mapping[str, Any]) -> Any:
-    try:
-        return model.model_validate(body)
-    except pydantic.ValidationError:
-        return None
