@@ -68,6 +68,7 @@ cluster: install cluster-bin
 
 crds: install
 	$(VENV)/bin/kubemill crds -o crds/
+	PYTHON=$(PY) charts/kubemill/sync-files
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -226,6 +226,9 @@ class PodWorker(threading.Thread):
             return 128
         mounts = self._mounts(c, volumes)
         mounts.append((term_path, c.get("terminationMessagePath", "/dev/termination-log"), False))
+        # A mount over an ancestor of this pod's directory (an emptyDir at /tmp, say, while the cluster's
+        # state lives under /tmp) would hide the sources of the mounts after it: those go last.
+        mounts.sort(key=lambda m: self.dir.is_relative_to(Path(m[1])))
         setup = ["set -e"]
         for src, dst, ro in mounts:
             target = Path(dst)
