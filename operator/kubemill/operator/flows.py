@@ -182,7 +182,18 @@ def reconcile_run(namespace: str, name: str) -> float | None:
                 api.create(config_map)
     if new_status != status:
         _write_status(api, body, new_status)
+    if new_status.done:
+        forget_run(namespace, name, run.metadata.uid or "")
     return requeue
+
+
+def forget_run(namespace: str, name: str, uid: str) -> None:
+    """A finished (or deleted) run needs nothing remembered: drop its caches, its children's too."""
+    OBSERVED.written.pop((namespace, name), None)
+    OBSERVED.runs.pop((namespace, name), None)
+    with OBSERVED.lock:
+        for child in (OBSERVED.children.pop(uid, None) or {}).values():
+            OBSERVED.child_phase.pop(child["metadata"].get("uid", ""), None)
 
 
 def _flow_failure(flow_body: dict[str, Any] | None, path: str) -> RunError | None:
@@ -260,18 +271,14 @@ def flowrun_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     namespace, name = meta["namespace"], meta["name"]
     if PARENT_UID_LABEL in (meta.get("labels") or {}):
         _child_event(type, raw)
-    if type == "DELETED":
-        QUEUE.forget(namespace, name)
-        OBSERVED.written.pop((namespace, name), None)
-        OBSERVED.runs.pop((namespace, name), None)
-        with OBSERVED.lock:
-            OBSERVED.children.pop(meta.get("uid", ""), None)
+    if type == "DELETED" or (raw.get("status") or {}).get("phase") in TERMINAL:
+        if type == "DELETED":
+            QUEUE.forget(namespace, name)
+        forget_run(namespace, name, meta.get("uid", ""))
         return
     OBSERVED.runs[(namespace, name)] = raw
     if OBSERVED.written.get((namespace, name)) == meta.get("resourceVersion"):
         return  # the event of our own status write
-    if (raw.get("status") or {}).get("phase") in TERMINAL:
-        return
     _trigger(namespace, name)
 
 
