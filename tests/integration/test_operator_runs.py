@@ -342,3 +342,22 @@ def test_history_limit_keeps_the_newest_finished_runs(
         return names if len(names) == 2 else None
 
     assert wait_for(kept, 30, "the history to be trimmed to 2 runs") == ["tiny-2", "tiny-3"]
+
+
+def test_state_passes_from_one_run_of_a_script_to_the_next(
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    code = (
+        "import wmill\n\n"
+        "def main():\n"
+        "    n = (wmill.get_state() or {}).get('n', 0) + 1\n"
+        "    wmill.set_state({'n': n})\n"
+        "    return n\n"
+    )
+    cluster.apply(script("counter", "f/demo/counter", "python3", code), "-n", ns)
+    results = []
+    for i in range(3):
+        cluster.apply(script_run(f"counter-{i}", "f/demo/counter"), "-n", ns)
+        results.append(finished(running_operator, ns, f"counter-{i}")["status"].get("result"))
+    assert results == [1, 2, 3]

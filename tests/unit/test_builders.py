@@ -61,6 +61,7 @@ def test_the_runner_pod_meets_the_restricted_standard_and_mounts_no_token() -> N
         "input": "secret",
         "out": "emptyDir",
         "tmp": "emptyDir",
+        "state": "configMap",
     }
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -155,3 +156,14 @@ def test_script_status_says_whether_main_parsed(
     assert out["observedGeneration"] == 3 and out["contentHash"] == "abc"
     again = builders.build_script_status(4, "abc", None, problem, out["conditions"], "T2")
     assert again["conditions"][0]["lastTransitionTime"] == "T1"  # unchanged condition keeps its time
+
+
+def test_the_scripts_state_is_mounted_read_only_when_there_is_one() -> None:
+    pod = job()["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert volume["configMap"]["name"] == builders.state_configmap_name("f/demo/hello")
+    assert volume["configMap"]["optional"] is True
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "state")
+    assert mount == {"name": "state", "mountPath": "/var/run/kubemill/state", "readOnly": True}
+    inline = builders.build_job(RUN, TARGET, 1, ["args.json"], RunContext(workspace="w", job_id="j"))
+    assert all(v["name"] != "state" for v in inline["spec"]["template"]["spec"]["volumes"])

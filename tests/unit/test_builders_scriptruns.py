@@ -215,3 +215,16 @@ def test_a_pod_that_cannot_start_fails_the_attempt(reason: str, state: str) -> N
     assert obs.state == state
     if state == "failed":
         assert obs.failure is not None and reason in obs.failure.message
+
+
+def test_the_state_an_attempt_leaves_is_kept_even_when_it_fails() -> None:
+    summary = json.dumps({"result": None, "error": {"name": "E", "message": "m"}, "state": {"n": 2}})
+    obs = observe_attempt(job(("Failed", "BackoffLimitExceeded")), pod(summary, 1))
+    assert obs.state_json == '{"n":2}'
+    d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=obs))
+    assert scriptruns.StoreState("f/demo/hello", '{"n":2}') in d.actions
+    stateless = Observation("succeeded", "p", result_json="1")
+    assert not any(
+        isinstance(a, scriptruns.StoreState)
+        for a in decide(run(running()), Inputs(now=NOW, target=TARGET, observation=stateless)).actions
+    )

@@ -37,6 +37,7 @@ ANNOTATION_RUN = "kubemill.dev/script-run"
 ANNOTATION_PATH = "kubemill.dev/script-path"
 ARGS_KEY = "args.json"
 RESULT_KEY = "result.json"
+STATE_KEY = "state.json"
 CONTAINER = "runner"
 DEFAULT_IMAGE_TEMPLATE = "ghcr.io/kubemill/runner-{language}:{version}"
 INPUT_DIR = f"{RUN_ROOT}/input"
@@ -72,6 +73,11 @@ def run_secret_name(run_name: str) -> str:
 def result_configmap_name(run_name: str) -> str:
     """The ConfigMap holding a result too large for the status."""
     return child_name(run_name, "result")
+
+
+def state_configmap_name(state_path: str) -> str:
+    """The ConfigMap keeping the state a script's runs pass on (`wmill.get_state`/`set_state`)."""
+    return f"kubemill-state-{_digest(state_path, length=16)}"
 
 
 def content_hash(language: str, code: str) -> str:
@@ -242,6 +248,7 @@ def build_job(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    state_path = context.state_path or context.job_path
     if runner.resources:
         container["resources"] = dict(runner.resources)
     pod_spec: dict[str, Any] = {
@@ -269,6 +276,21 @@ def build_job(
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    if state_path:  # the previous run's state, if there is one yet
+        container["volumeMounts"].append(
+            {"name": "state", "mountPath": f"{RUN_ROOT}/state", "readOnly": True}
+        )
+        pod_spec["volumes"].append(
+            {
+                "name": "state",
+                "configMap": {
+                    "name": state_configmap_name(state_path),
+                    "optional": True,
+                    "items": [{"key": STATE_KEY, "path": STATE_KEY}],
+                    "defaultMode": 0o444,
+                },
+            }
+        )
     if runner.service_account_name:
         pod_spec["serviceAccountName"] = runner.service_account_name
     if runner.node_selector:
@@ -299,6 +321,24 @@ def build_result_configmap(run: RunIdentity, result_json: str) -> dict[str, Any]
         ),
         "immutable": True,
         "data": {RESULT_KEY: result_json},
+    }
+
+
+def build_state_configmap(
+    namespace: str, state_path: str, state_json: str, owner: RunIdentity | None
+) -> dict[str, Any]:
+    """The state a run left for the next run of the same script (owned by the Script, not as controller)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(
+            state_configmap_name(state_path),
+            namespace,
+            owner,
+            controller=False,
+            annotations={"kubemill.dev/state-path": state_path},
+        ),
+        "data": {STATE_KEY: state_json},
     }
 
 

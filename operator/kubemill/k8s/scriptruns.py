@@ -62,7 +62,7 @@ class Observation:
     pod: str | None = None
     result_json: str | None = None
     failure: Failure | None = None
-    logs_for_failure: bool = False
+    state_json: str | None = None
 
 
 def _terminated(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -89,10 +89,13 @@ def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | Non
 
 
 def _from_envelope(envelope: Envelope, pod: str | None) -> Observation:
+    state = None if envelope.state is None else json.dumps(envelope.state, separators=(",", ":"))
     if envelope.error is not None:
         error = envelope.error
-        return Observation("failed", pod, failure=Failure(error.name, error.message, error.stack))
-    return Observation("succeeded", pod, result_json=json.dumps(envelope.result, separators=(",", ":")))
+        failure = Failure(error.name, error.message, error.stack)
+        return Observation("failed", pod, failure=failure, state_json=state)
+    result = json.dumps(envelope.result, separators=(",", ":"))
+    return Observation("succeeded", pod, result_json=result, state_json=state)
 
 
 def observe_attempt(
@@ -168,6 +171,14 @@ class StoreResult:
 
 
 @dataclass(frozen=True)
+class StoreState:
+    """Keep the state the attempt left for the script's next run (`wmill.set_state`)."""
+
+    state_path: str
+    state_json: str
+
+
+@dataclass(frozen=True)
 class DeleteJob:
     name: str
 
@@ -182,7 +193,7 @@ class Requeue:
     seconds: float
 
 
-Action = StartAttempt | StoreResult | DeleteJob | DeleteRunSecret | Requeue
+Action = StartAttempt | StoreResult | StoreState | DeleteJob | DeleteRunSecret | Requeue
 
 
 @dataclass(frozen=True)
@@ -367,6 +378,8 @@ def decide(run: ScriptRun, inputs: Inputs) -> Decision:
             return Decision({**status, "pod": {"name": observation.pod, "kind": "Pod"}})
         return Decision(status)
     pod = {"name": observation.pod, "kind": "Pod"} if observation.pod else status.get("pod")
+    if observation.state_json is not None and target.path and len(observation.state_json) <= RESULT_MAX:
+        cleanup = (StoreState(target.path, observation.state_json), *cleanup)
     if observation.state == "succeeded" and observation.result_json is not None:
         masked = json.dumps(
             mask_json(json.loads(observation.result_json), inputs.masks), separators=(",", ":")

@@ -259,6 +259,8 @@ class RunExecutor:
                     new_status = started
             elif isinstance(action, scriptruns.StoreResult):
                 self.kube.create(builders.build_result_configmap(identity, action.result_json))
+            elif isinstance(action, scriptruns.StoreState):
+                self._store_state(namespace, action)
         changed = new_status != old
         if changed:
             written = self.kube.replace({**body, "status": new_status}, status=True)
@@ -275,6 +277,14 @@ class RunExecutor:
             reason, message = decision.event
             warning = new_status.get("phase") == "Failed"
             self.kube.event(builders.build_event(identity, reason, message, warning, self.clock()))
+
+    def _store_state(self, namespace: str, action: scriptruns.StoreState) -> None:
+        owner = self.catalog.owner_of(namespace, action.state_path)
+        cm = builders.build_state_configmap(namespace, action.state_path, action.state_json, owner)
+        existing, created = self.kube.create(cm)
+        if not created and (existing.get("data") or {}).get(builders.STATE_KEY) != action.state_json:
+            patch = {"data": {builders.STATE_KEY: action.state_json}}
+            self.kube.patch("v1", "ConfigMap", namespace, cm["metadata"]["name"], patch)
 
     def _start(
         self, key: RunKey, run: ScriptRun, identity: RunIdentity, target: RunTarget, attempt: int
