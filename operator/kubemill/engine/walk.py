@@ -406,12 +406,13 @@ class Walk:
 
     def cancel_children(self, reason: str) -> None:
         """Delete every child run still in flight (the run is over)."""
+        modules = self.modules
         for path, record in self.records.items():
             if record.run is None or record.phase != "Running":
                 continue
             child = self.obs.children.get(record.run)
             if child is not None and child.phase in ("Pending", "Running", "Suspended"):
-                module = self.modules[path.rsplit("/", 1)[-1]]
+                module = modules[path.rsplit("/", 1)[-1]]
                 self.actions.append(DeleteRun(kind=child_kind(module), name=record.run, reason=reason))
 
     @property
