@@ -209,3 +209,19 @@ def test_an_approval_times_out_or_continues(
     failed = wait_phase(cluster, namespace, "late", "Failed", timeout=30)
     assert failed["error"]["name"] == "ApprovalTimeout"
     assert wait_phase(cluster, namespace, "lenient", "Succeeded", timeout=30)["result"] == {"done": True}
+
+
+def test_only_requests_touching_approvals_reach_the_webhook(
+    cluster: Cluster, namespace: str, running_operator: Operator
+) -> None:
+    suspended_run(cluster, namespace, "quiet", MANAGERS)
+    running_operator.kill()  # the webhook is down and its failure policy is Fail
+    try:
+        annotate(cluster, namespace, "quiet", "alice", "team=payments", check=True)
+        refused = annotate(cluster, namespace, "quiet", "alice", "kubemill.dev/approve=manager_approval")
+        assert refused.returncode != 0
+        assert 'failed calling webhook "approve.kubemill.dev"' in refused.stderr
+    finally:
+        running_operator.start()
+    annotate(cluster, namespace, "quiet", "alice", "kubemill.dev/approve=manager_approval", check=True)
+    assert wait_phase(cluster, namespace, "quiet", "Succeeded")["approvals"][0]["user"] == "alice@example.com"
