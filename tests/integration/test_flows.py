@@ -194,6 +194,11 @@ def test_a_small_order_goes_straight_through(
     ]
     assert all(r["metadata"]["ownerReferences"][0]["name"] == "small" for r in runs)
     assert all(done["steps"][r["spec"]["stepId"]]["run"] == r["metadata"]["name"] for r in runs)
+    finished = (
+        f'kubemill_flow_runs_finished_total{{namespace="{namespace}",path="f/order_processing/order_flow",'
+    )
+    assert finished + 'phase="Succeeded"} 1.0' in running_operator.metrics()
+    assert "kubemill_flow_reconcile_duration_seconds_bucket" in running_operator.metrics()
 
 
 def test_a_large_order_waits_for_a_manager(

@@ -19,6 +19,7 @@ from typing import Any
 
 import kopf
 import pydantic
+from prometheus_client import Counter, Histogram
 
 from kubemill.engine import CreateRun, DeleteRun, Finish, Observations, RequeueAfter, advance, validate_flow
 from kubemill.engine.state import RunError
@@ -35,13 +36,26 @@ from kubemill.k8s.flowruns import (
 from kubemill.models.common import API_VERSION, Condition
 from kubemill.models.flows import Flow, FlowRun, FlowRunStatus
 from kubemill.models.openflow import OpenFlow, PathFlow
-from kubemill.operator import kube
+from kubemill.operator import kube, metrics
 from kubemill.operator.approvals import approval_events, requester_of
 from kubemill.operator.resume_urls import ANNOTATION as RESUME_ANNOTATION
 from kubemill.operator.resume_urls import resume_urls_annotation
 from kubemill.operator.run_queue import RunQueue
 
 log = logging.getLogger("kubemill.flows")
+
+FLOW_RUNS_FINISHED = Counter(
+    "kubemill_flow_runs_finished",
+    "Flow runs that reached a final phase",
+    ["namespace", "path", "phase"],
+    registry=metrics.REGISTRY,
+)
+FLOW_RECONCILE = Histogram(
+    "kubemill_flow_reconcile_duration_seconds",
+    "One FlowRun reconcile: read, advance, act, write (a step transition is one)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=metrics.REGISTRY,
+)
 GROUP, VERSION = API_VERSION.split("/")
 
 
@@ -128,6 +142,11 @@ def remember_child(body: dict[str, Any], deleted: bool = False, only_if_new: boo
 
 def reconcile_run(namespace: str, name: str) -> float | None:
     """One reconcile of a FlowRun; returns when to look again (seconds) or None."""
+    with FLOW_RECONCILE.time():
+        return _reconcile_run(namespace, name)
+
+
+def _reconcile_run(namespace: str, name: str) -> float | None:
     api = kube()
     body = OBSERVED.runs.get((namespace, name)) or api.get_or_none(API_VERSION, "FlowRun", namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -183,6 +202,7 @@ def reconcile_run(namespace: str, name: str) -> float | None:
     if new_status != status:
         _write_status(api, body, new_status)
     if new_status.done:
+        FLOW_RUNS_FINISHED.labels(namespace, run.spec.flow_path, new_status.phase).inc()
         forget_run(namespace, name, run.metadata.uid or "")
     return requeue
 

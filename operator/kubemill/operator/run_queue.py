@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Hashable
 
 from kubemill.errors import Conflict, KubemillError
+from kubemill.operator import metrics
 from kubemill.operator.requeue import Requeue
 
 log = logging.getLogger("kubemill.flows")
@@ -59,9 +60,11 @@ class RunQueue:
                     self._on_conflict(namespace, name)
                 continue  # the run changed while we looked at it: read it again
             except KubemillError as exc:
+                metrics.RECONCILE_ERRORS.labels("FlowRun", type(exc).__name__).inc()
                 log.warning("flowrun %s/%s: %s; retrying in %g s", namespace, name, exc, RETRY_SECONDS)
                 return RETRY_SECONDS
-            except Exception:
+            except Exception as exc:
+                metrics.RECONCILE_ERRORS.labels("FlowRun", type(exc).__name__).inc()
                 log.exception(
                     "reconciling flowrun %s/%s failed; retrying in %g s", namespace, name, RETRY_SECONDS
                 )
