@@ -24,7 +24,8 @@ from typing import Any
 import jsonschema
 import kopf
 
-from kubemill.engine import ApprovalEvent
+from kubemill.engine import ApprovalEvent, PendingApproval
+from kubemill.engine.approvals import may_decide
 from kubemill.models.common import API_VERSION
 from kubemill.operator import admission
 from kubemill.operator.signing import signing_key
@@ -120,10 +121,15 @@ def find_pending(status: dict[str, Any], step: str) -> dict[str, Any] | None:
 
 
 def allowed(pending: dict[str, Any], user: str, groups: list[str]) -> bool:
-    approvers = pending.get("approvers") or []
-    if not approvers:
-        return True  # Windmill's suspend without a list: any authenticated user
-    return user in approvers or any(f"group:{g}" in approvers for g in groups)
+    """The engine's rule (a listed user, a member of a listed `group:`, anyone when none is listed)."""
+    event = ApprovalEvent(
+        step=str(pending.get("step")),
+        user=user,
+        groups=tuple(groups),
+        decision="approve",
+        at=datetime.now(UTC),
+    )
+    return may_decide(PendingApproval.model_validate(pending), event, requester=None)
 
 
 def _reject(message: str, code: int = 403) -> kopf.AdmissionError:
