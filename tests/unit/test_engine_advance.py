@@ -279,3 +279,34 @@ def test_thousand_iteration_loop_keeps_status_under_256_kib() -> None:
     assert status.result[998] == {"stored": 998} and status.result[999]["payload"] == "x" * 2000
     engine_part = status.model_copy(update={"result": None})
     assert largest < 256 * 1024 and engine_part.size_bytes() < 256 * 1024, (largest, engine_part.size_bytes())
+
+
+def test_current_step_is_the_innermost_busy_step_whatever_the_order_of_the_stored_records() -> None:
+    flow = make_flow(
+        [
+            step("validate"),
+            {
+                "id": "route",
+                "value": {
+                    "type": "branchone",
+                    "branches": [
+                        {
+                            "expr": "true",
+                            "modules": [{"id": "approve", "value": {"type": "approval", "approvers": ["a"]}}],
+                        }
+                    ],
+                },
+            },
+        ]
+    )
+    name = child_run_name("r", "validate", 0)
+    first = advance(flow, FlowRunStatus(), Observations(run_name="r"), NOW)
+    assert first.status.current_step == "validate"
+    done = {name: ChildObservation(phase="Succeeded", result=1)}
+    waiting = advance(flow, first.status, Observations(run_name="r", children=done), NOW)
+    assert waiting.status.phase == "Suspended" and waiting.status.current_step == "approve"
+    # the API server hands the steps map back with sorted keys, not in the order they were written
+    resorted = waiting.status.model_copy(update={"steps": dict(sorted(waiting.status.steps.items()))})
+    again = advance(flow, resorted, Observations(run_name="r", children=done), NOW)
+    assert list(resorted.steps) != list(waiting.status.steps)
+    assert again.status.current_step == "approve"

@@ -17,7 +17,7 @@ from kubemill.engine.expressions import Evaluator, QuickJSEvaluator
 from kubemill.engine.state import DONE_STEP_PHASES, FlowRunStatus, RunError, RunPhase
 from kubemill.engine.validation import input_problem
 from kubemill.engine.walk import MissingResult, Outcome, Scope, Walk
-from kubemill.models.openflow import OpenFlow
+from kubemill.models.openflow import OpenFlow, walk_modules
 
 WAIT_FOR_SLOT_SECONDS = 10.0
 """How soon a run held back by `concurrent_limit` asks to be looked at again."""
@@ -134,9 +134,21 @@ def _with_walk(status: FlowRunStatus, walk: Walk) -> FlowRunStatus:
 
 
 def _current_step(walk: Walk) -> str | None:
-    """The innermost step not done yet (records of inner steps come after their container's)."""
+    """The innermost step not done yet; the first in the flow's order when several run at once. (Not the
+    records' order: the API server hands maps back with their keys sorted.)"""
     busy = [path for path, record in walk.records.items() if record.phase not in DONE_STEP_PHASES]
-    return busy[-1] if busy else None
+    if not busy:
+        return None
+    modules = walk.modules
+    busy_ids = {path.rsplit("/", 1)[-1] for path in busy}
+
+    def has_busy_inside(path: str) -> bool:
+        module = modules.get(path.rsplit("/", 1)[-1])
+        return module is not None and any(m.id in busy_ids for m in walk_modules(module.children()))
+
+    order = {module.id: index for index, module in enumerate(walk.flow.value.all_modules())}
+    innermost = [path for path in busy if not has_busy_inside(path)] or busy
+    return min(innermost, key=lambda path: (order.get(path.rsplit("/", 1)[-1], len(order)), path))
 
 
 def _finish(
