@@ -36,7 +36,7 @@ from kubemill.runners import (
     write_run_files,
 )
 from kubemill.runners.runtimes import RuntimeMissing, cache_root, find_uv, local_command
-from kubemill.runners.validation import run_args, validate_args
+from kubemill.runners.validation import args_for_language, run_args, validate_args
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -93,6 +93,7 @@ def run_script(
     """
     language = canonical_language(language)
     schema = schema if schema is not None else schema_for(language, code)
+    args = args_for_language(language, args)
     problems = validate_args(schema, args)
     if problems:
         raise InvalidRun("invalid args: " + "; ".join(map(str, problems)))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubemill.runners.validation import Problem, _plainly_valid, run_args, validate_args
+from kubemill.runners.validation import Problem, _plainly_valid, args_for_language, run_args, validate_args
 from kubemill.signatures import derive_schema
 
 BRIEF = Path(__file__).parents[1] / "fixtures" / "brief"
@@ -99,3 +99,13 @@ def test_schemas_beyond_plain_types_go_to_jsonschema() -> None:
     enum = {"type": "object", "properties": {"c": {"type": "string", "enum": ["a"]}}}
     assert not _plainly_valid(enum, {"c": "b"})
     assert [str(p) for p in validate_args(enum, {"c": "b"})] == ["c: 'b' is not one of ['a']"]
+
+
+def test_bash_takes_non_string_args_as_their_json_text() -> None:
+    schema = derive_schema("bash", 'email="$1"\ndetails="$2"\ncount="${3:-1}"\n')
+    args = {"email": "a@b.c", "details": {"order_id": "o-1", "total": 12.5}, "count": 3}
+    assert validate_args(schema, args) != []  # as given, an object is not a Bash string
+    coerced = args_for_language("bash", args)
+    assert coerced == {"email": "a@b.c", "details": '{"order_id":"o-1","total":12.5}', "count": "3"}
+    assert validate_args(schema, coerced) == []
+    assert args_for_language("python3", args) == args

@@ -9,6 +9,7 @@ default applies. Pure: the operator's admission of a ScriptRun and `kubemill run
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,18 @@ def without_optional_nulls(schema: Mapping[str, Any], value: Any) -> Any:
         if isinstance(items, Mapping):
             return [without_optional_nulls(items, item) for item in value]
     return value
+
+
+def args_for_language(language: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The args as the script's language takes them, before validation. Bash takes only strings: any other
+    value (a flow handing an object or a number to a Bash step) is passed as its compact JSON text, which is
+    what the Bash runner writes for it (jq's `tojson`); other languages take args as they are."""
+    if language != "bash":
+        return dict(args)
+    return {
+        key: value if value is None or isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        for key, value in args.items()
+    }
 
 
 def run_args(schema: Mapping[str, Any], args: Mapping[str, Any]) -> dict[str, Any]:
