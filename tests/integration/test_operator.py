@@ -72,7 +72,9 @@ def test_python_script_runs_as_a_job_and_its_result_lands_in_status(
     assert status["attempts"] == 1
     assert status["job"]["name"] and status["pod"]["name"]
     assert status["startedAt"] <= status["finishedAt"]
-    ready = cluster.get("script", "hello", "-n", namespace)["status"]
+    ready = wait_for(
+        lambda: cluster.get("script", "hello", "-n", namespace).get("status"), 30, "the Script's status"
+    )
     assert ready["schema"]["required"] == ["name"]
     assert ready["conditions"][0]["status"] == "True"
 

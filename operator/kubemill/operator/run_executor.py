@@ -70,7 +70,8 @@ class RunExecutor:
         self._script_locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self._runs: dict[RunKey, RunRecord] = {}
-        self._written: dict[RunKey, Body] = {}
+        self._written: dict[RunKey, Body] = {}  # the last body written, while the run is not final
+        self._final: dict[RunKey, int] = {}  # resourceVersion at which a run became final (no body kept)
         self._masks: dict[RunKey, frozenset[str]] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kubemill-requeued")
         self.requeue = Requeue(self._requeued)
@@ -97,6 +98,7 @@ class RunExecutor:
             if record is not None:
                 self._set_phase(key, record, "")
             self._written.pop(key, None)
+            self._final.pop(key, None)
             self._masks.pop(key, None)
             self._locks.pop(key, None)
 
@@ -120,6 +122,8 @@ class RunExecutor:
         """Bring one run a step forward: decide on its freshest body, act, write its status once."""
         key = (namespace, name)
         with self._lock(key):
+            if body is not None and _rv(body) < self._final.get(key, 0):
+                return  # an event older than the final status this process wrote: nothing left to do
             current = self._freshest(key, body)
             for _ in range(3):
                 if current is None:
@@ -264,7 +268,11 @@ class RunExecutor:
         changed = new_status != old
         if changed:
             written = self.kube.replace({**body, "status": new_status}, status=True)
-            self._written[key] = written
+            if decision.finished:
+                self._written.pop(key, None)
+                self._final[key] = _rv(written)
+            else:
+                self._written[key] = written
             self._after_transition(key, run, old, new_status, target, decision)
         for action in decision.actions:
             if isinstance(action, scriptruns.DeleteJob):

@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 import pydantic
 
-from kubemill.errors import KubemillError
+from kubemill.errors import Conflict, KubemillError
 from kubemill.k8s import builders
 from kubemill.models.scripts import Script
 from kubemill.operator import kube, metrics, settings
@@ -86,15 +86,24 @@ def script_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         problem = ("ContentNotFound", str(exc).strip("'\""))
     except KubemillError as exc:
         problem = ("ContentNotFound", str(exc))
-    old = dict(body.get("status") or {})
-    new = builders.build_script_status(
-        script.metadata.generation, digest, schema, problem, old.get("conditions") or [], _now()
-    )
-    if new != old:
+    current: dict[str, Any] | None = dict(body)
+    for _attempt in range(3):
+        if current is None or current["metadata"].get("generation") != script.metadata.generation:
+            return  # deleted or changed since: its own event writes the status
+        old = dict(current.get("status") or {})
+        new = builders.build_script_status(
+            script.metadata.generation, digest, schema, problem, old.get("conditions") or [], _now()
+        )
+        if new == old:
+            return
         try:
-            kube().replace({**dict(body), "status": new}, status=True)
-        except KubemillError as exc:  # a newer event of the Script will follow and write it
+            kube().replace({**current, "status": new}, status=True)
+            return
+        except Conflict:  # something else changed the Script (metadata): write on the fresh body
+            current = kube().get_or_none(f"{GROUP}/{VERSION}", "Script", namespace, name)
+        except KubemillError as exc:
             metrics.RECONCILE_ERRORS.labels("Script", exc.__class__.__name__).inc()
+            return
 
 
 # --- ScriptRuns and what runs them -------------------------------------------------------------------------
