@@ -228,3 +228,12 @@ def test_the_state_an_attempt_leaves_is_kept_even_when_it_fails() -> None:
         isinstance(a, scriptruns.StoreState)
         for a in decide(run(running()), Inputs(now=NOW, target=TARGET, observation=stateless)).actions
     )
+
+
+def test_a_pod_event_older_than_the_jobs_end_is_not_taken_for_the_pod() -> None:
+    running_pod = pod() | {"metadata": {"name": "p", "labels": {"job-name": "j"}}}
+    assert scriptruns.pod_is_current(job(), running_pod, "j")
+    assert not scriptruns.pod_is_current(job(("Complete", "")), running_pod, "j")
+    done_pod = pod(envelope(1)) | {"metadata": {"name": "p", "labels": {"job-name": "j"}}}
+    assert scriptruns.pod_is_current(job(("Complete", "")), done_pod, "j")
+    assert not scriptruns.pod_is_current(job(), done_pod, "other")

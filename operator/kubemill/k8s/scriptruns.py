@@ -88,6 +88,15 @@ def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | Non
     return None
 
 
+def pod_is_current(job: Mapping[str, Any], pod: Mapping[str, Any] | None, job_name: str | None) -> bool:
+    """Whether `pod` (from an event) can stand for the Job's pod now: it belongs to the Job, and it has
+    terminated if the Job has finished (else it is an older picture than the Job's)."""
+    if pod is None or pod.get("metadata", {}).get("labels", {}).get("job-name") != job_name:
+        return False
+    finished = _job_condition(job, "Complete") or _job_condition(job, "Failed")
+    return finished is None or _terminated(pod) is not None
+
+
 def _from_envelope(envelope: Envelope, pod: str | None) -> Observation:
     state = None if envelope.state is None else json.dumps(envelope.state, separators=(",", ":"))
     if envelope.error is not None:

@@ -134,6 +134,8 @@ class RunExecutor:
                     return
                 except Conflict:  # the run changed since we read it: decide again on what it is now
                     current = self.kube.get_or_none(API, "ScriptRun", namespace, name)
+                except NotFound:  # the run was deleted meanwhile (what it owns goes with it)
+                    current = None
 
     def collect_job(self, namespace: str, run_name: str, job_name: str) -> None:
         """Delete a Job its run no longer needs (the run finished, or moved on to a later attempt): what a
@@ -186,9 +188,9 @@ class RunExecutor:
         namespace = run.metadata.namespace or ""
         job_name = (status.get("job") or {}).get("name")
         job = self.kube.get_or_none("batch/v1", "Job", namespace, job_name) if job_name else None
-        if job is not None and (
-            pod is None or pod.get("metadata", {}).get("labels", {}).get("job-name") != job_name
-        ):
+        # The triggering pod event's body serves only if it is this Job's pod and at least as far along as
+        # the Job: a Job already finished with a pod body from before its end needs the pod read afresh.
+        if job is not None and not scriptruns.pod_is_current(job, pod, job_name):
             pods = self.kube.list("v1", "Pod", namespace, labels={"job-name": str(job_name)})
             pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
         observation = scriptruns.observe_attempt(job, pod, None, timeout)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pydantic
 
+from kubemill.errors import NotFound
 from kubemill.k8s import builders
 from kubemill.k8s.builders import RunIdentity, RunTarget
 from kubemill.k8s.client import Kube
@@ -131,7 +132,7 @@ class ScriptCatalog:
             return None, Failure("ScriptNotFound", f"no Script in namespace {namespace} has spec.path {path}")
         try:
             target = self.target_of_script(script)
-        except (SignatureError, KeyError, LookupError) as exc:
+        except (SignatureError, KeyError, LookupError, NotFound) as exc:
             return None, Failure("ScriptNotReady", f"Script {script.metadata.name} is not ready: {exc}")
         if run.spec.timeout_seconds:
             target = RunTarget(**{**target.__dict__, "timeout_seconds": run.spec.timeout_seconds})
