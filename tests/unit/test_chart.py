@@ -79,9 +79,15 @@ def test_chart_crds_are_the_generated_crds() -> None:
 
 
 def test_chart_rbac_is_the_operator_rbac() -> None:
-    for name in ("operator-role.yaml", "trigger-role.yaml", "aggregate-roles.yaml"):
-        source = (REPO / "config/rbac" / name).read_text()
-        assert (CHART / "files/rbac" / name).read_text() == source, RESYNC
+    copies = _yaml_files(CHART / "files/rbac")
+    assert copies == _yaml_files(REPO / "config/rbac"), RESYNC
+    assert {"operator-role.yaml", "trigger-role.yaml", "aggregate-roles.yaml", "webhooks-role.yaml"} <= set(copies)
+
+
+def test_chart_admission_policies_are_the_generated_ones() -> None:
+    copies = _yaml_files(CHART / "files/admission")
+    assert copies == _yaml_files(REPO / "config/admission"), RESYNC
+    assert "resource-secrets-policy.yaml" in copies
 
 
 def test_chart_webhook_configurations_are_the_operators() -> None:
@@ -167,6 +173,7 @@ def test_ci_scenarios_cover_the_options() -> None:
         "namespaced-values.yaml",
         "minimal-values.yaml",
         "extra-objects-values.yaml",
+        "ui-values.yaml",
     } <= set(CI_FILES)
 
 

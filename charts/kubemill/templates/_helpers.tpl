@@ -88,3 +88,79 @@ app.kubernetes.io/component: {{ . }}
 {{- $d | int -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The resume URLs' Service and the base URL the operator advertises (KUBEMILL_RESUME_URL). */}}
+{{- define "kubemill.resume.serviceName" -}}
+{{- include "kubemill.componentName" (dict "context" . "component" "resume") -}}
+{{- end -}}
+
+{{- define "kubemill.resume.url" -}}
+{{- $resume := .Values.resumeUrls -}}
+{{- if $resume.url -}}
+{{- $resume.url | trimSuffix "/" -}}
+{{- else if and $resume.ingress.enabled $resume.ingress.host -}}
+{{- printf "%s://%s" (ternary "https" "http" (not (empty $resume.ingress.tlsSecretName))) $resume.ingress.host -}}
+{{- else -}}
+{{- $host := printf "http://%s.%s.svc" (include "kubemill.resume.serviceName" .) (include "kubemill.namespace" .) -}}
+{{- if eq (int $resume.service.port) 80 -}}
+{{- $host -}}
+{{- else -}}
+{{- printf "%s:%d" $host (int $resume.service.port) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The UI: its image (default: the operator's) and ServiceAccount. */}}
+{{- define "kubemill.ui.image" -}}
+{{- if .Values.ui.image.repository -}}
+{{- printf "%s:%s" .Values.ui.image.repository (default .Chart.AppVersion .Values.ui.image.tag) -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.operator.image.repository (default (default .Chart.AppVersion .Values.operator.image.tag) .Values.ui.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kubemill.ui.serviceAccountName" -}}
+{{- if .Values.ui.serviceAccount.create -}}
+{{- default (include "kubemill.componentName" (dict "context" . "component" "ui")) .Values.ui.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.ui.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An Ingress to one Service port; call with (dict "context" $ "component" "ui" "ingress" $values "service" $name "port" "http" "path" "/"). */}}
+{{- define "kubemill.ingress" -}}
+{{- $ingress := .ingress -}}
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {{ include "kubemill.componentName" (dict "context" .context "component" .component) }}
+  namespace: {{ include "kubemill.namespace" .context }}
+  labels:
+    {{- include "kubemill.labels" (dict "context" .context "component" .component) | nindent 4 }}
+  {{- with $ingress.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  {{- with $ingress.className }}
+  ingressClassName: {{ . }}
+  {{- end }}
+  {{- if $ingress.tlsSecretName }}
+  tls:
+    - hosts: [{{ required (printf "%s: an Ingress with TLS needs a host" .component) $ingress.host | quote }}]
+      secretName: {{ $ingress.tlsSecretName }}
+  {{- end }}
+  rules:
+    - {{- with $ingress.host }}
+      host: {{ . | quote }}
+      {{- end }}
+      http:
+        paths:
+          - path: {{ .path }}
+            pathType: Prefix
+            backend:
+              service:
+                name: {{ .service }}
+                port:
+                  name: {{ .port }}
+{{- end -}}
