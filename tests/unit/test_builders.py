@@ -114,7 +114,33 @@ def test_runner_settings_apply_to_the_pod() -> None:
     assert pod["containers"][0]["resources"] == {"limits": {"memory": "256Mi"}}
     assert pod["nodeSelector"] == {"pool": "runners"}
     assert pod["serviceAccountName"] == "runner-sa"
-    assert pod["automountServiceAccountToken"] is False
+
+
+def env_of(built: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in built["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_a_named_service_account_is_an_opt_in_to_its_token_and_the_pod_stays_restricted() -> None:
+    runner = RunnerSpec(service_account_name="resource-admin")
+    built = job(RunTarget(path="f/x/y", language="python3", code="", runner=runner))
+    pod = built["spec"]["template"]["spec"]
+    assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == ("resource-admin", True)
+    assert env_of(built)["KUBEMILL_SERVICE_ACCOUNT"] == "resource-admin"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    sc = pod["containers"][0]["securityContext"]
+    assert (sc["allowPrivilegeEscalation"], sc["capabilities"]) == (False, {"drop": ["ALL"]})
+    # Without one: no token, and the client is told it runs in a pod without an identity.
+    plain = job()
+    assert "serviceAccountName" not in plain["spec"]["template"]["spec"]
+    assert plain["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert env_of(plain)["KUBEMILL_SERVICE_ACCOUNT"] == ""
+
+
+def test_resume_urls_reach_the_runner_as_kubemill_resume_urls() -> None:
+    urls = json.dumps({"approvalPage": "http://op/a?sig=1", "resume": "http://op/r?sig=2", "cancel": "c"})
+    built = builders.build_job(RUN, TARGET, 1, ["args.json"], CONTEXT, resume_urls=urls)
+    assert json.loads(env_of(built)["KUBEMILL_RESUME_URLS"])["resume"] == "http://op/r?sig=2"
+    assert "KUBEMILL_RESUME_URLS" not in env_of(job())
 
 
 def test_the_run_secret_holds_args_and_exactly_the_files_given() -> None:

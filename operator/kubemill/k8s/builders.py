@@ -4,8 +4,9 @@ the Job, the result ConfigMap.
 Everything here is a function of its arguments (no clock, no API): the same run and attempt always give the
 same names and the same manifests, which is what lets a restarted operator adopt what it created before
 (409 on create) instead of duplicating it. Runner pods meet the restricted Pod Security Standard: non-root
-(uid 65532), no service-account token, read-only root filesystem, no privilege escalation, all capabilities
-dropped, `RuntimeDefault` seccomp; what a run writes goes to emptyDirs (`/tmp`, `/var/run/kubemill/out`).
+(uid 65532), no service-account token (unless the Script names a ServiceAccount), read-only root filesystem,
+no privilege escalation, all capabilities dropped, `RuntimeDefault` seccomp; what a run writes goes to
+emptyDirs (`/tmp`, `/var/run/kubemill/out`).
 
 Mounted for the runner (docs/runners.md): the code ConfigMap at `/var/run/kubemill/code/` and the per-run
 Secret at `/var/run/kubemill/input/` (`args.json` and `resources/<resource.|variable.><path>`).
@@ -200,9 +201,17 @@ def build_job(
     secret_keys: Sequence[str],
     context: RunContext,
     options: JobOptions | None = None,
+    *,
+    resume_urls: str | None = None,
 ) -> dict[str, Any]:
     """The Job running attempt `attempt` of `run`: one pod, never restarted (kubemill retries, Kubernetes
-    does not); deadline = the script's timeout. `secret_keys`: the per-run Secret's keys."""
+    does not); deadline = the script's timeout. `secret_keys`: the per-run Secret's keys. `resume_urls`: the
+    run's `kubemill.dev/resume-urls` annotation (JSON), handed to the runner as `KUBEMILL_RESUME_URLS`.
+
+    A Script's `spec.runner.serviceAccountName` is an opt-in to an identity: the pod runs as that
+    ServiceAccount with its token mounted, so `wmill` can change Resources and Variables as RBAC allows it
+    (docs/resources.md). `KUBEMILL_SERVICE_ACCOUNT` (empty without one) tells the client it runs in a pod
+    and which identity it has."""
     options = options or JobOptions()
     runner = target.runner or RunnerSpec()
     name = job_name(run.name, attempt)
@@ -216,8 +225,11 @@ def build_job(
         "KUBEMILL_CACHE_DIR": "/tmp/kubemill/deps",
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "KUBEMILL_SERVICE_ACCOUNT": runner.service_account_name or "",
         **options.extra_env,
     }
+    if resume_urls:
+        env["KUBEMILL_RESUME_URLS"] = resume_urls
     container_env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
     container_env += [e.to_manifest() for e in target.env]
     items = [{"key": ARGS_KEY, "path": ARGS_KEY}] + [
@@ -293,6 +305,7 @@ def build_job(
         )
     if runner.service_account_name:
         pod_spec["serviceAccountName"] = runner.service_account_name
+        pod_spec["automountServiceAccountToken"] = True
     if runner.node_selector:
         pod_spec["nodeSelector"] = dict(runner.node_selector)
     if runner.tolerations:

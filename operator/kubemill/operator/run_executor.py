@@ -26,9 +26,11 @@ from kubemill.k8s.scriptruns import Decision, Failure, Inputs, Observation
 from kubemill.models.scripts import ScriptRun
 from kubemill.operator import metrics
 from kubemill.operator.requeue import Requeue
+from kubemill.operator.resume_urls import ANNOTATION as RESUME_URLS_ANNOTATION
 from kubemill.operator.run_inputs import run_secret_files
 from kubemill.operator.script_catalog import ScriptCatalog
 from kubemill.runners.languages import RunContext
+from kubemill.runners.validation import args_for_language, run_args
 from kubemill.secrets import UnresolvedReference, decode_secret, masks_from_secret_data
 
 log = logging.getLogger(__name__)
@@ -309,7 +311,10 @@ class RunExecutor:
             inputs = Inputs(now=self.clock(), target=None, target_problem=failure)
             return scriptruns.decide(run, inputs).status
         self._masks[key] = masks_from_secret_data(files)
-        secret = builders.build_run_secret(identity, run.spec.args, files)
+        args = args_for_language(target.language, run.spec.args)
+        if target.schema is not None:
+            args = run_args(target.schema, args)  # optional nulls left out, so the script's defaults apply
+        secret = builders.build_run_secret(identity, args, files)
         self.kube.create(secret)
         context = RunContext(
             workspace=namespace,
@@ -320,7 +325,15 @@ class RunExecutor:
             schedule_path=run.spec.schedule_path or "",
             scheduled_for=run.spec.scheduled_for.isoformat() if run.spec.scheduled_for else "",
         )
-        job = builders.build_job(identity, target, attempt, list(secret["stringData"]), context, self.options)
+        job = builders.build_job(
+            identity,
+            target,
+            attempt,
+            list(secret["stringData"]),
+            context,
+            self.options,
+            resume_urls=(run.metadata.annotations or {}).get(RESUME_URLS_ANNOTATION),
+        )
         _, created = self.kube.create(job)
         if created:
             metrics.RUNS_STARTED.labels(namespace, target.language, target.path).inc()

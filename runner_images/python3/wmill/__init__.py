@@ -4,8 +4,11 @@ kubemill hands a run exactly the resources and variables its Script declares, as
 $KUBEMILL_RESOURCES_DIR (default /var/run/kubemill/resources): `resource.<path>` holds a resource's JSON value
 and `variable.<path>` a variable's text, where <path> is the Windmill path with every `/` written as `.`
 (`u/admin/api_credentials` -> `resource.u.admin.api_credentials`). State lives in $KUBEMILL_STATE_FILE and
-travels in the result envelope. Calls that would change the workspace (create_resource, update_schedule...)
-fail with a message saying to change the manifests in git instead.
+travels in the result envelope. A run whose Script opts in to a ServiceAccount
+(spec.runner.serviceAccountName) lists, creates, updates and deletes Resource and Variable objects through
+the Kubernetes API (`kube_api.py`), as far as RBAC lets that identity; without one those calls fail saying
+how to opt in. Other calls that would change the workspace (update_schedule, run_script...) fail with a
+message saying to change the manifests in git instead.
 """
 
 from __future__ import annotations
@@ -15,8 +18,18 @@ import os
 import sys
 from typing import Any
 
+from wmill import kube_api
+from wmill.kube_api import NotSupported, PermissionDenied, ResourceExists, ResourceRejected
+
 __all__ = [
     "Client",
+    "NotSupported",
+    "PermissionDenied",
+    "ResourceExists",
+    "ResourceNotFound",
+    "ResourceRejected",
+    "create_resource",
+    "delete_resource",
     "get_flow_user_state",
     "get_progress",
     "get_resource",
@@ -29,7 +42,10 @@ __all__ = [
     "get_workspace",
     "list_resources",
     "set_progress",
+    "set_resource",
     "set_state",
+    "set_variable",
+    "update_resource",
     "whoami",
 ]
 
@@ -40,10 +56,6 @@ _state: dict[str, Any] = {"value": _MISSING, "original": None, "file": None}
 
 class ResourceNotFound(Exception):
     """A resource or variable this run was not given."""
-
-
-class NotSupported(Exception):
-    """A Windmill API call that has no meaning for a GitOps-managed workspace."""
 
 
 def _resources_dir() -> str:
@@ -92,6 +104,9 @@ def get_resource(path: str | None = None, none_if_undefined: bool = False) -> An
         raise ValueError("get_resource needs the resource path, e.g. 'u/admin/my_db'")
     text = _read("resource", path)
     if text is None:
+        found = _api_find("resource", path)
+        if found is not None:
+            return _interpolate((found.get("spec") or {}).get("value") or {})
         if none_if_undefined:
             return None
         raise _not_found("resource", path)
@@ -126,12 +141,20 @@ class VariableText(str):
 def get_variable(path: str) -> str:
     text = _read("variable", path)
     if text is None:
+        found = _api_find("variable", path)
+        if found is not None and (found.get("spec") or {}).get("value") is not None:
+            return VariableText(found["spec"]["value"])
         raise _not_found("variable", path)
     return VariableText(text)
 
 
-def list_resources() -> list[dict[str, Any]]:
-    """The resources this run was given (a run sees only what its Script declares)."""
+def list_resources(resource_type: str | None = None, **_filters: Any) -> list[dict[str, Any]]:
+    """The namespace's Resources when the run has an identity (docs/resources.md), else the resources this
+    run was given (a run sees only what its Script declares)."""
+    api = _api_or_none()
+    if api is not None:
+        listed = [kube_api.windmill_view(o) for o in api.list("resource")]
+        return [r for r in listed if resource_type in (None, r["resource_type"])]
     found = []
     try:
         names = sorted(os.listdir(_resources_dir()))
@@ -254,11 +277,6 @@ def _unsupported(name: str) -> Any:
 
 
 for _name in (
-    "set_resource",
-    "set_variable",
-    "create_resource",
-    "update_resource",
-    "delete_resource",
     "run_script",
     "run_script_async",
     "run_flow_async",
@@ -267,6 +285,86 @@ for _name in (
     "delete_schedule",
 ):
     globals()[_name] = _unsupported(_name)
+
+
+# --- resources and variables through the Kubernetes API (a run with a ServiceAccount) ----------------------
+
+_api_cache: dict[str, Any] = {}
+
+
+def _api_or_none() -> kube_api.KubeApi | None:
+    if "api" not in _api_cache:
+        creds = kube_api.credentials()
+        _api_cache["api"] = kube_api.KubeApi(creds) if creds is not None else None
+    api: kube_api.KubeApi | None = _api_cache["api"]
+    return api
+
+
+def _api(call: str) -> kube_api.KubeApi:
+    api = _api_or_none()
+    if api is None:
+        raise kube_api.no_identity_error(call, os.environ)
+    return api
+
+
+def _api_find(kind: str, path: str) -> dict[str, Any] | None:
+    """A Resource or Variable the run was not given, read through the API when the run has an identity."""
+    api = _api_or_none()
+    return api.find(kind, path, verb="list") if api is not None else None
+
+
+def _absent(kind: str, path: str) -> ResourceNotFound:
+    return ResourceNotFound(f"no {kind.capitalize()} has spec.path {path!r} in namespace {get_workspace()!r}")
+
+
+def create_resource(
+    path: str, value: dict[str, Any], resource_type: str, description: str = "", **_: Any
+) -> dict[str, Any]:
+    """Create the Resource `path` (refused if it exists; secret fields must come from Secrets)."""
+    spec = kube_api.resource_spec(path, value, resource_type, description)
+    return kube_api.windmill_view(_api("create_resource").create("resource", path, spec))
+
+
+def update_resource(
+    path: str,
+    value: dict[str, Any],
+    resource_type: str | None = None,
+    description: str | None = None,
+    **_: Any,
+) -> dict[str, Any]:
+    """Replace the value of the Resource `path` (and its type or description when given)."""
+    api = _api("update_resource")
+    try:
+        obj = api.replace(
+            "resource", path, lambda old: kube_api.resource_spec(path, value, resource_type, description, old)
+        )
+    except KeyError:
+        raise _absent("resource", path) from None
+    return kube_api.windmill_view(obj)
+
+
+def delete_resource(path: str, **_: Any) -> None:
+    """Delete the Resource `path`."""
+    if not _api("delete_resource").delete("resource", path):
+        raise _absent("resource", path)
+
+
+def set_resource(value: Any, path: str, resource_type: str = "any", **_: Any) -> None:
+    """Windmill's set_resource: update the Resource `path`, or create it."""
+    api = _api("set_resource")
+    try:
+        api.replace("resource", path, lambda old: kube_api.resource_spec(path, value, None, None, old))
+    except KeyError:
+        api.create("resource", path, kube_api.resource_spec(path, value, resource_type, ""))
+
+
+def set_variable(path: str, value: str, is_secret: bool | None = None, **_: Any) -> None:
+    """Windmill's set_variable: update the Variable `path` (inline values only), or create it."""
+    api = _api("set_variable")
+    try:
+        api.replace("variable", path, lambda old: kube_api.variable_spec(path, value, is_secret, old))
+    except KeyError:
+        api.create("variable", path, kube_api.variable_spec(path, value, is_secret))
 
 
 class Client:

@@ -1,0 +1,305 @@
+"""The Kubernetes API behind the `wmill` calls that list and change Resources and Variables.
+
+A run whose Script sets `spec.runner.serviceAccountName` runs as that ServiceAccount with a projected token
+(docs/resources.md): `wmill.create_resource`, `update_resource`, `delete_resource`, `set_resource`,
+`set_variable` and `list_resources` then act on the kubemill.dev/v1alpha1 Resource and Variable objects of the
+run's namespace (WM_WORKSPACE), with the in-cluster configuration (KUBERNETES_SERVICE_HOST/PORT and the token
+and CA under /var/run/secrets/kubernetes.io/serviceaccount) and nothing but the standard library (the runner
+has no third-party dependencies). RBAC decides what the identity may do; a refusal becomes a
+`PermissionDenied` naming the verb, the kind, the path and the identity. A Windmill path is found through the
+`spec.path` field selector; a new object's name is derived from the path (a DNS-1123 subdomain).
+
+Everything but `KubeApi._send` is pure, so the unit tests load this file on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GROUP_VERSION = "kubemill.dev/v1alpha1"
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+KINDS = {"resource": ("Resource", "resources"), "variable": ("Variable", "variables")}
+MAX_NAME = 253
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
+_DOCS = "docs/resources.md, 'wmill calls that change resources'"
+
+
+class PermissionDenied(PermissionError):
+    """The run's identity may not do this (no identity at all, or RBAC refused it)."""
+
+
+class NotSupported(Exception):
+    """A Windmill API call that has no meaning here (e.g. a workspace write under `kubemill run`)."""
+
+
+class ResourceRejected(ValueError):
+    """The API server refused the object: the admission policy (a secret field in clear), or the schema."""
+
+
+class ResourceExists(Exception):
+    """create_resource on a path that already names a Resource."""
+
+
+class ApiError(Exception):
+    """Any other answer of the API server."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- pure parts --------------------------------------------------------------------------------------------
+
+
+def object_name(path: str, *, unique: bool = False) -> str:
+    """The object name for a Windmill path: `u/admin/my_api` -> `u-admin-my-api`, lowercase DNS-1123.
+    `unique` adds a hash of the exact path, for when the plain name is taken by another path."""
+    base = _NOT_NAME.sub("-", path.lower()).strip("-") or "resource"
+    if not unique and len(base) <= MAX_NAME:
+        return base
+    digest = hashlib.sha256(path.encode()).hexdigest()[:8]
+    return f"{base[: MAX_NAME - 9].rstrip('-')}-{digest}"
+
+
+def identity_from_token(token: str) -> str:
+    """Who a service-account token speaks for (`system:serviceaccount:<ns>:<name>`, its `sub` claim), read
+    without verifying it: it is only named in error messages."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return str(claims["sub"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return "this run's ServiceAccount"
+
+
+def no_identity_error(call: str, environ: Mapping[str, str]) -> Exception:
+    """Why a write cannot happen without credentials: in a pod, how to opt in; locally, that it is not
+    done."""
+    if "KUBEMILL_SERVICE_ACCOUNT" not in environ:
+        return NotSupported(
+            f"wmill.{call} changes the workspace, which `kubemill run` does not do: edit the workspace's "
+            f"*.resource.yaml / *.variable.yaml files instead, or run the script as a ScriptRun whose Script "
+            f"sets spec.runner.serviceAccountName"
+        )
+    namespace = environ.get("WM_WORKSPACE", "")
+    return PermissionDenied(
+        f"wmill.{call} needs a Kubernetes identity and this run has none: set spec.runner.serviceAccountName "
+        f"on the Script to a ServiceAccount of namespace {namespace!r} that a Role allows to get, list, "
+        f"create, update and delete resources.kubemill.dev and variables.kubemill.dev; its runs then get "
+        f"that ServiceAccount's token (see {_DOCS})"
+    )
+
+
+def api_error(
+    status: int, body: str, verb: str, kind: str, path: str, identity: str, namespace: str
+) -> Exception:
+    """The exception for an API server answer other than success."""
+    try:
+        message = str(json.loads(body).get("message") or body)
+    except (ValueError, AttributeError):
+        message = body
+    plural = KINDS[kind][1]
+    what = f"{verb} {plural}.kubemill.dev in namespace {namespace!r}"
+    if status == 403:
+        return PermissionDenied(
+            f"{identity} may not {what} ({kind} {path!r}): grant the verb '{verb}' on '{plural}' "
+            f"(apiGroup kubemill.dev) to it with a Role and RoleBinding. The API server said: {message}"
+        )
+    if status == 401:
+        return PermissionDenied(f"the API server did not accept this run's token ({what}, {kind} {path!r})")
+    if status in (400, 422):
+        return ResourceRejected(f"{kind} {path!r} was refused: {message}")
+    return ApiError(f"{what} ({kind} {path!r}) failed with HTTP {status}: {message}", status)
+
+
+def resource_spec(
+    path: str,
+    value: Any,
+    resource_type: str | None,
+    description: str | None,
+    old: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Resource's spec: `old` (an existing spec, for updates) with what the call sets."""
+    spec = dict(old or {})
+    spec["path"] = path
+    if value is not None:
+        if not isinstance(value, dict):
+            raise ValueError(f"a resource value must be a JSON object, not {type(value).__name__}")
+        spec["value"] = value
+        if spec.get("valueFrom"):  # fields now given in clear no longer come from their Secret
+            spec["valueFrom"] = {k: v for k, v in spec["valueFrom"].items() if k not in value} or None
+            if spec["valueFrom"] is None:
+                del spec["valueFrom"]
+    if resource_type:
+        spec["resourceType"] = resource_type
+    if description is not None:
+        spec["description"] = description
+    if not spec.get("resourceType"):
+        raise ValueError(f"resource {path!r} needs a resource_type (e.g. 'postgresql') to be created")
+    return spec
+
+
+def variable_spec(
+    path: str, value: str, is_secret: bool | None, old: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A Variable's spec with `value` inline. A variable kept in a Secret is not rewritten in clear."""
+    if old and old.get("valueFrom"):
+        ref = old["valueFrom"].get("secretKeyRef") or {}
+        raise ResourceRejected(
+            f"variable {path!r} is kept in Secret {ref.get('name')!r} (key {ref.get('key')!r}): change the "
+            f"Secret, not the Variable"
+        )
+    spec = dict(old or {})
+    spec.update(path=path, value=str(value))
+    if is_secret is not None:
+        spec["isSecret"] = bool(is_secret)
+    return spec
+
+
+def windmill_view(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A Resource object as Windmill's list_resources answers it."""
+    spec = obj.get("spec") or {}
+    return {
+        "path": spec.get("path"),
+        "resource_type": spec.get("resourceType"),
+        "description": spec.get("description", ""),
+        "name": (obj.get("metadata") or {}).get("name"),
+    }
+
+
+# --- the API -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    server: str
+    token_file: str
+    ca_file: str
+    namespace: str
+    identity: str
+
+
+def credentials(environ: Mapping[str, str] | None = None) -> Credentials | None:
+    """The in-cluster credentials of this run, or None when it has no token."""
+    env = os.environ if environ is None else environ
+    sa_dir = env.get("KUBEMILL_SERVICEACCOUNT_DIR") or SA_DIR
+    token_file = os.path.join(sa_dir, "token")
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host or not os.path.isfile(token_file):
+        return None
+    with open(token_file, encoding="utf-8") as f:
+        token = f.read().strip()
+    name = env.get("KUBEMILL_SERVICE_ACCOUNT")
+    namespace = env.get("WM_WORKSPACE", "")
+    identity = identity_from_token(token)
+    if name and identity.startswith("this run"):
+        identity = f"system:serviceaccount:{namespace}:{name}"
+    host = f"[{host}]" if ":" in host else host
+    return Credentials(
+        f"https://{host}:{port}", token_file, os.path.join(sa_dir, "ca.crt"), namespace, identity
+    )
+
+
+Sender = Callable[[urllib.request.Request], "tuple[int, str]"]
+
+
+class KubeApi:
+    """Resources and Variables of one namespace, found by Windmill path."""
+
+    def __init__(self, creds: Credentials, send: Sender | None = None) -> None:
+        self.creds = creds
+        self._send_fn = send or self._send
+        self._context: ssl.SSLContext | None = None
+
+    def _send(self, request: urllib.request.Request) -> tuple[int, str]:
+        if self._context is None:
+            self._context = ssl.create_default_context(cafile=self.creds.ca_file)
+        # The API server is reached directly, whatever proxy the run's environment names.
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=self._context)
+        )
+        try:
+            with opener.open(request, timeout=30) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def _call(
+        self, method: str, verb: str, kind: str, path: str, name: str = "", body: Any = None, query: str = ""
+    ) -> dict[str, Any]:
+        plural = KINDS[kind][1]
+        url = f"{self.creds.server}/apis/{GROUP_VERSION}/namespaces/{self.creds.namespace}/{plural}"
+        url += f"/{name}" if name else ""
+        url += f"?{query}" if query else ""
+        with open(self.creds.token_file, encoding="utf-8") as f:  # projected tokens rotate: read each time
+            token = f.read().strip()
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        status, text = self._send_fn(urllib.request.Request(url, data=data, method=method, headers=headers))
+        if status >= 300:
+            raise api_error(status, text, verb, kind, path, self.creds.identity, self.creds.namespace)
+        return json.loads(text) if text else {}
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._call("GET", "list", kind, "*").get("items") or []
+        return sorted(found, key=lambda o: str((o.get("spec") or {}).get("path")))
+
+    def find(self, kind: str, path: str, verb: str = "list") -> dict[str, Any] | None:
+        query = urllib.parse.urlencode({"fieldSelector": f"spec.path={path}"})
+        items = self._call("GET", verb, kind, path, query=query).get("items") or []
+        return items[0] if items else None
+
+    def create(self, kind: str, path: str, spec: dict[str, Any]) -> dict[str, Any]:
+        if self.find(kind, path) is not None:
+            raise ResourceExists(f"{kind} {path!r} already exists in namespace {self.creds.namespace!r}")
+        body: dict[str, Any] = {
+            "apiVersion": GROUP_VERSION,
+            "kind": KINDS[kind][0],
+            "metadata": {"name": object_name(path), "labels": {"app.kubernetes.io/managed-by": "wmill"}},
+            "spec": spec,
+        }
+        try:
+            return self._call("POST", "create", kind, path, body=body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            body["metadata"]["name"] = object_name(path, unique=True)  # the plain name is another path's
+            return self._call("POST", "create", kind, path, body=body)
+
+    def replace(
+        self, kind: str, path: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Update the object at `path` with `change(old spec) -> new spec` (retried once on a conflict)."""
+        for attempt in (1, 2):
+            obj = self.find(kind, path)
+            if obj is None:
+                raise KeyError(path)
+            obj["spec"] = change(obj.get("spec") or {})
+            obj.pop("status", None)
+            try:
+                return self._call("PUT", "update", kind, path, name=obj["metadata"]["name"], body=obj)
+            except ApiError as exc:
+                if attempt == 2 or exc.status != 409:
+                    raise
+        raise AssertionError("unreachable")
+
+    def delete(self, kind: str, path: str) -> bool:
+        obj = self.find(kind, path)
+        if obj is None:
+            return False
+        self._call("DELETE", "delete", kind, path, name=obj["metadata"]["name"])
+        return True
