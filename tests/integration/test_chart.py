@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,8 +103,9 @@ def test_the_default_rendering(helm: str) -> None:
     assert kinds(docs).count("CustomResourceDefinition") == len(list((REPO / "crds").glob("*.yaml")))
     crd = next(d for d in docs if d["kind"] == "CustomResourceDefinition")
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-    spec = deployment["spec"]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert set(deployments) == {"kubemill-operator", "kubemill-ui"}
+    spec = deployments["kubemill-operator"]["spec"]
     assert (spec["replicas"], spec["strategy"]) == (1, {"type": "Recreate"})
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
@@ -119,6 +121,24 @@ def test_the_default_rendering(helm: str) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KUBEMILL_WEBHOOK_CERT_DIR"] == "/etc/kubemill/webhook"
     assert env["KUBEMILL_WEBHOOK_HOST"] == "kubemill-webhook.kubemill-system.svc"
+    assert env["KUBEMILL_TRIGGER_IMAGE"] == "ghcr.io/kubemill/operator:0.1.0"
+    assert (env["KUBEMILL_RESUME_ADDR"], env["KUBEMILL_RESUME_PORT"]) == ("0.0.0.0", "8082")
+    assert env["KUBEMILL_RESUME_URL"] == "http://kubemill-resume.kubemill-system.svc"
+    assert {"name": "resume", "containerPort": 8082, "protocol": "TCP"} in container["ports"]
+    assert not [a for a in container["args"] if a.startswith("--runner-env")]
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    assert services["kubemill-resume"]["spec"]["ports"][0]["targetPort"] == "resume"
+    assert services["kubemill-resume"]["spec"]["selector"]["app.kubernetes.io/component"] == "operator"
+    assert services["kubemill-ui"]["spec"]["selector"]["app.kubernetes.io/component"] == "ui"
+    assert "Ingress" not in kinds(docs)
+    _check_the_ui(docs, deployments["kubemill-ui"])
+    policies = [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    sources = list(yaml.safe_load_all((REPO / "config/admission/resource-secrets-policy.yaml").read_text()))
+    assert [p["spec"] for p in policies] == [
+        s["spec"] for s in sources if s["kind"] == "ValidatingAdmissionPolicy"
+    ] + [s["spec"] for s in sources if s["kind"] == "ValidatingAdmissionPolicyBinding"]
+    crd_last = max(i for i, d in enumerate(docs) if d["kind"] == "CustomResourceDefinition")
+    assert min(i for i, d in enumerate(docs) if d in policies) > crd_last  # Helm installs in this order
     configs = [d for d in docs if d["kind"].endswith("WebhookConfiguration")]
     assert {c["metadata"]["name"] for c in configs} == {"kubemill-approvals"}
     secret = next(d for d in docs if d["kind"] == "Secret")
@@ -133,7 +153,33 @@ def test_the_default_rendering(helm: str) -> None:
         ("kubemill-trigger", "trigger-role.yaml"),
     ):
         assert roles[name]["rules"] == yaml.safe_load((REPO / "config/rbac" / source).read_text())["rules"]
+    assert "kubemill-webhooks" not in roles  # HttpTriggers are off: the UI is bound to nothing
     assert "ServiceMonitor" not in kinds(docs) and "ConfigMap" not in kinds(docs)
+
+
+def _check_the_ui(docs: list[dict[str, Any]], deployment: dict[str, Any]) -> None:
+    """`kubemill ui` as the chart deploys it by default: restricted, probed, and holding no privileges."""
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/kubemill/operator:0.1.0"
+    assert container["args"][:3] == ["ui", "--host=0.0.0.0", "--port=8080"]
+    assert "--triggers" not in container["args"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["serviceAccountName"] == "kubemill-ui"
+    bound = [
+        d
+        for d in docs
+        if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and any(s.get("name") == "kubemill-ui" for s in d["subjects"])
+    ]
+    assert bound == []
 
 
 def test_the_optional_renderings(helm: str) -> None:
@@ -159,6 +205,41 @@ def test_the_optional_renderings(helm: str) -> None:
     assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "x/kubemill-webhook-tls"
     assert "caBundle" not in config["webhooks"][0]["clientConfig"]
 
+    ui = render(helm, "x", "-f", str(CHART / "ci/ui-values.yaml"))
+    bindings = [d for d in ui if d["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"]["name"] == "kubemill-webhooks"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubemill-ui", "namespace": "x"}]
+    (webhooks_role,) = [
+        d for d in ui if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "kubemill-webhooks"
+    ]
+    assert (
+        webhooks_role["rules"]
+        == yaml.safe_load((REPO / "config/rbac/webhooks-role.yaml").read_text())["rules"]
+    )
+    ui_deployment = next(
+        d for d in ui if d["metadata"]["name"] == "kubemill-ui" and d["kind"] == "Deployment"
+    )
+    assert ui_deployment["spec"]["replicas"] == 2
+    assert "--triggers" in ui_deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    ingresses = {d["metadata"]["name"]: d["spec"] for d in ui if d["kind"] == "Ingress"}
+    assert ingresses["kubemill-ui"]["rules"][0]["http"]["paths"][0]["path"] == "/"
+    assert ingresses["kubemill-resume"]["rules"][0]["http"]["paths"][0]["path"] == "/approvals"
+    assert ingresses["kubemill-resume"]["tls"] == [
+        {"hosts": ["kubemill.example.com"], "secretName": "kubemill-tls"}
+    ]
+    operator = next(
+        d for d in ui if d["metadata"]["name"] == "kubemill-operator" and d["kind"] == "Deployment"
+    )
+    (container,) = operator["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBEMILL_RESUME_URL"] == "https://kubemill.example.com"
+    assert [a for a in container["args"] if a.startswith("--runner-env")] == [
+        "--runner-env=HTTPS_PROXY=http://proxy.example.com:3128",
+        "--runner-env=SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+    ]
+
     extra = render(helm, "x", "-f", str(CHART / "ci/extra-objects-values.yaml"))
     names = {(d["kind"], d["metadata"]["name"]): d for d in extra}
     assert names[("Secret", "kubemill-secrets")]["metadata"]["namespace"] == "x"
@@ -178,8 +259,8 @@ def private_cluster() -> Iterator[Cluster]:
         yield Cluster(plane)
 
 
-def _pod_ready(cluster: Cluster, namespace: str) -> bool:
-    pods = cluster.get("pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator")["items"]
+def _pod_ready(cluster: Cluster, namespace: str, component: str = "operator") -> bool:
+    pods = cluster.get("pods", "-n", namespace, "-l", f"app.kubernetes.io/component={component}")["items"]
     return any(
         c["type"] == "Ready" and c["status"] == "True"
         for p in pods
@@ -193,6 +274,16 @@ def _http_ok(url: str) -> bool:
             return int(response.status) == 200
     except OSError:
         return False
+
+
+def _http(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """Status and body of a GET (or a POST with `body`); HTTP errors are answers too."""
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def _operator_log(cluster: Cluster) -> str:
@@ -225,10 +316,14 @@ def test_the_chart_installs_and_runs_a_script_and_a_flow(
 ) -> None:
     cluster = private_cluster
     metrics_port, health_port = controlplane.free_port(), controlplane.free_port()
+    ui_port, resume_port = controlplane.free_port(), controlplane.free_port()
+    kubemill = REPO / ".venv/bin/kubemill"
     docs = render(
         helm, "kubemill-system",
-        "--set-json", f'operator.command=["{REPO / ".venv/bin/kubemill"}"]',
+        "--set-json", f'operator.command=["{kubemill}"]',
+        "--set-json", f'ui.command=["{kubemill}"]',
         "--set", f"operator.metricsPort={metrics_port},operator.healthPort={health_port}",
+        "--set", f"ui.port={ui_port},resumeUrls.port={resume_port}",
         "--set", "webhook.enabled=false,operator.verbose=true",
     )  # fmt: skip
     cluster.kubectl("create", "namespace", "kubemill-system")
@@ -249,7 +344,7 @@ def test_the_chart_installs_and_runs_a_script_and_a_flow(
     )  # fmt: skip
     cluster.kubectl("create", "namespace", "demo")
     cluster.kubectl("apply", "--server-side", "-k", str(workspace))
-    runs = [
+    runs: list[dict[str, Any]] = [
         {
             "kind": "ScriptRun",
             "name": "hello",
@@ -283,6 +378,35 @@ def test_the_chart_installs_and_runs_a_script_and_a_flow(
         assert phase == "Succeeded", status
     assert cluster.get("scriptrun", "hello", "-n", "demo")["status"]["result"]["greeting"] == "Hello, helm."
     assert cluster.get("flowrun", "greet", "-n", "demo")["status"]["result"] == {"count": 2}
+
+    # The operator serves resume URLs on the chart's port (an unknown run: 404 from its handler).
+    status, body = _http(f"http://127.0.0.1:{resume_port}/approvals/demo/nope/step?sig=x")
+    assert (status, body) == (404, "no flow run nope in demo")
+
+    # The chart's UI: its page, and a Windmill-style jobs/run call that creates a run with alice's token.
+    wait_for(lambda: _pod_ready(cluster, "kubemill-system", "ui"), 120, "the UI pod to be Ready")
+    ui = f"http://127.0.0.1:{ui_port}"
+    status, page = _http(f"{ui}/")
+    index = REPO / "operator/kubemill/ui/static/index.html"
+    assert (status, page) == (200, index.read_text()), "build the UI bundle: cd ui && npm ci && npm run build"
+    for role in ("kubemill-view", "kubemill-edit"):  # the chart's roles (aggregated into view and edit)
+        cluster.kubectl(
+            "create", "rolebinding", f"alice-{role}", f"--clusterrole={role}", "--user=alice@example.com",
+            "-n", "demo",
+        )  # fmt: skip
+    call = f"{ui}/api/w/demo/jobs/run/p/f/demo/hello"
+    status, _ = _http(call, b'{"name": "ui"}', {"Content-Type": "application/json"})
+    assert status == 401  # no token: the UI has no identity of its own to fall back on
+    alice = {"Authorization": f"Bearer {cluster.plane.tokens['alice']}", "Content-Type": "application/json"}
+    status, name = _http(call, b'{"name": "ui"}', alice)
+    assert status == 201, name
+    phase = wait_for(lambda: _phase(cluster, "ScriptRun", name, "demo"), 240, "the UI's run to finish")
+    run = cluster.get("scriptrun", name, "-n", "demo")
+    assert phase == "Succeeded", run["status"]
+    assert run["status"]["result"]["greeting"] == "Hello, ui."
+    mallory = dict(alice, Authorization=f"Bearer {cluster.plane.tokens['mallory']}")
+    status, refusal = _http(call, b'{"name": "ui"}', mallory)
+    assert status == 403 and "mallory@example.com" in refusal, refusal  # RBAC decides, per caller
 
     # A schedule: its CronJob's trigger pod creates the run under the chart's kubemill-trigger ClusterRole.
     cluster.apply(

@@ -108,7 +108,9 @@ def _leaves(values: Any, prefix: str = "") -> Iterator[str]:
 
 def _documented_paths(text: str) -> set[str]:
     """Dotted paths of the keys that have a `# --` comment directly above them (helm-docs style)."""
-    documented, stack, pending = set(), [], False
+    documented: set[str] = set()
+    stack: list[str] = []
+    pending = False
     for line in text.splitlines():
         if line.lstrip().startswith("# --"):
             pending = True
