@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -112,3 +114,37 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# The operator's fixtures: one operator per session, shared by the integration and e2e tiers. Imported here,
+# at the end, because the harness itself builds on the Cluster above.
+from tests.operator_harness import Operator, install_operator_identity  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster) -> Iterator[Operator]:
+    workdir = Path(tempfile.mkdtemp(prefix="kubemill-operator-"))  # its kubeconfig and log
+    op = Operator(cluster, install_operator_identity(cluster, workdir), workdir)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        if os.environ.get("KUBEMILL_SHOW_OPERATOR_LOG"):
+            print(op.log()[-20000:], file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def running_operator(operator: Operator) -> Operator:
+    """The session operator, started again if a previous test killed it and did not restart it."""
+    if not operator.running():
+        operator.start()
+    return operator
+
+
+@pytest.fixture
+def restricted_namespace(cluster: Cluster, namespace: str) -> str:
+    """A fresh namespace enforcing the restricted Pod Security Standard (runner pods must pass it)."""
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    return namespace

@@ -70,7 +70,7 @@ def bench_cluster(runs: int) -> tuple[list[float], list[float]]:
     import kubernetes
 
     from tests.conftest import Cluster, controlplane
-    from tests.integration.conftest import Operator, install_operator_identity
+    from tests.operator_harness import Operator, install_operator_identity
 
     transitions: list[float] = []
     walls: list[float] = []

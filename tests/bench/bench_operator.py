@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from kubernetes import watch  # noqa: E402
 
 from tests.conftest import Cluster, controlplane, wait_for  # noqa: E402
-from tests.integration.conftest import Operator, install_operator_identity  # noqa: E402
+from tests.operator_harness import Operator, install_operator_identity  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "100"))
 COMPLETED = int(os.environ.get("BENCH_COMPLETED", "1000"))

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from tests.conftest import Cluster
-from tests.integration.conftest import Operator, operator, running_operator  # noqa: F401 (fixtures)
 from tests.integration.test_webhooks import UiServer, token
+from tests.operator_harness import Operator
 
 REPO = Path(__file__).resolve().parents[2]
 UI = REPO / "ui"
@@ -134,7 +134,7 @@ def browse(
 def test_fill_the_fetch_and_transform_form_run_it_and_see_the_result(
     cluster: Cluster,
     namespace: str,
-    running_operator: Operator,  # noqa: F811
+    running_operator: Operator,
     ui: UiServer,
     mock_api: str,
 ) -> None:
@@ -195,7 +195,7 @@ def order_flow(approvers: list[str]) -> dict[str, Any]:
 def test_approve_the_order_flow_as_alice_after_mallory_is_refused(
     cluster: Cluster,
     namespace: str,
-    running_operator: Operator,  # noqa: F811
+    running_operator: Operator,
     ui: UiServer,
     mock_api: str,
 ) -> None:

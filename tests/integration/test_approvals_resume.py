@@ -13,9 +13,9 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import Cluster, wait_for
-from tests.integration.conftest import Operator
 from tests.integration.test_approvals import start_run, status, wait_phase
 from tests.integration.test_flows import children, flow, script, step, wait_ready
+from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
 

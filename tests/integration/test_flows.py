@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cluster, wait_for
-from tests.integration.conftest import Operator
 from tests.integration.test_approvals import annotate, grant_users, start_run, status, wait_phase
+from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cluster, wait_for
-from tests.integration.conftest import Operator
+from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cluster
-from tests.integration.conftest import Operator
 from tests.integration.test_operator import finished, script_run
+from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
 

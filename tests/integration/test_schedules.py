@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, Cluster, wait_for
-from tests.integration.conftest import Operator
+from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
 

@@ -27,7 +27,7 @@ from kubemill.models.triggers import SignatureSpec
 from kubemill.ui.signing import sign
 
 from tests.conftest import Cluster, controlplane, wait_for
-from tests.integration.conftest import Operator
+from tests.operator_harness import Operator
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT_PATH = "f/hooks/double"

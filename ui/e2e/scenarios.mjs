@@ -104,8 +104,8 @@ const scenarios = {
 
     await alice.fill("#approval-comment", "approved by the manager");
     await alice.click("button:text-is('Approve')");
-    await alice.locator("[data-testid=approval-message]").waitFor();
-    const aliceMessage = await alice.locator("[data-testid=approval-message]").textContent();
+    // A handle, not a locator: once the approval lets the flow go on, the panel holding the message goes away.
+    const aliceMessage = await (await alice.waitForSelector("[data-testid=approval-message]")).textContent();
     const phase = await phaseOf(alice, TERMINAL, settings.timeoutMs);
     await alice.waitForSelector("[data-testid=ledger]");
     await shot(alice, "order-flow-approved");

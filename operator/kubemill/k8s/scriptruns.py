@@ -25,7 +25,7 @@ from kubemill.engine.retry import retry_delay
 from kubemill.k8s.builders import RESULT_KEY, RunTarget, job_name, result_configmap_name
 from kubemill.models.scripts import ScriptRun, ScriptRunStatus
 from kubemill.runners import Envelope, envelope_from_logs, envelope_from_termination_message
-from kubemill.runners.validation import validate_args
+from kubemill.runners.validation import args_for_language, validate_args
 from kubemill.secrets import mask_json, mask_text
 
 RESULT_INLINE_LIMIT = 16 * 1024
@@ -346,7 +346,7 @@ def decide(run: ScriptRun, inputs: Inputs) -> Decision:
 
     if phase == "Pending":
         if attempts == 0 and target.schema is not None:
-            problems = validate_args(target.schema, run.spec.args)
+            problems = validate_args(target.schema, args_for_language(target.language, run.spec.args))
             if problems:
                 message = "invalid args: " + "; ".join(
                     f"{p.field or '(args)'}: {mask_text(p.message, inputs.masks)}" for p in problems

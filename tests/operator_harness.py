@@ -1,8 +1,9 @@
-"""The `operator` fixture: kubemill's operator running against the test control plane as a real deployment
-would run it, not as admin: crds/ and config/rbac/ installed, the ServiceAccount
-kubemill-system/kubemill-operator bound to the ClusterRole `kubemill-operator`, a token for it in a
-kubeconfig, and `kubemill operator` started as a subprocess with that identity. `restart()` and `kill()`
-(SIGKILL) let tests crash it; `log()` returns what it printed; `metrics()` scrapes `/metrics`.
+"""The operator harness (the `operator` fixture lives in tests/conftest.py): kubemill's operator running
+against the test control plane as a real deployment would run it, not as admin: crds/ and config/rbac/
+installed, the ServiceAccount kubemill-system/kubemill-operator bound to the ClusterRole `kubemill-operator`,
+a token for it in a kubeconfig, and `kubemill operator` started as a subprocess with that identity.
+`restart()` and `kill()` (SIGKILL) let tests crash it; `log()` returns what it printed; `metrics()` scrapes
+`/metrics`.
 """
 
 from __future__ import annotations
@@ -11,26 +12,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import tempfile
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.conftest import Cluster, controlplane, wait_for
+from tests.conftest import REPO, Cluster, controlplane, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-# Runner pods mount an emptyDir at /tmp (restricted pods have a read-only root). The node agent bind-mounts
-# each pod's volumes from the cluster's state directory in order, so a state directory under /tmp would be
-# hidden by that /tmp mount before the termination-message file is mounted. Keep this session's temporary
-# directories (the cluster's state among them) out of /tmp.
-_STATE_ROOT = Path("/var/tmp/kubemill-tests")
-_STATE_ROOT.mkdir(parents=True, exist_ok=True)
-tempfile.tempdir = str(_STATE_ROOT)
 # What this machine needs to reach package registries (a CA bundle, proxies), handed to runner pods the way
 # a cluster operator would set them (`--runner-env`): the node agent runs pods with the pod's env only.
 RUNNER_HOST_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "UV_INDEX_URL")
@@ -190,31 +179,3 @@ def install_operator_identity(cluster: Cluster, workdir: Path) -> Path:
     path.write_text(json.dumps(config))
     path.chmod(0o600)
     return path
-
-
-@pytest.fixture(scope="session")
-def operator(cluster: Cluster) -> Iterator[Operator]:
-    workdir = Path(tempfile.mkdtemp(prefix="kubemill-operator-"))
-    op = Operator(cluster, install_operator_identity(cluster, workdir), workdir)
-    op.start()
-    try:
-        yield op
-    finally:
-        op.stop()
-        if os.environ.get("KUBEMILL_SHOW_OPERATOR_LOG"):
-            print(op.log()[-20000:], file=sys.stderr)
-
-
-@pytest.fixture
-def running_operator(operator: Operator) -> Operator:
-    """The session operator, started again if a previous test killed it and did not restart it."""
-    if not operator.running():
-        operator.start()
-    return operator
-
-
-@pytest.fixture
-def restricted_namespace(cluster: Cluster, namespace: str) -> str:
-    """A fresh namespace enforcing the restricted Pod Security Standard (runner pods must pass it)."""
-    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
-    return namespace
