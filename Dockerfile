@@ -3,12 +3,22 @@
 #   docker build -t ghcr.io/kubemill/operator:0.1.0 .
 # Runner images are built from runner_images/<language>/ (see README.md, "Run on kind").
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# The web UI's bundle (`kubemill ui` serves it from the package).
+FROM ${NODE_IMAGE} AS ui
+WORKDIR /src/ui
+COPY ui/package.json ui/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY ui/ ./
+RUN npm run build
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 RUN python -m venv /opt/kubemill
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
+COPY --from=ui /src/operator/kubemill/ui/static/ operator/kubemill/ui/static/
 RUN /opt/kubemill/bin/pip install --no-cache-dir ./
 
 FROM ${PYTHON_IMAGE}
