@@ -81,7 +81,9 @@ def test_chart_crds_are_the_generated_crds() -> None:
 def test_chart_rbac_is_the_operator_rbac() -> None:
     copies = _yaml_files(CHART / "files/rbac")
     assert copies == _yaml_files(REPO / "config/rbac"), RESYNC
-    assert {"operator-role.yaml", "trigger-role.yaml", "aggregate-roles.yaml", "webhooks-role.yaml"} <= set(copies)
+    assert {"operator-role.yaml", "trigger-role.yaml", "aggregate-roles.yaml", "webhooks-role.yaml"} <= set(
+        copies
+    )
 
 
 def test_chart_admission_policies_are_the_generated_ones() -> None:
