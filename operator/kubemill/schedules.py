@@ -212,6 +212,7 @@ class FinishedRun:
     started_at: datetime | None = None
     error: Mapping[str, Any] | None = None
     result: Any = None
+    created_at: datetime | None = None
 
 
 def hook_args(
@@ -298,6 +299,8 @@ class RunRecord:
     status: dict[str, Any]
     hooks: tuple[tuple[HookEvent, ScheduleHook], ...] = ()
     previous_run: str | None = None
+    lag_seconds: float | None = None
+    """Set once per tick, when its run is first recorded: how long after the tick the run was created."""
 
 
 def record_run(
@@ -305,21 +308,26 @@ def record_run(
 ) -> RunRecord:
     """Fold one observation of a scheduled run into the Schedule's status (as a merge patch).
 
-    `lastRun`/`lastRunAt` follow the most recent tick; a run reaching a final phase is counted once (the
-    `recentRuns` window remembers what was counted) and starts the handlers its phase calls for."""
+    `lastRun`/`lastRunAt` follow the most recent tick (a tick newer than `lastRunAt` also yields the
+    schedule's lag, so it is measured once per tick, restarts included); a run reaching a final phase is
+    counted once (the `recentRuns` window remembers what was counted) and starts the handlers its phase calls
+    for."""
     patch: dict[str, Any] = {}
+    lag: float | None = None
     last_at = status.get("lastRunAt")
     if scheduled_for is not None and (last_at is None or _iso(scheduled_for) >= str(last_at)):
         last = {"name": run.name, "kind": run.kind, "phase": run.phase}
         if status.get("lastRun") != last or last_at != _iso(scheduled_for):
             patch |= {"lastRun": last, "lastRunAt": _iso(scheduled_for)}
+        if last_at != _iso(scheduled_for) and run.created_at is not None:
+            lag = max(0.0, (run.created_at - scheduled_for).total_seconds())
     recent: list[dict[str, Any]] = list(status.get("recentRuns") or [])
     if run.phase not in TERMINAL_PHASES or any(r.get("name") == run.name for r in recent):
-        return RunRecord(patch)
+        return RunRecord(patch, lag_seconds=lag)
     previous = recent[-1] if recent else None
     counter = {"Succeeded": "successCount", "Failed": "failureCount"}.get(run.phase)
     if counter is not None:
         patch[counter] = int(status.get(counter) or 0) + 1
     patch["recentRuns"] = [*recent, {"name": run.name, "phase": run.phase}][-RECENT_RUNS:]
     hooks = hooks_for(spec, run.phase, previous.get("phase") if previous else None)
-    return RunRecord(patch, tuple(hooks), previous.get("name") if previous else None)
+    return RunRecord(patch, tuple(hooks), previous.get("name") if previous else None, lag)

@@ -145,6 +145,28 @@ def test_record_run_counts_once_and_starts_handlers() -> None:
     assert "lastRun" not in late.status  # an older tick finishing late does not become the last run
 
 
+def test_the_lag_is_measured_once_per_tick_from_the_tick_to_the_run() -> None:
+    tick = utc(2024, 5, 1, 12)
+    created = datetime(2024, 5, 1, 12, 0, 4, tzinfo=UTC)
+    first = record_run(spec(), {}, finished("a", "Pending", created_at=created), tick)
+    assert first.lag_seconds == 4.0
+    status = dict(first.status)
+    assert record_run(spec(), status, finished("a", "Running", created_at=created), tick).lag_seconds is None
+    done = record_run(spec(), status, finished("a", "Succeeded", created_at=created), tick)
+    assert done.lag_seconds is None and done.status["successCount"] == 1
+    status |= done.status
+    older = record_run(spec(), status, finished("o", "Pending", created_at=created), utc(2024, 5, 1, 11))
+    assert older.lag_seconds is None
+    early = datetime(2024, 5, 1, 12, 0, 59, tzinfo=UTC)  # a clock slightly behind the tick's: no negative lag
+    assert (
+        record_run(
+            spec(), status, finished("b", "Pending", created_at=early), utc(2024, 5, 1, 12, 1)
+        ).lag_seconds
+        == 0.0
+    )
+    assert record_run(spec(), status, finished("b", "Pending"), utc(2024, 5, 1, 12, 1)).lag_seconds is None
+
+
 def test_hook_run_passes_the_error_and_schedule_path() -> None:
     s = spec(onFailure={"scriptPath": "f/ops/alert", "args": {"channel": "#ops"}})
     assert s.on_failure is not None

@@ -289,6 +289,7 @@ def flowrun_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     raw = dict(body)
     meta = raw["metadata"]
     namespace, name = meta["namespace"], meta["name"]
+    metrics.PENDING.observe(raw, deleted=type == "DELETED")
     if PARENT_UID_LABEL in (meta.get("labels") or {}):
         _child_event(type, raw)
     if type == "DELETED" or (raw.get("status") or {}).get("phase") in TERMINAL:

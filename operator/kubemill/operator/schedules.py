@@ -32,7 +32,7 @@ from kubemill.errors import KubemillError, NotFound
 from kubemill.k8s.client import Kube
 from kubemill.models.common import API_VERSION
 from kubemill.models.schedules import Schedule, ScheduleSpec
-from kubemill.operator import kube
+from kubemill.operator import kube, metrics
 from kubemill.schedules import (
     HOOK_LABEL,
     SCHEDULE_LABEL,
@@ -232,6 +232,7 @@ def _finished_run(kind: str, body: Mapping[str, Any]) -> tuple[FinishedRun, date
     spec, status = body.get("spec") or {}, body.get("status") or {}
     started = status.get("startedAt")
     scheduled = spec.get("scheduledFor")
+    created = body["metadata"].get("creationTimestamp")
     run = FinishedRun(
         name=body["metadata"]["name"],
         kind="FlowRun" if kind == "FlowRun" else "ScriptRun",
@@ -240,6 +241,7 @@ def _finished_run(kind: str, body: Mapping[str, Any]) -> tuple[FinishedRun, date
         started_at=datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None,
         error=status.get("error"),
         result=status.get("result"),
+        created_at=datetime.fromisoformat(created) if created else None,
     )
     return run, datetime.fromisoformat(scheduled.replace("Z", "+00:00")) if scheduled else None
 
@@ -292,6 +294,8 @@ def record_scheduled_run(namespace: str, schedule: str, kind: str, run_body: Map
                     manifest["metadata"]["name"],
                 )
         _patch_status(api, body, record.status)
+        if record.lag_seconds is not None:
+            metrics.SCHEDULE_LAG.labels(namespace).observe(record.lag_seconds)
         if spec.no_overlap and "lastRun" in record.status:
             _reconcile(api, api.get(API_VERSION, "Schedule", namespace, schedule), datetime.now(UTC))
 
