@@ -8,6 +8,7 @@ the webhook (who may decide, what they are told when they may not), the ledger a
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -88,6 +89,14 @@ def annotate(cluster: Cluster, namespace: str, run: str, user: str, *pairs: str,
     return cluster.kubectl("annotate", f"flowrun/{run}", "-n", namespace, *pairs, user=user, check=check)
 
 
+def metric(operator: Operator, name: str, **labels: str) -> float | None:
+    """The value of the operator's `name` sample with these labels, None when it serves none."""
+    for line in operator.metrics().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 MANAGERS = {"approvers": ["alice@example.com", "group:managers"], "timeout": 3600}
 
 
@@ -105,6 +114,15 @@ def test_an_unlisted_user_is_refused_at_admission_and_a_listed_one_resumes_the_r
     waiting = suspended_run(cluster, namespace, "big-order", MANAGERS)
     assert waiting["currentStep"] == "manager_approval"
     assert [p["step"] for p in waiting["pendingApprovals"]] == ["manager_approval"]
+    pending = {"namespace": namespace, "flow": "f/approvals/big_order"}
+    oldest = "kubemill_pending_approval_oldest_timestamp_seconds"
+    wait_for(lambda: metric(running_operator, "kubemill_pending_approvals", **pending) == 1, 10, "1 pending")
+    since = metric(running_operator, oldest, namespace=namespace)
+    assert since is not None and time.time() - 60 < since <= time.time(), since
+    running_operator.kill()  # a new process rebuilds both gauges from the FlowRuns' statuses
+    running_operator.start()
+    wait_for(lambda: metric(running_operator, "kubemill_pending_approvals", **pending) == 1, 10, "1 again")
+    assert metric(running_operator, oldest, namespace=namespace) == since
 
     refused = annotate(cluster, namespace, "big-order", "mallory", "kubemill.dev/approve=manager_approval")
     assert refused.returncode != 0
@@ -138,6 +156,8 @@ def test_an_unlisted_user_is_refused_at_admission_and_a_listed_one_resumes_the_r
         "fine by me",
     )
     assert "pendingApprovals" not in done
+    wait_for(lambda: metric(running_operator, "kubemill_pending_approvals", **pending) == 0, 10, "0 pending")
+    assert metric(running_operator, oldest, namespace=namespace) is None
 
 
 def test_a_forged_decision_annotation_is_refused(

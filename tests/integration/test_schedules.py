@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, Cluster, wait_for
+from tests.integration.test_approvals import metric
 from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
@@ -276,4 +277,15 @@ def test_every_minute_schedule_runs_within_its_minute(
         lambda: (status(cluster, namespace, "minutely").get("lastRun") or {}).get("name") == name,
         30,
         "lastRun",
+    )
+    lag = wait_for(
+        lambda: metric(running_operator, "kubemill_schedule_lag_seconds_count", namespace=namespace),
+        10,
+        "the schedule lag observed",
+    )
+    lag_sum = metric(running_operator, "kubemill_schedule_lag_seconds_sum", namespace=namespace)
+    assert lag >= 1 and lag_sum is not None and 0 <= lag_sum < 60 * lag
+    assert (
+        metric(running_operator, "kubemill_schedule_lag_seconds_bucket", namespace=namespace, le="60.0")
+        == lag
     )
