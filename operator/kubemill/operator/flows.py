@@ -19,7 +19,6 @@ from typing import Any
 
 import kopf
 import pydantic
-from prometheus_client import Counter, Histogram
 
 from kubemill.engine import CreateRun, DeleteRun, Finish, Observations, RequeueAfter, advance, validate_flow
 from kubemill.engine.state import RunError
@@ -44,18 +43,6 @@ from kubemill.operator.run_queue import RunQueue
 
 log = logging.getLogger("kubemill.flows")
 
-FLOW_RUNS_FINISHED = Counter(
-    "kubemill_flow_runs_finished",
-    "Flow runs that reached a final phase",
-    ["namespace", "path", "phase"],
-    registry=metrics.REGISTRY,
-)
-FLOW_RECONCILE = Histogram(
-    "kubemill_flow_reconcile_duration_seconds",
-    "One FlowRun reconcile: read, advance, act, write (a step transition is one)",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-    registry=metrics.REGISTRY,
-)
 GROUP, VERSION = API_VERSION.split("/")
 
 
@@ -142,7 +129,7 @@ def remember_child(body: dict[str, Any], deleted: bool = False, only_if_new: boo
 
 def reconcile_run(namespace: str, name: str) -> float | None:
     """One reconcile of a FlowRun; returns when to look again (seconds) or None."""
-    with FLOW_RECONCILE.time():
+    with metrics.FLOW_RECONCILE.time():
         return _reconcile_run(namespace, name)
 
 
@@ -202,7 +189,7 @@ def _reconcile_run(namespace: str, name: str) -> float | None:
     if new_status != status:
         _write_status(api, body, new_status)
     if new_status.done:
-        FLOW_RUNS_FINISHED.labels(namespace, run.spec.flow_path, new_status.phase).inc()
+        metrics.FLOW_RUNS_FINISHED.labels(namespace, run.spec.flow_path, new_status.phase).inc()
         forget_run(namespace, name, run.metadata.uid or "")
     return requeue
 

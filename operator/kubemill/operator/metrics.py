@@ -72,6 +72,18 @@ API_LATENCY = Histogram(
     buckets=_API_BUCKETS,
     registry=REGISTRY,
 )
+FLOW_RUNS_FINISHED = Counter(
+    "kubemill_flow_runs_finished",
+    "Flow runs that reached a final phase",
+    ["namespace", "path", "phase"],
+    registry=REGISTRY,
+)
+FLOW_RECONCILE = Histogram(
+    "kubemill_flow_reconcile_duration_seconds",
+    "One FlowRun reconcile: read, advance, act, write (a step transition is one)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
 PENDING_APPROVALS = Gauge(
     "kubemill_pending_approvals",
     "FlowRuns waiting for an approval now, by flow path",
