@@ -248,6 +248,8 @@ class ControlPlane:
                 f"--api-server=127.0.0.1:{self.api_port}",
                 *(f"--image-mount={m}" for m in runner_image_mounts()),
                 *(f"--extra-path={d}" for d in node_extra_path()),
+                f"--keep-visible={REPO}",
+                *(f"--keep-visible={d}" for d in node_extra_path() if not Path(d).is_relative_to(REPO)),
             ],
         )
         self._wait(

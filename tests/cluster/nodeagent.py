@@ -77,6 +77,7 @@ class Agent:
     api_server: str  # host:port pods use to reach the API server (in-cluster config)
     image_mounts: list[ImageMount]
     container_path: str = IMAGE_PATH
+    keep_visible: tuple[Path, ...] = ()  # host paths containers need even under a mount over their parent
     pods: dict[str, PodWorker] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)  # uids whose containers have run: never run twice
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -366,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-server", required=True, help="host:port that pods use for in-cluster config")
     p.add_argument("--image-mount", action="append", default=[], type=ImageMount.parse)
     p.add_argument("--extra-path", action="append", default=[], help="directory appended to containers' PATH")
+    p.add_argument(
+        "--keep-visible",
+        action="append",
+        default=[],
+        type=Path,
+        help="host directory containers must see even when a volume is mounted over its parent",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -383,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         args.api_server,
         args.image_mount,
         os.pathsep.join([IMAGE_PATH, *args.extra_path]),
+        tuple(args.keep_visible),
     )
     serve_logs(agent, args.port, args.cert, args.key, args.client_ca)
     agent.register()

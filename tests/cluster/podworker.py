@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nodeagent.pod")
 
 TERMINATION_MESSAGE_LIMIT = 4096
+STAGE_ROOT = Path("/run/kubemill-node")
 FALLBACK_LOG_LINES = 80
 
 
@@ -45,6 +47,7 @@ class PodWorker(threading.Thread):
         self.name: str = meta["name"]
         self.namespace: str = meta["namespace"]
         self.dir = agent.state_dir / "pods" / self.uid
+        self.stage_dir = STAGE_ROOT / self.uid  # where hidden host paths are set aside (see _run_once)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.statuses: dict[str, dict[str, Any]] = {}
         self.init_statuses: dict[str, dict[str, Any]] = {}
@@ -106,6 +109,9 @@ class PodWorker(threading.Thread):
             self.failure = ("NodeAgentError", str(exc))
             self._report()
         finally:
+            shutil.rmtree(
+                self.stage_dir, ignore_errors=True
+            )  # empty mount points; the mounts died with the pod
             self.agent.finished(self.uid)
             if self.deleting.is_set():
                 self.agent.delete_pod(self.namespace, self.name, self.uid)
@@ -226,10 +232,25 @@ class PodWorker(threading.Thread):
             return 128
         mounts = self._mounts(c, volumes)
         mounts.append((term_path, c.get("terminationMessagePath", "/dev/termination-log"), False))
-        # A mount over an ancestor of this pod's directory (an emptyDir at /tmp, say, while the cluster's
-        # state lives under /tmp) would hide the sources of the mounts after it: those go last.
-        mounts.sort(key=lambda m: self.dir.is_relative_to(Path(m[1])))
+        # A mount over an ancestor of a host path the container needs (an emptyDir at /tmp while the
+        # cluster's state, or the checkout with its virtualenv, lives under /tmp) would hide it. Such
+        # mounts go last, and the hidden paths are bind-mounted aside first and put back on top afterwards
+        # (the repository read-only), the way an image would have had them.
+        mounts.sort(
+            key=lambda m: any(k.is_relative_to(Path(m[1])) for k in (self.dir, *self.agent.keep_visible))
+        )
         setup = ["set -e"]
+        restore = []
+        for i, keep in enumerate((self.dir, *self.agent.keep_visible)):
+            if not any(keep.is_relative_to(Path(dst)) for _, dst, _ in mounts):
+                continue
+            stage = self.stage_dir / f"{name}-{restarts}-{i}"
+            stage.mkdir(parents=True, exist_ok=True)
+            setup.append(f"mount --bind {shlex.quote(str(keep))} {shlex.quote(str(stage))}")
+            restore.append(f"mkdir -p {shlex.quote(str(keep))}")
+            restore.append(f"mount --bind {shlex.quote(str(stage))} {shlex.quote(str(keep))}")
+            if keep != self.dir:
+                restore.append(f"mount -o remount,bind,ro {shlex.quote(str(keep))}")
         for src, dst, ro in mounts:
             target = Path(dst)
             if src.is_dir():
@@ -241,6 +262,7 @@ class PodWorker(threading.Thread):
             setup.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}")
             if ro:
                 setup.append(f"mount -o remount,bind,ro {shlex.quote(dst)}")
+        setup += restore
         setup.append(f"cd {shlex.quote(c.get('workingDir') or '/')}")
         setup.append(
             'command -v "$1" >/dev/null 2>&1 || { printf %s "$1" > '

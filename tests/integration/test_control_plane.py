@@ -142,6 +142,41 @@ def test_configmap_secret_projected_and_env_reach_the_container(cluster: Cluster
     }
 
 
+def test_an_emptydir_over_tmp_hides_nothing_the_pod_needs(cluster: Cluster, namespace: str) -> None:
+    """Restricted pods mount an emptyDir at /tmp; the cluster's state (volume sources, termination files) and
+    possibly the checkout live under /tmp on the host: the pod still gets its files and tools."""
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"k": "v"}},
+        "-n",
+        namespace,
+    )
+    script = "cat /etc/cfg/k; echo; kubemill --help | head -1; ls -A /tmp | grep -c scratch; touch /tmp/x"
+    spec = job("tmp", ["sh", "-c", script], securityContext={"runAsUser": 65532, "runAsNonRoot": True})
+    pod = spec["spec"]["template"]["spec"]
+    pod["containers"][0]["command"] = ["sh", "-c", f"mkdir /tmp/scratch && {script}"]
+    pod["containers"][0]["volumeMounts"] = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cfg", "mountPath": "/etc/cfg"},
+    ]
+    pod["volumes"] = [{"name": "tmp", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "cfg"}}]
+    cluster.apply(spec, "-n", namespace)
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=complete", "job/tmp", "--timeout=60s")
+    assert cluster.kubectl("logs", "-n", namespace, "job/tmp").stdout.splitlines() == [
+        "v",
+        "usage: kubemill [-h] COMMAND ...",
+        "1",
+    ]
+    missing = job("tmp-missing", ["/no/such/tool"])
+    missing["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "tmp", "mountPath": "/tmp"}
+    ]
+    missing["spec"]["template"]["spec"]["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+    cluster.apply(missing, "-n", namespace)
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=failed", "job/tmp-missing", "--timeout=60s")
+    state = pod_of(cluster, namespace, "tmp-missing")["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert state["reason"] == "StartError"
+
+
 def test_pod_with_a_missing_binary_fails_with_a_clear_reason(cluster: Cluster, namespace: str) -> None:
     cluster.apply(job("missing", ["/no/such/binary", "--flag"]), "-n", namespace)
     cluster.kubectl("wait", "-n", namespace, "--for=condition=failed", "job/missing", "--timeout=60s")
