@@ -9,8 +9,12 @@ const TERMINAL = ["Succeeded", "Failed", "Cancelled"];
 export function RunView({ ns, plural, name }: { ns: string; plural: string; name: string }) {
   const [run, setRun] = useState<Obj | null>(null);
   const [error, setError] = useState("");
+  // The answer to this person's last approve/reject: kept here, not in the panel, because an approval that
+  // lets the flow go on removes the panel at once.
+  const [decision, setDecision] = useState<Message | null>(null);
   useEffect(() => {
     setRun(null);
+    setDecision(null);
     const abort = new AbortController();
     const follow = () =>
       watch(ns, plural, name, setRun, abort.signal)
@@ -43,8 +47,13 @@ export function RunView({ ns, plural, name }: { ns: string; plural: string; name
         </div>
       )}
       {(status.pendingApprovals ?? []).map((p: any) => (
-        <ApprovalPanel ns={ns} run={name} pending={p} key={p.step} />
+        <ApprovalPanel ns={ns} run={name} pending={p} key={p.step} onDecision={setDecision} />
       ))}
+      {decision && (
+        <p class={decision.ok ? "ok" : "error"} role={decision.ok ? "status" : "alert"} data-testid="approval-message">
+          {decision.text}
+        </p>
+      )}
       {plural === "flowruns" && <StepGraph ns={ns} run={run} />}
       {TERMINAL.includes(phase) && phase === "Succeeded" && (
         <>
@@ -149,18 +158,21 @@ function Step({ ns, module, steps }: { ns: string; module: any; steps: Record<st
   );
 }
 
-function ApprovalPanel({ ns, run, pending }: { ns: string; run: string; pending: any }) {
+type Message = { ok: boolean; text: string };
+
+function ApprovalPanel({ ns, run, pending, onDecision }: {
+  ns: string; run: string; pending: any; onDecision: (m: Message | null) => void;
+}) {
   const form: Schema | undefined = pending.form?.schema ?? pending.form;
   const [comment, setComment] = useState("");
   const [payload, setPayload] = useState<any>(initialValue(form));
-  const [message, setMessage] = useState<{ ok: boolean; text: string } | null>(null);
   const send = async (decision: "approve" | "reject") => {
-    setMessage(null);
+    onDecision(null);
     try {
       await decide(ns, run, { step: pending.step, decision, comment: comment || undefined, payload: form ? payload : undefined });
-      setMessage({ ok: true, text: decision === "approve" ? "Approved." : "Rejected." });
+      onDecision({ ok: true, text: decision === "approve" ? "Approved." : "Rejected." });
     } catch (e) {
-      setMessage({ ok: false, text: e instanceof ApiError ? `${e.status}: ${e.message}` : String(e) });
+      onDecision({ ok: false, text: e instanceof ApiError ? `${e.status}: ${e.message}` : String(e) });
     }
   };
   return (
@@ -180,7 +192,6 @@ function ApprovalPanel({ ns, run, pending }: { ns: string; run: string; pending:
         <button onClick={() => send("approve")}>Approve</button>
         <button class="danger" onClick={() => send("reject")}>Reject</button>
       </div>
-      {message && <p class={message.ok ? "ok" : "error"} role={message.ok ? "status" : "alert"} data-testid="approval-message">{message.text}</p>}
     </div>
   );
 }
