@@ -41,8 +41,10 @@ install: $(VENV)/.installed ui tools
 cluster-bin:
 	tests/cluster/build.sh >/dev/null
 
-demo: install
+# A script, then a flow (a Python step, a loop over the script, a Bash step), on this machine: no cluster.
+demo: $(VENV)/.installed
 	$(VENV)/bin/kubemill run f/demo/hello --workspace examples/windmill --input '{"name": "kubemill"}'
+	$(VENV)/bin/kubemill run f/demo/greet_and_count --workspace examples/windmill --input '{"names": "Ada, Grace"}'
 
 lint: install
 	$(VENV)/bin/ruff check .
