@@ -15,17 +15,17 @@ Everything but `KubeApi._send` is pure, so the unit tests load this file on its 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # ssl and urllib.request cost ~30 ms to import: only runs that call the API pay for them
+    import ssl
+    import urllib.request
 
 GROUP_VERSION = "kubemill.dev/v1alpha1"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -68,6 +68,8 @@ def object_name(path: str, *, unique: bool = False) -> str:
     base = _NOT_NAME.sub("-", path.lower()).strip("-") or "resource"
     if not unique and len(base) <= MAX_NAME:
         return base
+    import hashlib
+
     digest = hashlib.sha256(path.encode()).hexdigest()[:8]
     return f"{base[: MAX_NAME - 9].rstrip('-')}-{digest}"
 
@@ -211,7 +213,7 @@ def credentials(environ: Mapping[str, str] | None = None) -> Credentials | None:
     )
 
 
-Sender = Callable[[urllib.request.Request], "tuple[int, str]"]
+Sender = Callable[["urllib.request.Request"], "tuple[int, str]"]
 
 
 class KubeApi:
@@ -223,6 +225,10 @@ class KubeApi:
         self._context: ssl.SSLContext | None = None
 
     def _send(self, request: urllib.request.Request) -> tuple[int, str]:
+        import ssl
+        import urllib.error
+        import urllib.request
+
         if self._context is None:
             self._context = ssl.create_default_context(cafile=self.creds.ca_file)
         # The API server is reached directly, whatever proxy the run's environment names.
@@ -249,6 +255,8 @@ class KubeApi:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        import urllib.request
+
         status, text = self._send_fn(urllib.request.Request(url, data=data, method=method, headers=headers))
         if status >= 300:
             raise api_error(status, text, verb, kind, path, self.creds.identity, self.creds.namespace)
