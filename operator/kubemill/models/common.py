@@ -136,6 +136,23 @@ def condition(status: tuple[Condition, ...], kind: str) -> Condition | None:
     return next((c for c in status if c.type == kind), None)
 
 
+def ready_condition(
+    status: Mapping[str, Any], ok: bool, reason: str, message: str, generation: int | None, now: datetime
+) -> dict[str, Any]:
+    """The `Ready` condition as written to status, keeping its lastTransitionTime while its status holds."""
+    old = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    value = "True" if ok else "False"
+    since = old["lastTransitionTime"] if old and old.get("status") == value else None
+    return {
+        "type": "Ready",
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since or now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "observedGeneration": generation,
+    }
+
+
 class ObjectMeta(BaseModel):
     """The parts of `metadata` kubemill reads; everything else is kept as is."""
 

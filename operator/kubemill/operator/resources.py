@@ -21,7 +21,7 @@ import pydantic
 
 from kubemill.errors import KubemillError
 from kubemill.k8s.client import Kube
-from kubemill.models.common import API_VERSION, SecretKeyRef
+from kubemill.models.common import API_VERSION, SecretKeyRef, ready_condition
 from kubemill.models.resources import Resource, ResourceType, Variable
 from kubemill.operator import kube
 from kubemill.resourcetypes import check_resource, check_schema, find_type, type_name
@@ -30,19 +30,9 @@ GROUP, VERSION = API_VERSION.split("/")
 
 
 def _ready(body: Mapping[str, Any], ok: bool, reason: str, message: str) -> dict[str, Any]:
-    old = next(
-        (c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None
+    return ready_condition(
+        body.get("status") or {}, ok, reason, message, body["metadata"].get("generation"), datetime.now(UTC)
     )
-    value = "True" if ok else "False"
-    since = old["lastTransitionTime"] if old and old.get("status") == value else None
-    return {
-        "type": "Ready",
-        "status": value,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "observedGeneration": body["metadata"].get("generation"),
-    }
 
 
 def _write(api: Kube, kind: str, body: Mapping[str, Any], ok: bool, reason: str, message: str) -> None:

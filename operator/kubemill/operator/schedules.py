@@ -30,7 +30,7 @@ import pydantic
 from kubemill.engine.naming import identity_digest
 from kubemill.errors import KubemillError, NotFound
 from kubemill.k8s.client import Kube
-from kubemill.models.common import API_VERSION
+from kubemill.models.common import API_VERSION, ready_condition
 from kubemill.models.schedules import Schedule, ScheduleSpec
 from kubemill.operator import kube, metrics
 from kubemill.schedules import (
@@ -81,18 +81,7 @@ def _iso(moment: datetime | None) -> str | None:
 def _ready(
     status: Mapping[str, Any], ok: bool, reason: str, message: str, generation: int | None
 ) -> dict[str, Any]:
-    """The Ready condition, keeping its lastTransitionTime while its status does not change."""
-    old = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
-    value = "True" if ok else "False"
-    since = old["lastTransitionTime"] if old and old.get("status") == value else _iso(datetime.now(UTC))
-    return {
-        "type": "Ready",
-        "status": value,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since,
-        "observedGeneration": generation,
-    }
+    return ready_condition(status, ok, reason, message, generation, datetime.now(UTC))
 
 
 def _patch_status(api: Kube, body: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
