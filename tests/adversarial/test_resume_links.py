@@ -18,6 +18,7 @@ from tests.adversarial.conftest import apply_as, as_user, flowrun
 from tests.conftest import Cluster
 from tests.integration.test_approvals import status, wait_phase
 from tests.integration.test_approvals_resume import install, post, resume_document, resume_urls
+from tests.integration.test_flows import children
 from tests.operator_harness import SYSTEM_NAMESPACE, Operator
 
 pytestmark = pytest.mark.cluster
@@ -51,6 +52,11 @@ def test_nothing_a_viewer_reads_holds_a_resume_link(
         assert signature not in proc.stdout and "/approvals/" not in proc.stdout, kind
     denied = as_user(cluster, "mallory", "get", "secrets", "-n", ns)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+    # the links belong to that very child run: a later run of the same name (after it is deleted) never
+    # mounts them, because they go with it
+    [child] = [c for c in children(cluster, ns) if c["spec"]["stepId"] == "notify"]
+    secret = cluster.get("secret", f"{child['metadata']['name']}-resume", "-n", ns)
+    assert [o["uid"] for o in secret["metadata"]["ownerReferences"]] == [child["metadata"]["uid"]]
 
 
 def test_a_get_never_decides_and_a_link_binds_its_approver(

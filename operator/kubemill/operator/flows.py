@@ -326,6 +326,12 @@ def _create_child(
         if urls is not None:
             api.delete("v1", "Secret", namespace, resume_secret_name(action.name))
         return _child_conflict(action)
+    if urls is not None:  # from now on the links live and die with this very child (a later run of the same
+        # name, after this one is deleted, never finds them)
+        owner: dict[str, Any] = {"apiVersion": API_VERSION, "kind": action.kind, "name": action.name}
+        owner |= {"uid": created["metadata"]["uid"], "blockOwnerDeletion": True}
+        patch = {"metadata": {"ownerReferences": [owner]}}
+        api.patch("v1", "Secret", namespace, resume_secret_name(action.name), patch)
     remember_child(created, only_if_new=True)
     return None
 
