@@ -16,7 +16,7 @@ from kubemill.engine.actions import Action, Decision, EarlyReturn, Finish, Obser
 from kubemill.engine.expressions import Evaluator, QuickJSEvaluator
 from kubemill.engine.state import DONE_STEP_PHASES, FlowRunStatus, RunError, RunPhase
 from kubemill.engine.validation import input_problem
-from kubemill.engine.walk import MissingResult, Outcome, Scope, Walk
+from kubemill.engine.walk import MissingResult, Outcome, Scope, StepFailed, Walk
 from kubemill.models.openflow import OpenFlow, walk_modules
 
 WAIT_FOR_SLOT_SECONDS = 10.0
@@ -75,12 +75,21 @@ def advance(
 def _walk_flow(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> Decision:
     now = walk.now
     args = dict(walk.obs.args)
-    scope = Scope(prefix="", flow_input=args, results={})
+    # Windmill: the first step's `previous_result` is the flow input.
+    scope = Scope(prefix="", flow_input=args, results={}, previous=args)
+    if not status.steps and flow.value.skip_expr:
+        try:
+            skipped = walk.evaluate(flow.value.skip_expr, scope, "skip_expr") is True
+        except StepFailed as failed:
+            return _finish(status, "Failed", None, failed.error, now, [])
+        if skipped:  # Windmill's `skip_expr`: the run succeeds at once, with no result
+            return _finish(status.model_copy(update={"skipped": True}), "Succeeded", None, None, now, [])
     outcome = walk.sequence(flow.value.modules, scope)
     early = flow.value.early_return
     if early is not None and not status.early_result_sent and early in scope.results:
-        walk.actions.append(EarlyReturn(result=walk.resolve(scope.results[early])))
-        status = status.model_copy(update={"early_result_sent": True})
+        early_result = walk.resolve(scope.results[early])
+        walk.actions.append(EarlyReturn(result=early_result))
+        status = status.model_copy(update={"early_result_sent": True, "early_result": early_result})
     if outcome.state == "failed" and flow.value.failure_module is not None:
         outcome = _run_failure_module(flow, walk, scope, outcome)
         status = status.model_copy(update={"failure_step": flow.value.failure_module.id})

@@ -118,6 +118,10 @@ class StepRecord(StatusModel):
     """After an approval: the resume payload, `resume` in the next step's expressions."""
     approvers: tuple[str, ...] = ()
     """After an approval: who approved, `approvers` in the next step's expressions."""
+    resumes: tuple[JsonValue, ...] = ()
+    """After an approval: every approver's resume payload, in order (`resumes` in expressions)."""
+    failed: tuple[int, ...] = ()
+    """Loops and branchall: the iterations / branches that failed (their entry in `results` is the error)."""
 
 
 class PendingApproval(StatusModel):
@@ -163,6 +167,8 @@ class FlowRunStatus(StatusModel):
     finished_at: datetime | None = None
     early_result_sent: bool = False
     """The `early_return` step's result was handed out."""
+    early_result: JsonValue = None
+    """The `early_return` step's result: what a caller waiting for the run gets before the run ends."""
     skipped: bool = False
     """The flow was stopped by a `stop_after_if` with `skip_if_stopped`."""
     failure_step: str | None = None

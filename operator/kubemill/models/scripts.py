@@ -129,6 +129,8 @@ class RunError(KubemillModel):
     message: str = ""
     stack: str | None = None
     step: str | None = None
+    result: JsonValue = None
+    """An early stop's step result (`stop_after_if.error_include_result`), as Windmill includes it."""
 
     def as_result(self) -> dict[str, JsonValue]:
         """The error as a failed step's result: `{"error": {...}}`, as Windmill hands it on."""
