@@ -239,15 +239,17 @@ class LocalFlow:
                 timeout=float(timeout) if timeout else None,
                 requirements=tuple(str(r) for r in meta.get("requirements") or ()),
                 shared_dir=shared,
+                env={"KUBEMILL_FLOW_USER_STATES": json.dumps(dict(action.flow_user_states))},
             )
         except InvalidRun as exc:
             return ChildObservation(phase="Failed", error=RunError(name="InvalidRun", message=str(exc)))
+        states = envelope.flow_user_states
         if envelope.error is not None:
             error = RunError(
                 name=envelope.error.name, message=envelope.error.message, stack=envelope.error.stack
             )
-            return ChildObservation(phase="Failed", error=error)
-        return ChildObservation(phase="Succeeded", result=envelope.result)
+            return ChildObservation(phase="Failed", error=error, flow_user_states=states)
+        return ChildObservation(phase="Succeeded", result=envelope.result, flow_user_states=states)
 
 
 def run_flow_file(

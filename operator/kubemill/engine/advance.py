@@ -59,6 +59,7 @@ def advance(
         evaluator=evaluator or default_evaluator(),
         records=dict(status.steps),
         ledger=status.approvals,
+        user_states=dict(status.user_states),
     )
     if observations.cancel_requested:
         walk.cancel_children("the flow run was cancelled")
@@ -136,6 +137,7 @@ def _with_walk(status: FlowRunStatus, walk: Walk) -> FlowRunStatus:
         update={
             "steps": dict(walk.records),
             "approvals": walk.ledger,
+            "user_states": dict(walk.user_states),
             "pending_approvals": tuple(walk.pending),
             "current_step": _current_step(walk),
         }

@@ -103,6 +103,8 @@ class Walk:
     evaluator: Evaluator
     records: dict[str, StepRecord]
     ledger: tuple[ApprovalRecord, ...]
+    user_states: dict[str, JsonValue] = field(default_factory=dict)
+    """The flow user states; a child's are folded in once, when the step first sees it finished."""
     actions: list[Action] = field(default_factory=list)
     wakes: list[datetime] = field(default_factory=list)
     pending: list[PendingApproval] = field(default_factory=list)
@@ -278,6 +280,8 @@ class Walk:
             if record.wake_at is not None:
                 self.wake_at(record.wake_at)
             return RUNNING
+        if child.flow_user_states is not None and child.phase in ("Succeeded", "Failed"):
+            self.user_states.update(child.flow_user_states)
         if child.phase == "Succeeded":
             stored = store_result(child.result, name)
             return self.settle(
@@ -311,6 +315,7 @@ class Walk:
                 else None,
                 args=args,
                 timeout_seconds=timeout,
+                flow_user_states=dict(self.user_states),
             )
         )
         self.records[path] = replace_record(record, phase="Running", run=name, wake_at=deadline)

@@ -173,6 +173,8 @@ class FlowRunStatus(StatusModel):
     """The flow was stopped by a `stop_after_if` with `skip_if_stopped`."""
     failure_step: str | None = None
     """Set once the flow's failure module has been started (its record is under this key)."""
+    user_states: Mapping[str, JsonValue] = Field(default_factory=dict)
+    """Windmill's flow user states: what steps stored with `wmill.set_flow_user_state(key, value)`."""
     conditions: Conditions = ()
 
     @property

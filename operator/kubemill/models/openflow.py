@@ -338,7 +338,7 @@ class FlowModule(OpenFlowModel):
                     "rule": f"self.value.type in {list(MODULE_TYPES)}",
                     "messageExpression": (
                         '"step \'" + (has(self.id) ? self.id : "?") + "\': unknown module type \'"'
-                        ' + self.value.type'
+                        " + self.value.type"
                         f' + "\' (expected one of: {_EXPECTED_TYPES})"'
                     ),
                     "message": f"unknown module type (expected one of: {_EXPECTED_TYPES})",
