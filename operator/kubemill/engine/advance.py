@@ -108,8 +108,9 @@ def _walk_flow(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> Decision:
     result = walk.resolve(outcome.result)
     if outcome.state == "stopped":
         status = status.model_copy(update={"skipped": outcome.stop_skip})
-        if outcome.stop_error is not None:
-            return _finish(_with_walk(status, walk), "Failed", result, outcome.stop_error, now, walk.actions)
+        if outcome.stop_error is not None:  # Windmill: the run fails and its result is the error
+            error = outcome.stop_error
+            return _finish(_with_walk(status, walk), "Failed", error.as_result(), error, now, walk.actions)
         return _finish(_with_walk(status, walk), "Succeeded", result, None, now, walk.actions)
     if outcome.state == "failed":
         return _finish(_with_walk(status, walk), "Failed", result, outcome.error, now, walk.actions)
