@@ -96,7 +96,7 @@ def run_script(
     language = canonical_language(language)
     schema = schema if schema is not None else schema_for(language, code)
     args = args_for_language(language, args)
-    problems = validate_args(schema, args)
+    problems = validate_args(schema, args, language)
     if problems:
         raise InvalidRun("invalid args: " + "; ".join(map(str, problems)))
     args = run_args(schema, args)

@@ -37,11 +37,11 @@ from kubemill.local import (
     run_script,
     schema_for,
 )
+from kubemill.models.flows import MAX_SUBFLOW_DEPTH
 from kubemill.models.openflow import OpenFlow, PathScript
 from kubemill.runners import RunContext
 
-MAX_DEPTH = 16
-"""Subflows nest at most this deep (a flow that calls itself would otherwise never end)."""
+MAX_DEPTH = MAX_SUBFLOW_DEPTH
 
 
 def flow_file(target: str, workspace: Path) -> Path | None:

@@ -48,9 +48,16 @@ wmill_set_state() { printf '%s\n' "$1" >"$KUBEMILL_STATE_FILE"; }
 wmill_set_progress() { echo "KUBEMILL_PROGRESS: $1" >&2; }
 wmill_get_workspace() { echo "${WM_WORKSPACE:-}"; }
 wmill_whoami() { jq -cn '{email: env.WM_EMAIL, username: env.WM_USERNAME, workspace_id: env.WM_WORKSPACE}'; }
-wmill_get_resume_urls() {
-  if [[ -n ${KUBEMILL_RESUME_URLS:-} ]]; then echo "$KUBEMILL_RESUME_URLS"; return; fi
-  cat "${KUBEMILL_RESUME_URLS_FILE:-$ROOT/resume-urls.json}" 2>/dev/null && return
+wmill_get_resume_urls() { # [approver]
+  local file=${KUBEMILL_RESUME_URLS_FILE:-$ROOT/resume-urls.json}
+  if [[ -s $file ]]; then
+    if [[ -n ${1:-} ]]; then
+      jq -ce --arg a "$1" '.approvers[$a] // error("no resume URLs for approver \($a)")' "$file"
+    else
+      jq -c '{approvalPage, resume, cancel}' "$file"
+    fi
+    return
+  fi
   echo "kubemill: resume URLs exist only for a flow step followed by an approval step" >&2
   return 1
 }
@@ -138,6 +145,9 @@ fi
 # Args the script does not read positionally are also environment variables (Windmill scripts such as the
 # brief's deploy_service.sh read SERVICE_NAME... from the environment): names that are shell identifiers, and
 # never in place of a variable the environment already has.
+SHELL_READS="ENV SHELLOPTS POSIXLY_CORRECT PS1 PS2 PS3 PS4 PROMPT_COMMAND IFS PATH CDPATH GLOBIGNORE EXECIGNORE
+FUNCNEST HOME SHELL TMPDIR HISTFILE INPUTRC LANG LANGUAGE TZ OLDPWD PWD _"
+SHELL_READS=${SHELL_READS//$'\n'/ }
 exports=()
 if [[ -s $args_file ]]; then
   positional=" ${names[*]-} "
@@ -148,10 +158,14 @@ if [[ -s $args_file ]]; then
       end), "\u0000"' "$args_file" 2>/dev/null)
   fi
   exported=" $(compgen -e | tr '\n' ' ') "
+  code=$(<"$code_file")
   for key in "${!ARG[@]}"; do
-    if [[ $key =~ ^[A-Za-z_][A-Za-z0-9_]*$ && $positional != *" $key "* && $exported != *" $key "* ]]; then
-      exports+=("$key=${ARG[$key]}")
-    fi
+    # Only a name the script reads ($NAME or ${NAME...}), never one bash, the loader or this runner reads
+    # itself (the same rule as kubemill.runners.validation.env_arg_name_problem, which refuses such runs).
+    [[ $key =~ ^[A-Za-z_][A-Za-z0-9_]*$ && $positional != *" $key "* && $exported != *" $key "* ]] || continue
+    [[ $key =~ ^(BASH|LD_|LC_|GCONV_|KUBEMILL_|WM_) || " $SHELL_READS " == *" $key "* ]] && continue
+    [[ $code == *"\$$key"* || $code == *"\${$key"* ]] || continue
+    exports+=("$key=${ARG[$key]}")
   done
 fi
 run_script() { # in the pipeline's subshell, so the exports never touch this wrapper's variables

@@ -1,17 +1,14 @@
 """`wmill.get_resume_urls()` inside a flow step, on the real control plane: the step before an approval gets
-its signed URLs from the runner's environment (KUBEMILL_RESUME_URLS, from the child ScriptRun's annotation),
-returns them, and fetching the `resume` one resumes the flow."""
+its signed URLs from the Secret its pod mounts (`KUBEMILL_RESUME_URLS_FILE`), returns them, and a POST to the
+`resume` one resumes the flow."""
 
 from __future__ import annotations
-
-import json
-from urllib.parse import quote
 
 import pytest
 
 from tests.conftest import Cluster
 from tests.integration.test_approvals import start_run, wait_phase
-from tests.integration.test_approvals_resume import post
+from tests.integration.test_approvals_resume import post, resume_document
 from tests.integration.test_flows import children, flow, script, step, wait_ready
 from tests.operator_harness import Operator
 
@@ -36,12 +33,12 @@ def test_a_step_gets_its_resume_urls_from_wmill_and_they_resume_the_flow(
     wait_phase(cluster, namespace, "ask", "Suspended", timeout=120)
 
     [child] = [c for c in children(cluster, namespace) if c["spec"]["stepId"] == "notify"]
-    annotated = json.loads(child["metadata"]["annotations"]["kubemill.dev/resume-urls"])
+    document = resume_document(cluster, namespace)
     result = child["status"]["result"]
-    assert result["plain"] == annotated
+    assert result["plain"] == {k: document[k] for k in ("approvalPage", "resume", "cancel")}
     urls = result["urls"]
-    assert set(urls) == {"approvalPage", "resume", "cancel"}
-    assert urls["resume"] == annotated["resume"] + "&approver=" + quote("alice@example.com")
+    assert urls == document["approvers"]["alice@example.com"]
+    assert "approver=alice%40example.com" in urls["resume"]
 
     code, text = post(urls["resume"], {"ok": "from the script's URL"})
     assert code == 200, text

@@ -61,6 +61,7 @@ def test_the_runner_pod_meets_the_restricted_standard_and_mounts_no_token() -> N
         "input": "secret",
         "out": "emptyDir",
         "tmp": "emptyDir",
+        "resume": "secret",
         "state": "configMap",
     }
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
@@ -136,11 +137,15 @@ def test_a_named_service_account_is_an_opt_in_to_its_token_and_the_pod_stays_res
     assert env_of(plain)["KUBEMILL_SERVICE_ACCOUNT"] == ""
 
 
-def test_resume_urls_reach_the_runner_as_kubemill_resume_urls() -> None:
-    urls = json.dumps({"approvalPage": "http://op/a?sig=1", "resume": "http://op/r?sig=2", "cancel": "c"})
-    built = builders.build_job(RUN, TARGET, 1, ["args.json"], CONTEXT, resume_urls=urls)
-    assert json.loads(env_of(built)["KUBEMILL_RESUME_URLS"])["resume"] == "http://op/r?sig=2"
-    assert "KUBEMILL_RESUME_URLS" not in env_of(job())
+def test_resume_urls_come_from_an_optional_secret_never_from_env_or_metadata() -> None:
+    built = job()
+    pod = built["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "resume")
+    assert volume["secret"] == {"secretName": f"{RUN.name}-resume", "optional": True, "defaultMode": 0o444}
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "resume")
+    assert env_of(built)["KUBEMILL_RESUME_URLS_FILE"] == mount["mountPath"] + "/resume-urls.json"
+    assert "KUBEMILL_RESUME_URLS" not in env_of(built)
+    assert "resume" not in json.dumps(built["metadata"])
 
 
 def test_the_run_secret_holds_args_and_exactly_the_files_given() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import subprocess
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -290,9 +292,46 @@ def test_bash_args_not_read_positionally_are_environment_variables(
     extra: dict[str, Any], tmp_path: Path
 ) -> None:
     script = 'name="$1"\necho "$name|$GREETING|${nested:-}|${args_file:-}" >&2\nwhich bash\n'
-    args = {"name": "ada", "GREETING": "hi", "PATH": "/nowhere", "args_file": "x", "bad-name": "y"} | extra
+    args = {"name": "ada", "GREETING": "hi", "args_file": "x", "bad-name": "y"} | extra
     with (tmp_path / "log").open("ab") as log:
         envelope = run_script("bash", script, args, log=log)
     assert envelope.ok, (envelope.error, _log(tmp_path))
     nested = '{"a":[1]}' if extra else ""
     assert f"ada|hi|{nested}|x\n" in _log(tmp_path)
+
+
+def _bash_runner(tmp_path: Path, script: str, args: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """The Bash runner itself, as a pod runs it (no host-side validation in front of it)."""
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "main.sh").write_text(script)
+    (tmp_path / "args.json").write_text(json.dumps(args))
+    env = {
+        "PATH": os.environ["PATH"],
+        "KUBEMILL_CODE_DIR": str(tmp_path / "code"),
+        "KUBEMILL_ARGS_FILE": str(tmp_path / "args.json"),
+        "KUBEMILL_STATE_FILE": str(tmp_path / "state.json"),
+        "KUBEMILL_RESULT_FILE": str(tmp_path / "result.json"),
+        "TMPDIR": str(tmp_path),
+    }
+    runner = Path(__file__).resolve().parents[2] / "runner_images" / "bash" / "run.sh"
+    return subprocess.run(["bash", str(runner)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_bash_runner_never_lets_args_set_what_the_shell_reads(tmp_path: Path) -> None:
+    """Issue 12: an arg `BASH_ENV` pointing at the args file made bash source it (code execution from another
+    arg). The runner exports only names the script reads, and never one bash or the loader reads itself."""
+    script = (
+        'echo "env=${BASH_ENV:-none} ld=${LD_PRELOAD:-none} proxy=${http_proxy:-none} s=${SERVICE:-}"\n'
+        "env >&2\n"
+    )
+    args = {
+        "BASH_ENV": str(tmp_path / "args.json"),
+        "LD_PRELOAD": "/nonexistent.so",
+        "x": "$(kill -9 $PPID)",
+        "UNREAD_SETTING": "1",
+        "SERVICE": "api",
+    }
+    proc = _bash_runner(tmp_path, script, args)
+    assert proc.returncode == 0, proc.stderr
+    assert "env=none ld=none proxy=none s=api" in proc.stdout
+    assert "UNREAD_SETTING" not in proc.stderr and "BASH_ENV" not in proc.stderr

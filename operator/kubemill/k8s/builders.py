@@ -66,6 +66,15 @@ def job_name(run_name: str, attempt: int) -> str:
     return child_name(run_name, f"a{attempt}")
 
 
+RESUME_KEY = "resume-urls.json"
+
+
+def resume_secret_name(run_name: str) -> str:
+    """The Secret with a flow step's resume URLs (written by the FlowRun handler before it creates the step's
+    run; owned by the FlowRun)."""
+    return f"{run_name}-resume"
+
+
 def run_secret_name(run_name: str) -> str:
     """The per-run Secret (args, resources, variables), shared by the run's attempts."""
     return child_name(run_name, "input")
@@ -201,12 +210,11 @@ def build_job(
     secret_keys: Sequence[str],
     context: RunContext,
     options: JobOptions | None = None,
-    *,
-    resume_urls: str | None = None,
 ) -> dict[str, Any]:
     """The Job running attempt `attempt` of `run`: one pod, never restarted (kubemill retries, Kubernetes
-    does not); deadline = the script's timeout. `secret_keys`: the per-run Secret's keys. `resume_urls`: the
-    run's `kubemill.dev/resume-urls` annotation (JSON), handed to the runner as `KUBEMILL_RESUME_URLS`.
+    does not); deadline = the script's timeout. `secret_keys`: the per-run Secret's keys. A flow step's resume
+    URLs come from the Secret `<run>-resume` the FlowRun handler writes (an optional volume: most runs have
+    none), never from the run's metadata or the pod's env, which viewers can read.
 
     A Script's `spec.runner.serviceAccountName` is an opt-in to an identity: the pod runs as that
     ServiceAccount with its token mounted, so `wmill` can change Resources and Variables as RBAC allows it
@@ -228,8 +236,7 @@ def build_job(
         "KUBEMILL_SERVICE_ACCOUNT": runner.service_account_name or "",
         **options.extra_env,
     }
-    if resume_urls:
-        env["KUBEMILL_RESUME_URLS"] = resume_urls
+    env["KUBEMILL_RESUME_URLS_FILE"] = f"{RUN_ROOT}/resume/{RESUME_KEY}"
     container_env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
     container_env += [e.to_manifest() for e in target.env]
     items = [{"key": ARGS_KEY, "path": ARGS_KEY}] + [
@@ -258,6 +265,7 @@ def build_job(
             {"name": "input", "mountPath": INPUT_DIR, "readOnly": True},
             {"name": "out", "mountPath": f"{RUN_ROOT}/out"},
             {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "resume", "mountPath": f"{RUN_ROOT}/resume", "readOnly": True},
         ],
     }
     state_path = context.state_path or context.job_path
@@ -286,6 +294,14 @@ def build_job(
             },
             {"name": "out", "emptyDir": {"sizeLimit": "64Mi"}},
             {"name": "tmp", "emptyDir": {}},
+            {
+                "name": "resume",
+                "secret": {
+                    "secretName": resume_secret_name(run.name),
+                    "optional": True,
+                    "defaultMode": 0o444,
+                },
+            },
         ],
     }
     if state_path:  # the previous run's state, if there is one yet

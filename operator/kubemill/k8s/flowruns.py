@@ -9,6 +9,7 @@ a crash meets 409 and adopts). Nothing here does I/O.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, get_args
@@ -18,6 +19,7 @@ import pydantic
 from kubemill.engine.actions import ChildObservation, ChildPhase, CreateRun
 from kubemill.models.common import API_VERSION
 from kubemill.models.flows import FlowRun, FlowRunStatus
+from kubemill.models.openflow import OpenFlow
 from kubemill.models.scripts import ResultRef, RunError
 
 PARENT_UID_LABEL = "kubemill.dev/flow-run-uid"
@@ -41,6 +43,32 @@ def owner_reference(run: FlowRun) -> Body:
         "uid": run.metadata.uid,
         "controller": True,
         "blockOwnerDeletion": True,
+    }
+
+
+SNAPSHOT_KEY = "flow.json"
+
+
+def flow_document(flow: OpenFlow) -> tuple[str, str]:
+    """(canonical JSON, sha256) of an OpenFlow document: what a run pins when it starts."""
+    text = json.dumps(flow.to_document(), sort_keys=True, separators=(",", ":"))
+    return text, hashlib.sha256(text.encode()).hexdigest()
+
+
+def flow_snapshot(run: FlowRun, text: str, digest: str) -> Body:
+    """The immutable ConfigMap (owned by the run) holding the Flow as the run started it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{run.metadata.name}-flow"[:253],
+            "namespace": run.metadata.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "kubemill"},
+            "annotations": {"kubemill.dev/flow-hash": digest},
+            "ownerReferences": [owner_reference(run)],
+        },
+        "immutable": True,
+        "data": {SNAPSHOT_KEY: text},
     }
 
 

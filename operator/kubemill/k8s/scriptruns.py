@@ -346,7 +346,9 @@ def decide(run: ScriptRun, inputs: Inputs) -> Decision:
 
     if phase == "Pending":
         if attempts == 0 and target.schema is not None:
-            problems = validate_args(target.schema, args_for_language(target.language, run.spec.args))
+            problems = validate_args(
+                target.schema, args_for_language(target.language, run.spec.args), target.language
+            )
             if problems:
                 message = "invalid args: " + "; ".join(
                     f"{p.field or '(args)'}: {mask_text(p.message, inputs.masks)}" for p in problems

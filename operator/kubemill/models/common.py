@@ -38,6 +38,13 @@ def rule(expression: str, message: str, *, field_path: str | None = None) -> dic
     return out
 
 
+IMMUTABLE_RUN_SPEC = (
+    "a run's spec is fixed when it is created (what was approved is what runs): create a new run instead"
+)
+IMMUTABLE = rule("self == oldSelf", IMMUTABLE_RUN_SPEC)
+"""The rule on ScriptRun and FlowRun specs: args, target and parent never change after creation."""
+
+
 def validations(*rules: dict[str, str]) -> dict[str, Any]:
     """`json_schema_extra` carrying CEL rules into the CRD."""
     return {"x-kubernetes-validations": list(rules)}

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, JsonValue
 
 from kubemill.models.common import (
+    IMMUTABLE,
     Conditions,
     JsonObject,
     KubemillModel,
@@ -20,6 +21,7 @@ from kubemill.models.common import (
     Name,
     StatusModel,
     WindmillPath,
+    validations,
 )
 from kubemill.models.openflow import FlowValue, OpenFlow
 from kubemill.models.scripts import ResultRef, RunError
@@ -66,7 +68,10 @@ FlowRunPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed",
 
 
 class FlowRunSpec(KubemillModel):
-    """Run the Flow at `flowPath` with `args`; parent and schedule fields are set by the run's creator."""
+    """Run the Flow at `flowPath` with `args`; parent and schedule fields are set by the run's creator.
+    Immutable: the Flow's content is pinned in the status when the run starts (`status.flow`)."""
+
+    model_config = ConfigDict(json_schema_extra=validations(IMMUTABLE))
 
     flow_path: WindmillPath
     args: JsonObject = Field(default_factory=dict)
@@ -148,6 +153,21 @@ class ApprovalRecord(StatusModel):
     comment: str | None = None
 
 
+MAX_SUBFLOW_DEPTH = 16
+"""Subflows nest at most this deep, locally and on the cluster (a flow that calls itself would never end)."""
+
+
+class FlowPin(StatusModel):
+    """The Flow a run runs, fixed when it starts: a later edit of the Flow changes no run in flight."""
+
+    hash: str
+    """sha256 of the Flow's OpenFlow document (canonical JSON) as the run started."""
+    generation: int | None = None
+    """The Flow's `metadata.generation` then."""
+    snapshot: Name
+    """The ConfigMap (owned by the run, immutable) holding that document."""
+
+
 class FlowRunStatus(StatusModel):
     """Where the flow run is: phase, per-step records keyed by step path (`each_item/3/charge` inside loops),
     approvals, and its result or error. The flow engine reads and writes this model as it is (it is the one
@@ -175,6 +195,9 @@ class FlowRunStatus(StatusModel):
     """Set once the flow's failure module has been started (its record is under this key)."""
     user_states: Mapping[str, JsonValue] = Field(default_factory=dict)
     """Windmill's flow user states: what steps stored with `wmill.set_flow_user_state(key, value)`."""
+    flow: FlowPin | None = None
+    depth: Annotated[int, Field(ge=0)] = 0
+    """How deep this run is in a chain of subflows (0 for a run nobody's flow started)."""
     conditions: Conditions = ()
 
     @property

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, JsonValue, model_validator
 
 from kubemill.models.common import (
+    IMMUTABLE,
     Conditions,
     ConfigMapKeyRef,
     JsonObject,
@@ -158,7 +159,9 @@ class ScriptRunSpec(KubemillModel):
     """Run a Script (by path) or an inline script with `args`."""
 
     model_config = ConfigDict(
-        json_schema_extra=validations(rule("has(self.scriptPath) != has(self.script)", EXACTLY_ONE_TARGET))
+        json_schema_extra=validations(
+            rule("has(self.scriptPath) != has(self.script)", EXACTLY_ONE_TARGET), IMMUTABLE
+        )
     )
 
     script_path: WindmillPath | None = None

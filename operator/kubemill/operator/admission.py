@@ -39,53 +39,79 @@ MUTATE_WHEN = (
     "has(object.metadata.annotations) && ('kubemill.dev/approve' in object.metadata.annotations"
     " || 'kubemill.dev/reject' in object.metadata.annotations)"
 )
-VALIDATE_WHEN = (
-    "(has(object.metadata.annotations) && object.metadata.annotations.exists(k,"
-    " k.startsWith('approval.kubemill.dev/'))) || (oldObject != null && has(oldObject.metadata.annotations)"
-    " && oldObject.metadata.annotations.exists(k, k.startsWith('approval.kubemill.dev/')))"
+_GUARDED = (
+    "(k.startsWith('approval.kubemill.dev/') || k in ['kubemill.dev/approve', 'kubemill.dev/reject',"
+    " 'kubemill.dev/comment', 'kubemill.dev/payload', 'kubemill.dev/requested-by'])"
 )
+_NEW = "object.metadata.annotations"
+_OLD = "oldObject.metadata.annotations"
+VALIDATE_WHEN = (
+    f"(has({_NEW}) && {_NEW}.exists(k, {_GUARDED} && (oldObject == null || !has({_OLD})"
+    f" || !(k in {_OLD}) || {_OLD}[k] != {_NEW}[k])))"
+    f" || (oldObject != null && has({_OLD}) && {_OLD}.exists(k, {_GUARDED}"
+    f" && (!has({_NEW}) || !(k in {_NEW}))))"
+)
+"""Only requests that add, change or remove an approval-related annotation reach the validating webhook
+(every status write of the operator, every other change, never leaves the API server)."""
 
 
 def webhook_configurations(client_config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The mutating (approve/reject -> signed decision) and validating (decisions untouched) webhooks."""
+    """The mutating webhooks (approve/reject -> a decision naming the requester; the requester stamped on
+    CREATE) and the validating one (decision and requester annotations are the API server's view of who
+    asked), all answered by `approvals.py`."""
 
-    def webhook(name: str, handler: str, expression: str) -> dict[str, Any]:
+    def webhook(
+        name: str,
+        operations: list[str],
+        expression: str | None,
+        *,
+        subresources: bool = False,
+        failure: str = "Fail",
+    ) -> dict[str, Any]:
         config = dict(client_config)
         if "url" in config:
-            config["url"] = config["url"].rstrip("/") + "/" + handler
-        return {
+            config["url"] = config["url"].rstrip("/") + "/" + name
+        found: dict[str, Any] = {
             "name": f"{name}.kubemill.dev",
             "clientConfig": config,
             "rules": [
                 {
                     "apiGroups": ["kubemill.dev"],
                     "apiVersions": ["v1alpha1"],
-                    "resources": ["flowruns"],
-                    "operations": ["UPDATE"],
+                    "resources": ["flowruns", "flowruns/status"] if subresources else ["flowruns"],
+                    "operations": operations,
                     "scope": "Namespaced",
                 }
             ],
-            "matchConditions": [{"name": "touches-approvals", "expression": expression}],
-            "failurePolicy": "Fail",
+            "failurePolicy": failure,
             "sideEffects": "None",
             "timeoutSeconds": 10,
             "admissionReviewVersions": ["v1"],
             "matchPolicy": "Equivalent",
         }
+        if expression is not None:
+            found["matchConditions"] = [{"name": "touches-approvals", "expression": expression}]
+        return found
 
     meta = {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/part-of": "kubemill"}}
+    never = {"reinvocationPolicy": "Never"}
     return [
         {
             "apiVersion": ADMISSION,
             "kind": "MutatingWebhookConfiguration",
             "metadata": meta,
-            "webhooks": [{**webhook("approve", "approve", MUTATE_WHEN), "reinvocationPolicy": "Never"}],
+            "webhooks": [
+                {**webhook("approve", ["UPDATE"], MUTATE_WHEN), **never},
+                # Ignore: creating runs must not depend on the operator being up; a run created meanwhile has
+                # no requester, and a step that disallows self-approval then refuses everyone (approvals.py).
+                {**webhook("requester", ["CREATE"], None, failure="Ignore"), **never},
+            ],
         },
         {
             "apiVersion": ADMISSION,
             "kind": "ValidatingWebhookConfiguration",
             "metadata": meta,
-            "webhooks": [webhook("decisions", "decisions", VALIDATE_WHEN)],
+            "webhooks": [webhook("decisions", ["CREATE", "UPDATE"], VALIDATE_WHEN, subresources=True)],
         },
     ]
 

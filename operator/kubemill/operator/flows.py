@@ -11,6 +11,8 @@ the reconcile is idempotent, so an event seen twice costs a few reads and nothin
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -22,23 +24,27 @@ import pydantic
 
 from kubemill.engine import CreateRun, DeleteRun, Finish, Observations, RequeueAfter, advance, validate_flow
 from kubemill.engine.state import RunError
+from kubemill.errors import NotFound
+from kubemill.k8s.builders import resume_secret_name
 from kubemill.k8s.client import Kube, object_path
 from kubemill.k8s.flowruns import (
     CANCEL_ANNOTATION,
     PARENT_UID_LABEL,
+    SNAPSHOT_KEY,
     TERMINAL,
     child_run_manifest,
+    flow_document,
+    flow_snapshot,
     observe_children,
     offload_result,
     status_body,
 )
 from kubemill.models.common import API_VERSION, Condition
-from kubemill.models.flows import Flow, FlowRun, FlowRunStatus
+from kubemill.models.flows import MAX_SUBFLOW_DEPTH, Flow, FlowPin, FlowRun, FlowRunStatus
 from kubemill.models.openflow import OpenFlow, PathFlow
 from kubemill.operator import kube, metrics
 from kubemill.operator.approvals import approval_events, requester_of
-from kubemill.operator.resume_urls import ANNOTATION as RESUME_ANNOTATION
-from kubemill.operator.resume_urls import resume_urls_annotation
+from kubemill.operator.resume_urls import resume_secret, resume_urls_document
 from kubemill.operator.run_queue import RunQueue
 
 log = logging.getLogger("kubemill.flows")
@@ -62,6 +68,8 @@ class Observed:
         self.flows: dict[tuple[str, str], dict[str, Any]] = {}
         self.children: dict[str, dict[str, dict[str, Any]]] = {}
         """Children by parent uid and name, once listed."""
+        self.snapshots: dict[str, OpenFlow] = {}
+        """Pinned flows read from snapshots, by run uid."""
         self.lock = threading.Lock()
 
 
@@ -143,13 +151,12 @@ def _reconcile_run(namespace: str, name: str) -> float | None:
     if status.done:
         return None
     now = datetime.now(UTC)
-    flow_body = find_flow(api, namespace, run.spec.flow_path)
-    failure = _flow_failure(flow_body, run.spec.flow_path)
-    if failure is not None:
+    pinned = _pinned_flow(api, body, run, status, now)
+    if isinstance(pinned, RunError):
         failed = status.model_copy(
             update={
                 "phase": "Failed",
-                "error": failure,
+                "error": pinned,
                 "started_at": status.started_at or now,
                 "finished_at": now,
                 "current_step": None,
@@ -157,8 +164,7 @@ def _reconcile_run(namespace: str, name: str) -> float | None:
         )
         _write_status(api, body, failed)
         return None
-    assert flow_body is not None
-    flow = Flow.model_validate(flow_body).spec.openflow()
+    flow, started = pinned
     children = observe_children(list_children(api, run, flow), read_result_ref(api, namespace))
     annotations = dict(run.metadata.annotations or {})
     observations = Observations(
@@ -169,15 +175,17 @@ def _reconcile_run(namespace: str, name: str) -> float | None:
         cancel_requested=CANCEL_ANNOTATION in annotations,
         requester=requester_of(body),
     )
-    decision = advance(flow, status, observations, now)
+    decision = advance(flow, started, observations, now)
     new_status = decision.status
     requeue: float | None = None
     for action in decision.actions:
         if isinstance(action, CreateRun):
-            urls = resume_urls_annotation(flow, action.step, namespace, name, run.metadata.uid or "")
-            extra = {RESUME_ANNOTATION: urls} if urls else None
-            created, _ = api.create(child_run_manifest(action, run, extra))
-            remember_child(created, only_if_new=True)
+            conflict = _create_child(api, body, run, flow, action, now)
+            if conflict is not None:
+                new_status = new_status.model_copy(
+                    update={"phase": "Failed", "error": conflict, "finished_at": now, "current_step": None}
+                )
+                break
         elif isinstance(action, DeleteRun):
             api.delete(API_VERSION, action.kind, namespace, action.name)
         elif isinstance(action, RequeueAfter):
@@ -194,11 +202,141 @@ def _reconcile_run(namespace: str, name: str) -> float | None:
     return requeue
 
 
+def _pinned_flow(
+    api: Kube, body: dict[str, Any], run: FlowRun, status: FlowRunStatus, now: datetime
+) -> tuple[OpenFlow, FlowRunStatus] | RunError:
+    """The Flow this run runs, and its status with the pin: on the first reconcile, the Flow as it is now
+    (snapshotted into an immutable ConfigMap owned by the run, its hash and generation in the status, and the
+    run's subflow depth); later, that same document even if the Flow changed or went away."""
+    namespace = str(body["metadata"]["namespace"])
+    uid = run.metadata.uid or ""
+    if status.flow is not None:
+        cached = OBSERVED.snapshots.get(uid)
+        if cached is not None:
+            return cached, status
+        current = find_flow(api, namespace, run.spec.flow_path)
+        parsed = _parse_flow(current) if current is not None else None
+        found: OpenFlow | RunError
+        if parsed is not None and flow_document(parsed)[1] == status.flow.hash:
+            found = parsed
+        else:
+            found = _snapshot(api, namespace, status.flow.snapshot, status.flow.hash)
+        if isinstance(found, RunError):
+            return found
+        with OBSERVED.lock:
+            OBSERVED.snapshots[uid] = found
+        return found, status
+    flow_body = find_flow(api, namespace, run.spec.flow_path)
+    failure = _flow_failure(flow_body, run.spec.flow_path)
+    if failure is not None:
+        return failure
+    assert flow_body is not None
+    depth = _depth_of(api, body)
+    if depth > MAX_SUBFLOW_DEPTH:
+        return RunError(
+            name="SubflowTooDeep",
+            message=f"subflows nest deeper than {MAX_SUBFLOW_DEPTH} (does {run.spec.flow_path} call itself?)",
+        )
+    flow = Flow.model_validate(flow_body).spec.openflow()
+    text, digest = flow_document(flow)
+    snapshot = flow_snapshot(run, text, digest)
+    stored, created = api.create(snapshot)
+    if not created and (stored.get("data") or {}).get(SNAPSHOT_KEY) != text:
+        return RunError(
+            name="SnapshotConflict",
+            message=f"ConfigMap {snapshot['metadata']['name']} exists and does not hold this run's flow; "
+            "delete it and create the run again",
+        )
+    pin = FlowPin(
+        hash=digest,
+        generation=flow_body["metadata"].get("generation"),
+        snapshot=snapshot["metadata"]["name"],
+    )
+    with OBSERVED.lock:
+        OBSERVED.snapshots[uid] = flow
+    return flow, status.model_copy(update={"flow": pin, "depth": depth})
+
+
+def _parse_flow(body: dict[str, Any]) -> OpenFlow | None:
+    try:
+        return Flow.model_validate(body).spec.openflow()
+    except pydantic.ValidationError:
+        return None
+
+
+def _snapshot(api: Kube, namespace: str, name: str, digest: str) -> OpenFlow | RunError:
+    """The pinned document from its ConfigMap, checked against the hash in the status."""
+    lost = RunError(
+        name="FlowChanged",
+        message=f"the Flow changed since this run started and its snapshot {name} is gone or altered; "
+        "create a new run to run the current Flow",
+    )
+    try:
+        config_map = api.get("v1", "ConfigMap", namespace, name)
+    except NotFound:
+        return lost
+    text = (config_map.get("data") or {}).get(SNAPSHOT_KEY) or ""
+    if hashlib.sha256(text.encode()).hexdigest() != digest:
+        return lost
+    return OpenFlow.model_validate(json.loads(text))
+
+
+def _depth_of(api: Kube, body: dict[str, Any]) -> int:
+    """0 for a run no flow started; else its parent's depth plus one. The parent is found by the controller
+    reference and its uid checked, and its depth is in its status (which only the operator writes), so a run
+    cannot claim to be shallower than it is."""
+    for ref in body["metadata"].get("ownerReferences") or []:
+        if ref.get("kind") == "FlowRun" and ref.get("controller"):
+            parent = api.get_or_none(API_VERSION, "FlowRun", body["metadata"]["namespace"], ref["name"])
+            if parent is not None and parent["metadata"].get("uid") == ref.get("uid"):
+                return int((parent.get("status") or {}).get("depth") or 0) + 1
+    return 0
+
+
+def _create_child(
+    api: Kube, body: dict[str, Any], run: FlowRun, flow: OpenFlow, action: CreateRun, now: datetime
+) -> RunError | None:
+    """Create one child (its resume URLs first, so its pod finds them). A child of that name that someone
+    else created is never adopted: it must be the very run this step asks for, or the flow fails."""
+    manifest = child_run_manifest(action, run)
+    namespace, uid = str(body["metadata"]["namespace"]), run.metadata.uid or ""
+    urls = resume_urls_document(flow, action.step, namespace, str(body["metadata"]["name"]), uid, now)
+    if urls is not None:
+        existing = api.get_or_none(API_VERSION, action.kind, namespace, action.name)
+        if existing is not None and not _is_our_child(existing, manifest, uid):
+            return _child_conflict(action)
+        api.create(resume_secret(body, action.name, urls))
+    created, fresh = api.create(manifest)
+    if not fresh and not _is_our_child(created, manifest, uid):
+        if urls is not None:
+            api.delete("v1", "Secret", namespace, resume_secret_name(action.name))
+        return _child_conflict(action)
+    remember_child(created, only_if_new=True)
+    return None
+
+
+def _is_our_child(found: dict[str, Any], manifest: dict[str, Any], parent_uid: str) -> bool:
+    owners = found["metadata"].get("ownerReferences") or []
+    spec = found.get("spec") or {}
+    return any(o.get("uid") == parent_uid and o.get("controller") for o in owners) and all(
+        spec.get(k) == v for k, v in manifest["spec"].items()
+    )
+
+
+def _child_conflict(action: CreateRun) -> RunError:
+    return RunError(
+        name="ChildConflict",
+        message=f"step {action.step}: a {action.kind} named {action.name} already exists and is not the run "
+        "this step starts (someone else created it); the flow stops rather than adopt it",
+    )
+
+
 def forget_run(namespace: str, name: str, uid: str) -> None:
     """A finished (or deleted) run needs nothing remembered: drop its caches, its children's too."""
     OBSERVED.written.pop((namespace, name), None)
     OBSERVED.runs.pop((namespace, name), None)
     with OBSERVED.lock:
+        OBSERVED.snapshots.pop(uid, None)
         for child in (OBSERVED.children.pop(uid, None) or {}).values():
             OBSERVED.child_phase.pop(child["metadata"].get("uid", ""), None)
 

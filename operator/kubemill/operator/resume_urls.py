@@ -1,16 +1,23 @@
 """Resume URLs: what `wmill.get_resume_urls()` returns, signed by the operator and served by it.
 
-A flow step followed by an approval step (or carrying Windmill's `suspend`) gets three URLs, as Windmill
-gives them: `resume` (approve), `cancel` (reject) and `approvalPage` (a small page with both buttons). Each
-is HMAC-signed over (namespace, run, run uid, step, action) with the operator's key, so it works for that
-step of that run only, and after an operator restart too. The runner adds `approver=<name>` (Windmill's
-`get_resume_urls(approver)`); the operator records the decision on behalf of that approver, who must be a
-listed approver of the step (a user name: groups cannot be checked for someone who is not signed in), in
-the same signed decision annotation the admission webhook writes, marked `via: resume-url`. Whoever holds a
-URL can use it, as in Windmill: hand it only to the approver.
+A flow step followed by an approval step (or carrying Windmill's `suspend`) gets Windmill's three URLs:
+`resume` (approve), `cancel` (reject) and `approvalPage`. As in Windmill, each set names its approver: the
+runner gets one set for each user the step lists as an approver (`get_resume_urls("alice@example.com")`),
+and an anonymous set (`get_resume_urls()`), which decides only a step that lists nobody. Each URL is
+HMAC-signed (`signature`) over a canonical encoding of (namespace, run, run uid, step, action, approver,
+expiry) with the operator's key, so it works for that step of that run, for that approver, until it expires
+(the step's timeout, or 7 days), after an operator restart too. Changing any part of it (the approver
+above all) invalidates it.
 
-The child ScriptRun carries the URLs in the `kubemill.dev/resume-urls` annotation (JSON); the Job builder
-passes it to the runner as `KUBEMILL_RESUME_URLS`. Settings: `KUBEMILL_RESUME_ADDR` (default 127.0.0.1),
+Only POST decides: a GET of any of the URLs (a chat client's link preview, a crawler) shows the page with
+the Approve and Reject buttons and changes nothing. The operator then records the decision on the signed
+approver's behalf, marked `via: resume-url`, after the same checks an approval by `kubectl annotate` gets
+(the step waits, the approver may decide it, self-approval rules).
+
+The URLs are capabilities, so nobody but the step's runner sees them: the FlowRun handler writes them into a
+Secret `<child run>-resume` (owned by the FlowRun) before it creates the child, and the child's pod mounts it
+(an optional volume; `KUBEMILL_RESUME_URLS_FILE`). They are in no annotation, status or pod env, which the
+`view` role and the run-only role can read. Settings: `KUBEMILL_RESUME_ADDR` (default 127.0.0.1),
 `KUBEMILL_RESUME_PORT` (default: a free port) where the operator listens, `KUBEMILL_RESUME_URL` the base
 URL people reach it at (default http://<addr>:<port>).
 """
@@ -25,37 +32,57 @@ import json
 import logging
 import os
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import kopf
 from aiohttp import web
 
 from kubemill.errors import KubemillError, NotFound
+from kubemill.k8s.builders import RESUME_KEY, resume_secret_name
 from kubemill.models.common import API_VERSION
 from kubemill.models.openflow import Approval, FlowModule, OpenFlow
-from kubemill.operator.approvals import decision_key, find_pending, payload_from, sign_decision
+from kubemill.operator.approvals import (
+    VIA_RESUME_URL,
+    decision_key,
+    encode_decision,
+    find_pending,
+    payload_from,
+    refusal,
+    requester_of,
+)
 from kubemill.operator.signing import signing_key
 
 log = logging.getLogger("kubemill.resume")
-ANNOTATION = "kubemill.dev/resume-urls"
 ACTIONS = ("resume", "cancel")
+DEFAULT_EXPIRY = timedelta(days=7)
+ANONYMOUS = "anonymous"
 _base_url: str | None = None
 
 
-def signature(key: bytes, namespace: str, run: str, uid: str, step: str, action: str) -> str:
-    message = "\x00".join((namespace, run, uid, step, action)).encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+def signature(
+    key: bytes, namespace: str, run: str, uid: str, step: str, action: str, approver: str, expires: int
+) -> str:
+    """HMAC-SHA256 over the JSON array of every field: no field can spill into its neighbour."""
+    message = json.dumps([namespace, run, uid, step, action, approver, expires], separators=(",", ":"))
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-def urls_for(base: str, key: bytes, namespace: str, run: str, uid: str, step: str) -> dict[str, str]:
-    """`{approvalPage, resume, cancel}` for one step of one run."""
+def urls_for(
+    base: str, key: bytes, namespace: str, run: str, uid: str, step: str, approver: str, expires: int
+) -> dict[str, str]:
+    """`{approvalPage, resume, cancel}` for one approver of one step of one run."""
     root = f"{base.rstrip('/')}/approvals/{quote(namespace)}/{quote(run)}/{quote(step, safe='')}"
+
+    def url(action: str, suffix: str) -> str:
+        sig = signature(key, namespace, run, uid, step, action, approver, expires)
+        return f"{root}{suffix}?" + urlencode({"approver": approver, "expires": expires, "sig": sig})
+
     return {
-        "approvalPage": f"{root}?sig={signature(key, namespace, run, uid, step, 'page')}",
-        "resume": f"{root}/resume?sig={signature(key, namespace, run, uid, step, 'resume')}",
-        "cancel": f"{root}/cancel?sig={signature(key, namespace, run, uid, step, 'cancel')}",
+        "approvalPage": url("page", ""),
+        "resume": url("resume", "/resume"),
+        "cancel": url("cancel", "/cancel"),
     }
 
 
@@ -100,97 +127,179 @@ def base_url() -> str | None:
     return _base_url
 
 
-def resume_urls_annotation(flow: OpenFlow, step_path: str, namespace: str, run: str, uid: str) -> str | None:
-    """The JSON for a child's `kubemill.dev/resume-urls`, or None when no approval follows its step."""
+def _approval_module(flow: OpenFlow, step_path: str) -> FlowModule | None:
+    step_id = step_path.rsplit("/", 1)[-1]
+    return next((m for m in flow.value.all_modules() if m.id == step_id), None)
+
+
+def resume_urls_document(
+    flow: OpenFlow, step_path: str, namespace: str, run: str, uid: str, now: datetime
+) -> str | None:
+    """The JSON a child's runner reads, or None when no approval follows its step: `{approvalPage, resume,
+    cancel}` for the anonymous approver (Windmill's `get_resume_urls()`; they decide only a step that lists
+    no approvers) and `approvers: {name: {...}}` for each user the step lists (`get_resume_urls(name)`)."""
     step = approval_after(flow, step_path)
     if step is None or _base_url is None:
         return None
-    return json.dumps(urls_for(_base_url, signing_key(), namespace, run, uid, step), separators=(",", ":"))
+    module = _approval_module(flow, step)
+    timeout: float | None = None
+    approvers: tuple[str, ...] = ()
+    if module is not None and isinstance(module.value, Approval):
+        timeout, approvers = module.value.timeout, tuple(module.value.approvers)
+    elif module is not None and module.suspend is not None:
+        timeout = module.suspend.timeout
+    expires = int((now + (timedelta(seconds=timeout) if timeout else DEFAULT_EXPIRY)).timestamp())
+    key = signing_key()
+    users = [a for a in approvers if not a.startswith("group:")]
+    return json.dumps(
+        {
+            **urls_for(_base_url, key, namespace, run, uid, step, ANONYMOUS, expires),
+            "approvers": {u: urls_for(_base_url, key, namespace, run, uid, step, u, expires) for u in users},
+        },
+        separators=(",", ":"),
+    )
+
+
+def resume_secret(owner: dict[str, Any], child: str, document: str) -> dict[str, Any]:
+    """The Secret with a child's resume URLs, owned by the FlowRun (so it goes with the run)."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": resume_secret_name(child),
+            "namespace": meta["namespace"],
+            "labels": {"app.kubernetes.io/managed-by": "kubemill"},
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "FlowRun",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "type": "Opaque",
+        "stringData": {RESUME_KEY: document},
+    }
 
 
 # --- serving -----------------------------------------------------------------------------------------------
 
 
-def record(
-    namespace: str, run: str, step: str, action: str, sig: str, approver: str | None, body: str
-) -> str:
-    """Check the URL and the approver, then record the decision; the message to show. Raises HTTPException."""
+class Link:
+    """One resume URL as it arrived: which step of which run, what it does, for whom, until when."""
+
+    def __init__(self, request: web.Request) -> None:
+        info, query = request.match_info, request.query
+        self.namespace, self.run, self.step = info["namespace"], info["run"], info["step"]
+        self.action = info.get("action", "page")
+        self.approver = query.get("approver", "")
+        self.sig = query.get("sig", "")
+        try:
+            self.expires = int(query.get("expires", ""))
+        except ValueError:
+            raise web.HTTPForbidden(text="this link is not valid: it has no expiry") from None
+
+    def verify(self, uid: str, action: str, now: datetime) -> None:
+        """Raise unless the link was signed for exactly this (run uid, step, action, approver, expiry)."""
+        expected = signature(
+            signing_key(), self.namespace, self.run, uid, self.step, action, self.approver, self.expires
+        )
+        if not hmac.compare_digest(self.sig, expected):
+            raise web.HTTPForbidden(text="this link is not valid for this step of this run")
+        if now.timestamp() > self.expires:
+            raise web.HTTPGone(
+                text=f"this link expired at {datetime.fromtimestamp(self.expires, UTC).isoformat()}"
+            )
+
+
+def _flowrun(namespace: str, run: str) -> dict[str, Any]:
     from kubemill.operator import kube
 
-    api = kube()
     try:
-        flowrun = api.get(API_VERSION, "FlowRun", namespace, run)
+        return kube().get(API_VERSION, "FlowRun", namespace, run)
     except NotFound:
         raise web.HTTPNotFound(text=f"no flow run {run} in {namespace}") from None
-    uid = flowrun["metadata"].get("uid", "")
-    key = signing_key()
-    if not hmac.compare_digest(sig, signature(key, namespace, run, uid, step, action)):
-        raise web.HTTPForbidden(text="this link is not valid for this step of this run")
-    pending = find_pending(flowrun.get("status") or {}, step)
-    if pending is None:
-        raise web.HTTPConflict(text=f"step {step} of {run} is not waiting for approval")
+
+
+def record(link: Link, body: str, now: datetime) -> str:
+    """Check the link and its approver, then record the decision; the message to show (or HTTPException)."""
+    from kubemill.operator import kube
+
+    flowrun = _flowrun(link.namespace, link.run)
+    link.verify(flowrun["metadata"].get("uid", ""), link.action, now)
+    pending = find_pending(flowrun.get("status") or {}, link.step)
+    if pending is None or pending.get("step") != link.step:
+        raise web.HTTPConflict(text=f"step {link.step} of {link.run} is not waiting for approval")
     listed = [a for a in pending.get("approvers") or [] if not a.startswith("group:")]
-    if pending.get("approvers") and approver not in listed:
+    if pending.get("approvers") and link.approver not in listed:
         who = ", ".join(listed) or "only groups, which a link cannot verify"
-        named = approver or "nobody (add ?approver=<name>)"
-        raise web.HTTPForbidden(text=f"{named} is not an approver of step {step} (approvers: {who})")
+        raise web.HTTPForbidden(
+            text=f"{link.approver} is not an approver of step {link.step} (approvers: {who})"
+        )
+    verb = "approve" if link.action == "resume" else "reject"
+    if pending.get("selfApprovalDisabled") and link.approver == ANONYMOUS:
+        raise web.HTTPForbidden(
+            text=f"step {link.step} disallows self-approval: an anonymous link cannot decide it"
+        )
+    why = refusal(pending, link.approver, [], requester_of(flowrun), link.run, verb)
+    if why is not None:
+        raise web.HTTPForbidden(text=why)
     decision: dict[str, Any] = {
         "step": pending["step"],
-        "user": approver or "anonymous",
+        "user": link.approver,
         "groups": [],
-        "decision": "approve" if action == "resume" else "reject",
-        "at": datetime.now(UTC).isoformat(),
-        "via": "resume-url",
+        "decision": verb,
+        "at": now.isoformat(),
+        "via": VIA_RESUME_URL,
     }
     if body.strip():
         try:
             decision["payload"] = payload_from(body, pending.get("form"))
         except kopf.AdmissionError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
-    annotation = {decision_key(pending["step"], decision["user"]): sign_decision(key, uid, decision)}
-    api.patch(API_VERSION, "FlowRun", namespace, run, {"metadata": {"annotations": annotation}})
-    verb = "approved" if action == "resume" else "rejected"
-    return f"step {step} of {run} {verb} on behalf of {decision['user']}"
+    annotation = {decision_key(pending["step"], link.approver): encode_decision(decision)}
+    try:
+        kube().patch(
+            API_VERSION, "FlowRun", link.namespace, link.run, {"metadata": {"annotations": annotation}}
+        )
+    except KubemillError as exc:
+        raise web.HTTPForbidden(text=str(exc)) from None
+    done = "approved" if verb == "approve" else "rejected"
+    return f"step {link.step} of {link.run} {done} on behalf of {link.approver}"
 
 
 async def _handle(request: web.Request) -> web.Response:
-    info = request.match_info
-    action = info.get("action", "page")
-    sig = request.query.get("sig", "")
-    approver = request.query.get("approver")
+    link = Link(request)
+    now = datetime.now(UTC)
     try:
-        if action == "page":
-            page = await asyncio.to_thread(_page, info["namespace"], info["run"], info["step"], sig, approver)
+        if request.method != "POST" or link.action == "page":
+            page = await asyncio.to_thread(_page, link, now)
             return web.Response(text=page, content_type="text/html")
-        if action not in ACTIONS:
+        if link.action not in ACTIONS:
             raise web.HTTPNotFound()
-        body = await request.text() if request.method == "POST" else request.query.get("payload", "")
-        message = await asyncio.to_thread(
-            record, info["namespace"], info["run"], info["step"], action, sig, approver, body
-        )
+        message = await asyncio.to_thread(record, link, await request.text(), now)
     except KubemillError as exc:
         raise web.HTTPServiceUnavailable(text=str(exc)) from None
     return web.json_response({"message": message})
 
 
-def _page(namespace: str, run: str, step: str, sig: str, approver: str | None) -> str:
-    """A page with Approve and Reject buttons (posting to the signed resume and cancel URLs)."""
-    from kubemill.operator import kube
-
-    try:
-        uid = kube().get(API_VERSION, "FlowRun", namespace, run)["metadata"].get("uid", "")
-    except NotFound:
-        raise web.HTTPNotFound(text=f"no flow run {run} in {namespace}") from None
-    key = signing_key()
-    if not hmac.compare_digest(sig, signature(key, namespace, run, uid, step, "page")):
-        raise web.HTTPForbidden(text="this link is not valid for this step of this run")
-    urls = urls_for(_base_url or "", key, namespace, run, uid, step)
-    extra = f"&approver={quote(approver)}" if approver else ""
-    title = html.escape(f"{run}: {step}")
+def _page(link: Link, now: datetime) -> str:
+    """A page with Approve and Reject buttons (each posting to its signed URL); a GET never decides."""
+    flowrun = _flowrun(link.namespace, link.run)
+    uid = flowrun["metadata"].get("uid", "")
+    link.verify(uid, link.action, now)
+    urls = urls_for(
+        _base_url or "", signing_key(), link.namespace, link.run, uid, link.step, link.approver, link.expires
+    )
+    title = html.escape(f"{link.run}: {link.step}")
+    who = html.escape(link.approver)
     return (
-        f"<!doctype html><title>{title}</title><h1>{title}</h1>"
-        f"<form method=post action='{html.escape(urls['resume'] + extra)}'><button>Approve</button></form>"
-        f"<form method=post action='{html.escape(urls['cancel'] + extra)}'><button>Reject</button></form>"
+        f"<!doctype html><title>{title}</title><h1>{title}</h1><p>Deciding as {who}.</p>"
+        f"<form method=post action='{html.escape(urls['resume'])}'><button>Approve</button></form>"
+        f"<form method=post action='{html.escape(urls['cancel'])}'><button>Reject</button></form>"
     )
 
 
@@ -208,7 +317,7 @@ async def serve_resume_urls(**_: Any) -> None:
     port = int(os.environ.get("KUBEMILL_RESUME_PORT", "0")) or _free_port(addr)
     app = web.Application()
     route = "/approvals/{namespace}/{run}/{step}"
-    app.add_routes([web.get(route, _handle), web.route("*", route + "/{action}", _handle)])
+    app.add_routes([web.route("*", route, _handle), web.route("*", route + "/{action}", _handle)])
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, addr, port).start()

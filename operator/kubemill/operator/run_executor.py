@@ -26,7 +26,6 @@ from kubemill.k8s.scriptruns import Decision, Failure, Inputs, Observation
 from kubemill.models.scripts import ScriptRun
 from kubemill.operator import metrics
 from kubemill.operator.requeue import Requeue
-from kubemill.operator.resume_urls import ANNOTATION as RESUME_URLS_ANNOTATION
 from kubemill.operator.run_inputs import run_secret_files
 from kubemill.operator.script_catalog import ScriptCatalog
 from kubemill.runners.languages import RunContext
@@ -332,7 +331,6 @@ class RunExecutor:
             list(secret["stringData"]),
             context,
             self.options,
-            resume_urls=(run.metadata.annotations or {}).get(RESUME_URLS_ANNOTATION),
         )
         _, created = self.kube.create(job)
         if created:

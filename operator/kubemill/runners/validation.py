@@ -126,9 +126,64 @@ def _plainly_valid(schema: Mapping[str, Any], args: Mapping[str, Any]) -> bool:
     return True
 
 
-def validate_args(schema: Mapping[str, Any], args: Mapping[str, Any]) -> list[Problem]:
-    """Every way `args` fail `schema` (JSON Schema draft 2020-12), sorted by field; empty when they fit."""
+SHELL_READS = frozenset(
+    {
+        "BASH_ENV",
+        "ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "POSIXLY_CORRECT",
+        "PS1",
+        "PS2",
+        "PS3",
+        "PS4",
+        "PROMPT_COMMAND",
+        "IFS",
+        "PATH",
+        "CDPATH",
+        "GLOBIGNORE",
+        "EXECIGNORE",
+        "FUNCNEST",
+        "HOME",
+        "SHELL",
+        "TMPDIR",
+        "HISTFILE",
+        "INPUTRC",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "OLDPWD",
+        "PWD",
+    }
+)
+"""Variables bash, the dynamic loader or the runner itself read: a run's args never set them."""
+SHELL_READS_PREFIXES = ("BASH", "LD_", "LC_", "GCONV_", "KUBEMILL_", "WM_")
+
+
+def env_arg_name_problem(name: str) -> str | None:
+    """Why an arg cannot be a Bash script's environment variable (None when it can). The Bash runner applies
+    the same rule (runner_images/bash/run.sh): input never changes how the shell or the runner behaves."""
+    if name in SHELL_READS or name.startswith(SHELL_READS_PREFIXES):
+        return (
+            f"bash, the loader or the runner reads ${name} itself, so a run cannot set it; rename the "
+            "parameter (for example with a prefix)"
+        )
+    return None
+
+
+def validate_args(
+    schema: Mapping[str, Any], args: Mapping[str, Any], language: str | None = None
+) -> list[Problem]:
+    """Every way `args` fail `schema` (JSON Schema draft 2020-12), sorted by field; empty when they fit.
+    For Bash, also every arg whose name the shell or the runner reads (`env_arg_name_problem`)."""
     instance = without_optional_nulls(schema, dict(args))
+    reserved = [
+        Problem(name, why)
+        for name in instance
+        if language == "bash" and (why := env_arg_name_problem(name)) is not None
+    ]
+    if reserved:
+        return sorted(reserved, key=lambda p: p.field)
     if _plainly_valid(schema, instance):
         return []
     import jsonschema  # here, not at the top: most runs never need it

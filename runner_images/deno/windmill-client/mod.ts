@@ -110,18 +110,22 @@ export function getWorkspace(): string {
 }
 
 export async function getResumeUrls(approver?: string): Promise<{ approvalPage: string; resume: string; cancel: string }> {
-  let text = env("KUBEMILL_RESUME_URLS");
-  if (!text) {
-    try {
-      text = readFileSync(env("KUBEMILL_RESUME_URLS_FILE") ?? `${ROOT}/resume-urls.json`, "utf-8");
-    } catch {
-      throw new NotSupported("resume URLs exist only for a flow step followed by an approval step; this run has none");
-    }
+  let text: string;
+  try {
+    text = readFileSync(env("KUBEMILL_RESUME_URLS_FILE") ?? `${ROOT}/resume-urls.json`, "utf-8");
+  } catch {
+    throw new NotSupported("resume URLs exist only for a flow step followed by an approval step; this run has none");
   }
-  const urls = JSON.parse(text);
-  if (!approver) return urls;
-  const add = (u: string) => `${u}${u.includes("?") ? "&" : "?"}approver=${encodeURIComponent(approver)}`;
-  return { approvalPage: add(urls.approvalPage), resume: add(urls.resume), cancel: add(urls.cancel) };
+  const doc = JSON.parse(text);
+  const byApprover = doc.approvers ?? {};
+  if (approver) {
+    if (!(approver in byApprover)) {
+      const listed = Object.keys(byApprover).join(", ") || "none by name";
+      throw new NotSupported(`no resume URLs for approver '${approver}': the step's approvers are ${listed}`);
+    }
+    return byApprover[approver];
+  }
+  return { approvalPage: doc.approvalPage, resume: doc.resume, cancel: doc.cancel };
 }
 
 let progress = 0;

@@ -10,7 +10,6 @@ package windmill
 import (
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,29 +167,26 @@ type ResumeUrls struct {
 	Resume       string `json:"resume"`
 }
 
-// GetResumeUrls are the run's resume URLs, marked for `approver` when it is not empty.
+// GetResumeUrls are the signed links deciding the approval step after this one: for `approver` (one the
+// step lists), or anonymous ones when it is empty (they decide only a step that lists no approvers).
 func GetResumeUrls(approver string) (ResumeUrls, error) {
-	var urls ResumeUrls
-	text := os.Getenv("KUBEMILL_RESUME_URLS")
-	if text == "" {
-		data, err := os.ReadFile(setting("KUBEMILL_RESUME_URLS_FILE", runRoot+"/resume-urls.json"))
-		if err != nil {
-			return urls, fmt.Errorf("resume URLs exist only for a flow step followed by an approval step; this run has none")
-		}
-		text = string(data)
+	var doc struct {
+		ResumeUrls
+		Approvers map[string]ResumeUrls `json:"approvers"`
 	}
-	if err := json.Unmarshal([]byte(text), &urls); err != nil {
-		return urls, err
+	data, err := os.ReadFile(setting("KUBEMILL_RESUME_URLS_FILE", runRoot+"/resume-urls.json"))
+	if err != nil {
+		return doc.ResumeUrls, fmt.Errorf("resume URLs exist only for a flow step followed by an approval step; this run has none")
 	}
-	if approver != "" {
-		mark := func(u string) string {
-			sep := "?"
-			if strings.Contains(u, "?") {
-				sep = "&"
-			}
-			return u + sep + "approver=" + url.QueryEscape(approver)
-		}
-		urls = ResumeUrls{mark(urls.ApprovalPage), mark(urls.Cancel), mark(urls.Resume)}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return doc.ResumeUrls, err
+	}
+	if approver == "" {
+		return doc.ResumeUrls, nil
+	}
+	urls, ok := doc.Approvers[approver]
+	if !ok {
+		return urls, fmt.Errorf("no resume URLs for approver %q: the step's approvers are not that name", approver)
 	}
 	return urls, nil
 }

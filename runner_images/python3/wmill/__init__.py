@@ -260,23 +260,24 @@ def whoami() -> dict[str, Any]:
 
 
 def get_resume_urls(approver: str | None = None) -> dict[str, str]:
-    """`{approvalPage, resume, cancel}`: signed URLs resuming or cancelling the approval step after this."""
-    text = os.environ.get("KUBEMILL_RESUME_URLS")
-    if not text:
-        path = os.environ.get("KUBEMILL_RESUME_URLS_FILE") or ROOT + "/resume-urls.json"
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except FileNotFoundError:
-            raise NotSupported(
-                "resume URLs exist only for a flow step followed by an approval step; this run has none"
-            ) from None
-    urls: dict[str, str] = json.loads(text)
+    """`{approvalPage, resume, cancel}`: signed URLs deciding the approval step after this one, for
+    `approver` (one the step lists), or anonymous ones (they decide only a step that lists no approvers).
+    Only a POST to `resume`/`cancel` decides; a GET shows the page with both buttons."""
+    path = os.environ.get("KUBEMILL_RESUME_URLS_FILE") or ROOT + "/resume-urls.json"
+    try:
+        with open(path, encoding="utf-8") as f:
+            document: dict[str, Any] = json.load(f)
+    except FileNotFoundError:
+        raise NotSupported(
+            "resume URLs exist only for a flow step followed by an approval step; this run has none"
+        ) from None
+    by_approver: dict[str, dict[str, str]] = document.get("approvers") or {}
     if approver:
-        from urllib.parse import quote
-
-        urls = {k: v + ("&" if "?" in v else "?") + "approver=" + quote(approver) for k, v in urls.items()}
-    return urls
+        if approver not in by_approver:
+            listed = ", ".join(by_approver) or "none by name"
+            raise NotSupported(f"no resume URLs for approver {approver!r}: the step's approvers are {listed}")
+        return dict(by_approver[approver])
+    return {k: document[k] for k in ("approvalPage", "resume", "cancel")}
 
 
 def get_resume_url(approver: str | None = None) -> str:
