@@ -1,7 +1,8 @@
 """The conformance cases: flow documents written from Windmill's own flow tests, with the results Windmill's
 tests expect. One YAML file per case under cases/:
 
-- `windmill`: the Windmill test the case comes from (file::test name), `args`, `approve` (step ids),
+- `windmill`: the Windmill test the case comes from (file::test name), or `own case (...)` for a case
+  written from Windmill's documented semantics or an issue; `args`, `approve` (step ids),
 - `flow`: the OpenFlow document (`value`, `schema`), `scripts`: workspace scripts (`f/x/name.py`: code),
 - `expect`: `exit` (kubemill run's exit code), and `result` (the JSON on stdout, exactly) or `subset`
   (a dict/list pattern the result must contain) or `refused` (a text the refusal on stderr must contain),
