@@ -171,32 +171,3 @@ def test_early_return_result_is_in_the_status_and_the_run_goes_on(
         "flowrun early succeeded",
     )
     assert (status["earlyResult"], status["earlyResultSent"], status["result"]) == ("early", True, "late")
-
-
-def test_flow_user_state_on_the_cluster_fails_loudly_instead_of_returning_nothing(
-    cluster: Cluster, namespace: str, running_operator: Operator
-) -> None:
-    code = "import wmill\n\ndef main():\n    wmill.set_flow_user_state('k', 1)\n"
-    step = {"id": "keep", "value": {"type": "rawscript", "language": "python3", "content": code}}
-    spec = {"path": "f/conformance/keep", "value": {"modules": [step]}}
-    cluster.apply(
-        {
-            "apiVersion": API,
-            "kind": "Flow",
-            "metadata": {"name": "keep", "namespace": namespace},
-            "spec": spec,
-        }
-    )
-    run = {"apiVersion": API, "kind": "FlowRun", "metadata": {"name": "keep", "namespace": namespace}}
-    cluster.apply({**run, "spec": {"flowPath": "f/conformance/keep"}})
-    status = wait_for(
-        lambda: (
-            (s := cluster.get("flowrun", "keep", "-n", namespace).get("status") or {}).get("phase")
-            == "Failed"
-            and s
-        ),
-        240,
-        "flowrun keep failed",
-    )
-    assert status["error"]["name"] == "NotSupported"
-    assert "exists only for a flow step run by `kubemill run`" in status["error"]["message"]

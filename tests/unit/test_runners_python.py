@@ -97,7 +97,7 @@ def test_flow_user_state_comes_in_as_given_and_goes_back_in_the_envelope(tmp_pat
     assert (untouched.result, untouched.flow_user_states) == (None, None)
 
 
-def test_flow_user_state_outside_a_flow_step_says_it_is_not_supported(tmp_path: Path) -> None:
+def test_flow_user_state_outside_a_flow_run_says_it_is_not_supported(tmp_path: Path) -> None:
     envelope = run("import wmill\n\ndef main():\n    wmill.set_flow_user_state('k', 1)\n", {}, tmp_path)
     assert envelope.error is not None and envelope.error.name == "NotSupported"
-    assert "exists only for a flow step run by `kubemill run`" in envelope.error.message
+    assert "exists only in a step of a flow run" in envelope.error.message

@@ -173,6 +173,8 @@ class ScriptRunSpec(KubemillModel):
     step_id: str | None = None
     schedule_path: WindmillPath | None = None
     scheduled_for: datetime | None = None
+    flow_user_states: JsonObject | None = None
+    """A flow step: the FlowRun's user states when the step started (`wmill.get_flow_user_state`)."""
 
     @model_validator(mode="after")
     def _one_target(self) -> ScriptRunSpec:
@@ -193,6 +195,8 @@ class ScriptRunStatus(StatusModel):
     finished_at: datetime | None = None
     job: ObjectRef | None = None
     pod: ObjectRef | None = None
+    flow_user_states: JsonObject | None = None
+    """A flow step's user states after it ran, when it set one (read by the FlowRun's engine)."""
     conditions: Conditions = ()
 
 

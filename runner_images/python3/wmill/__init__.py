@@ -211,10 +211,14 @@ _flow_user_states: dict[str, Any] = {"value": None, "changed": False}
 def _flow_states() -> dict[str, Any]:
     if _flow_user_states["value"] is None:
         text = os.environ.get("KUBEMILL_FLOW_USER_STATES")
+        path = os.environ.get("KUBEMILL_FLOW_USER_STATES_FILE")
+        if text is None and path:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
         if text is None:
             raise NotSupported(
-                "flow user state (get_flow_user_state/set_flow_user_state) exists only for a flow step run "
-                "by `kubemill run`; on a cluster, pass values between steps as results"
+                "flow user state (get_flow_user_state/set_flow_user_state) exists only in a step of a flow "
+                "run; this script runs on its own"
             )
         loaded = json.loads(text)
         _flow_user_states["value"] = loaded if isinstance(loaded, dict) else {}
