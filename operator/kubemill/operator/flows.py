@@ -282,15 +282,30 @@ def _snapshot(api: Kube, namespace: str, name: str, digest: str) -> OpenFlow | R
 
 
 def _depth_of(api: Kube, body: dict[str, Any]) -> int:
-    """0 for a run no flow started; else its parent's depth plus one. The parent is found by the controller
-    reference and its uid checked, and its depth is in its status (which only the operator writes), so a run
-    cannot claim to be shallower than it is."""
-    for ref in body["metadata"].get("ownerReferences") or []:
-        if ref.get("kind") == "FlowRun" and ref.get("controller"):
-            parent = api.get_or_none(API_VERSION, "FlowRun", body["metadata"]["namespace"], ref["name"])
-            if parent is not None and parent["metadata"].get("uid") == ref.get("uid"):
-                return int((parent.get("status") or {}).get("depth") or 0) + 1
-    return 0
+    """0 for a run no flow started; else the length of its chain of parent FlowRuns, walked through the
+    controller references (each parent checked by uid), so it does not depend on a parent's status having been
+    written yet. A run cannot make itself shallower than the chain it is in (it can only lie itself deeper);
+    the walk stops one past the limit."""
+    depth, current = 0, body
+    while depth <= MAX_SUBFLOW_DEPTH:
+        ref = next(
+            (
+                r
+                for r in current["metadata"].get("ownerReferences") or []
+                if r.get("kind") == "FlowRun" and r.get("controller")
+            ),
+            None,
+        )
+        if ref is None:
+            break
+        parent = api.get_or_none(API_VERSION, "FlowRun", body["metadata"]["namespace"], ref["name"])
+        if parent is None or parent["metadata"].get("uid") != ref.get("uid"):
+            break
+        known = (parent.get("status") or {}).get("depth")
+        if isinstance(known, int) and (parent.get("status") or {}).get("flow"):
+            return depth + known + 1  # a pinned parent already knows its own depth
+        depth, current = depth + 1, parent
+    return depth
 
 
 def _create_child(
