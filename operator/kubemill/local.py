@@ -85,11 +85,13 @@ def run_script(
     schema: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     log: IO[Any] | int | None = None,
+    shared_dir: Path | None = None,
 ) -> Envelope:
     """Validate `args`, run `main` in a child process and return its envelope.
 
     Raises InvalidRun (nothing was started) for bad code or args. The script's stdout and stderr go to `log`
-    (default: this process's stderr). A timeout kills the script's whole process group.
+    (default: this process's stderr). A timeout kills the script's whole process group. With `shared_dir`,
+    the script's working directory has it as `./shared`.
     """
     language = canonical_language(language)
     schema = schema if schema is not None else schema_for(language, code)
@@ -106,6 +108,8 @@ def run_script(
     with tempfile.TemporaryDirectory(prefix="kubemill-run-") as tmp:
         run_dir = Path(tmp)
         write_run_files(run_dir, build_run_files(language, code, args, resources, variables))
+        if shared_dir is not None:  # a `same_worker` flow's steps share ./shared, as in Windmill
+            (run_dir / "shared").symlink_to(shared_dir, target_is_directory=True)
         child_env = dict(os.environ)
         child_env |= env or {}
         child_env |= env_for(

@@ -10,9 +10,11 @@ step fails the run with a message saying so. Progress goes to stderr, the result
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Collection, Mapping
@@ -25,6 +27,7 @@ import yaml
 
 from kubemill.engine import ApprovalEvent, AwaitApproval, ChildObservation, CreateRun, RunError
 from kubemill.engine.local_driver import Clock, FlowFailed, drive
+from kubemill.engine.validation import Problem, field_problems, input_key_problems
 from kubemill.local import (
     InvalidRun,
     Workspace,
@@ -35,7 +38,7 @@ from kubemill.local import (
     schema_for,
 )
 from kubemill.models.flows import MAX_SUBFLOW_DEPTH
-from kubemill.models.openflow import OpenFlow
+from kubemill.models.openflow import OpenFlow, PathScript
 from kubemill.runners import RunContext
 
 MAX_DEPTH = MAX_SUBFLOW_DEPTH
@@ -60,18 +63,35 @@ def inline_files(node: Any, folder: Path) -> Any:
             raise InvalidRun(f"{node!r}: no file {file}")
         return file.read_text(encoding="utf-8")
     if isinstance(node, dict):
-        return {key: inline_files(value, folder) for key, value in node.items()}
+        # Keys as the API server stores them: YAML 1.1 reads an unquoted `n:` or `on:` as a boolean, and
+        # JSON writes that key as "false"/"true" (validation then names the key and suggests quoting).
+        return {_key(key): inline_files(value, folder) for key, value in node.items()}
     if isinstance(node, list):
         return [inline_files(item, folder) for item in node]
     return node
 
 
+def _key(key: Any) -> Any:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return key if isinstance(key, str) or key is None else str(key)
+
+
 def load_flow(file: Path) -> OpenFlow:
     try:
         document = inline_files(yaml.safe_load(file.read_text(encoding="utf-8")), file.parent)
-        return OpenFlow.model_validate(document)
+        flow = OpenFlow.model_validate(document)
     except (yaml.YAMLError, pydantic.ValidationError) as exc:
         raise InvalidRun(f"{file} is not a valid flow: {exc}") from exc
+    refuse_problems(file, field_problems(flow, shared_folder=True) + input_key_problems(flow))
+    return flow
+
+
+def refuse_problems(file: Path | str, problems: list[Problem]) -> None:
+    """InvalidRun naming every problem (and its step), as the Flow's Ready condition does on a cluster."""
+    if problems:
+        said = "; ".join(f"step {p.step_id}: {p.message}" if p.step_id else p.message for p in problems)
+        raise InvalidRun(f"{file} is not a valid flow: {said}")
 
 
 class LocalFlow:
@@ -86,6 +106,9 @@ class LocalFlow:
         self.root_job = str(uuid.uuid4())
         self.schemas: dict[tuple[str, str], dict[str, Any]] = {}
         """Each script's schema, derived once per run (a loop runs the same script many times)."""
+        self.early: Any = None
+        self.early_sent = False
+        """The top flow's `early_return` result, once handed out."""
 
     def say(self, message: str) -> None:
         print(f"[kubemill] {message}", file=self.log, flush=True)
@@ -95,16 +118,37 @@ class LocalFlow:
         if depth > MAX_DEPTH:
             raise InvalidRun(f"subflows nest deeper than {MAX_DEPTH} (does {path} call itself?)")
         flow_job = str(uuid.uuid4())
+        refuse_problems(path, input_key_problems(flow, self.script_params(flow)))
+        with contextlib.ExitStack() as stack:
+            shared = None
+            if flow.value.same_worker:
+                shared = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kubemill-shared-")))
 
-        def run_step(action: CreateRun) -> Any:
-            return self.step(action, path, flow_job, depth)
+            def run_step(action: CreateRun) -> Any:
+                return self.step(action, path, flow_job, depth, shared)
 
-        run = drive(
-            flow, args, run_step, clock=Clock(), approve=self.approval, run_name=path.replace("/", "-")
-        )
+            run = drive(
+                flow, args, run_step, clock=Clock(), approve=self.approval, run_name=path.replace("/", "-")
+            )
+        if depth == 0:
+            self.early, self.early_sent = run.status.early_result, run.status.early_result_sent
         if run.status.phase != "Succeeded":
-            raise FlowFailed(run.status.phase, run.status.error)
+            raise FlowFailed(run.status.phase, run.status.error, run.status.result)
         return run.status.result
+
+    def script_params(self, flow: OpenFlow) -> dict[str, tuple[str, ...]]:
+        """The parameter names of each workspace script the flow's `script` steps name (those found)."""
+        found: dict[str, tuple[str, ...]] = {}
+        for module in flow.value.all_modules():
+            if not isinstance(module.value, PathScript) or module.value.path in found:
+                continue
+            try:
+                target = resolve_target(module.value.path, self.root)
+                schema = schema_for(target.language, target.file.read_text(encoding="utf-8"))
+            except InvalidRun:
+                continue  # the step itself fails with the reason when it runs
+            found[module.value.path] = tuple(schema.get("properties") or {})
+        return found
 
     def approval(self, action: AwaitApproval, now: datetime) -> list[ApprovalEvent]:
         step_id = action.step.rsplit("/", 1)[-1]
@@ -132,7 +176,9 @@ class LocalFlow:
             for name in names
         ]
 
-    def step(self, action: CreateRun, flow_path: str, flow_job: str, depth: int) -> Any:
+    def step(
+        self, action: CreateRun, flow_path: str, flow_job: str, depth: int, shared: Path | None = None
+    ) -> Any:
         started = time.monotonic()
         what = action.script_path or action.flow_path or "inline script"
         self.say(
@@ -145,12 +191,14 @@ class LocalFlow:
                 raise InvalidRun(f"step {action.step}: no flow {action.flow_path} in workspace {self.root}")
             outcome: Any = self.run(load_flow(file), dict(action.args), action.flow_path, depth + 1)
         else:
-            outcome = self.script(action, flow_path, flow_job)
+            outcome = self.script(action, flow_path, flow_job, shared)
         phase = outcome.phase if isinstance(outcome, ChildObservation) else "Succeeded"
         self.say(f"{action.step}: {phase.lower()} in {time.monotonic() - started:.2f} s")
         return outcome
 
-    def script(self, action: CreateRun, flow_path: str, flow_job: str) -> ChildObservation:
+    def script(
+        self, action: CreateRun, flow_path: str, flow_job: str, shared: Path | None = None
+    ) -> ChildObservation:
         context = RunContext(
             workspace=self.workspace.name,
             job_id=str(uuid.uuid4()),
@@ -190,15 +238,18 @@ class LocalFlow:
                 state_file=default_state_file(self.root, path) if path else None,
                 timeout=float(timeout) if timeout else None,
                 requirements=tuple(str(r) for r in meta.get("requirements") or ()),
+                shared_dir=shared,
+                env={"KUBEMILL_FLOW_USER_STATES": json.dumps(dict(action.flow_user_states))},
             )
         except InvalidRun as exc:
             return ChildObservation(phase="Failed", error=RunError(name="InvalidRun", message=str(exc)))
+        states = envelope.flow_user_states
         if envelope.error is not None:
             error = RunError(
                 name=envelope.error.name, message=envelope.error.message, stack=envelope.error.stack
             )
-            return ChildObservation(phase="Failed", error=error)
-        return ChildObservation(phase="Succeeded", result=envelope.result)
+            return ChildObservation(phase="Failed", error=error, flow_user_states=states)
+        return ChildObservation(phase="Succeeded", result=envelope.result, flow_user_states=states)
 
 
 def run_flow_file(
@@ -210,14 +261,23 @@ def run_flow_file(
 
 
 def cli_run_flow(file: Path, args: dict[str, Any], workspace_root: Path, approve: Collection[str]) -> int:
-    """`kubemill run` on a flow: 0 and the result on stdout, or 1 and a one-line reason on stderr."""
+    """`kubemill run` on a flow: 0 and the result on stdout; or 1, the flow's result on stdout when it has
+    one (a failure module's output, a loop's results with the error in place), and a one-line reason on
+    stderr. A flow with `early_return` prints that step's result, which is what Windmill hands a caller
+    waiting for the run."""
+    runner = LocalFlow(workspace_root, approve)
     try:
-        result = run_flow_file(file, args, workspace_root, approve)
+        result = runner.run(load_flow(file), args, file.parent.name.removesuffix(".flow"))
     except FlowFailed as exc:
         error = exc.error
+        if exc.result is not None:
+            print(json.dumps(exc.result, indent=2))
         reason = f"{error.name}: {' '.join(error.message.split())}" if error else exc.phase
         step = f" (step {error.step})" if error is not None and error.step else ""
         print(f"kubemill run: flow {exc.phase.lower()}{step}: {reason}", file=sys.stderr)
         return 1
+    if runner.early_sent:
+        runner.say("early_return: printing that step's result (the flow ran to its end)")
+        result = runner.early
     print(json.dumps(result, indent=2))
     return 0

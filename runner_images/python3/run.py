@@ -280,6 +280,9 @@ def main() -> int:
         envelope = {"result": result, "error": None, "state": wmill._current_state()}
     except (Exception, SystemExit, KeyboardInterrupt) as exc:
         envelope = {"result": None, "error": _error(exc), "state": wmill._current_state()}
+    flow_states = wmill._changed_flow_user_states()
+    if flow_states is not None:  # wmill.set_flow_user_state: the flow engine keeps them for later steps
+        envelope["flow_user_states"] = flow_states
     try:
         text = _encode(envelope)
     except ResultNotSerializable as exc:

@@ -133,3 +133,61 @@ def test_while_loop_that_cannot_end_is_a_problem() -> None:
         }
     }
     assert validate_flow(flow, set()) == [Problem("w", "whileloopflow without stop_after_if never ends")]
+
+
+def _raw(step_id: str, content: str, **inputs: object) -> dict[str, object]:
+    transforms = {k: {"type": "static", "value": v} for k, v in inputs.items()}
+    value = {"type": "rawscript", "language": "python3", "content": content, "input_transforms": transforms}
+    return {"id": step_id, "value": value}
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ({"cache_ttl": 60}, "cache_ttl: result caching"),
+        ({"preprocessor_module": _raw("pre", "def main():\n    pass\n")}, "preprocessor_module"),
+        ({"same_worker": True}, "same_worker: steps of a FlowRun run in separate pods"),
+        ({"modules": [{**_raw("a", "def main():\n    pass\n"), "cache_ttl": 5}]}, "step a: cache_ttl"),
+        (
+            {
+                "modules": [
+                    {
+                        "id": "w",
+                        "stop_after_if": {"expr": "true"},
+                        "value": {"type": "whileloopflow", "parallel": True, "modules": []},
+                    }
+                ]
+            },
+            "step w: parallel: a whileloopflow runs its iterations one after another",
+        ),
+        (
+            {"modules": [_raw("a", "def main(n: int):\n    return n\n", false=1)]},
+            "step a: input_transforms key 'false' is not a parameter of the script (its parameters: n); "
+            "YAML reads an unquoted n as false: quote the key ('n')",
+        ),
+        (
+            {"modules": [_raw("a", "def main(x: int):\n    return x\n", y=1)]},
+            "step a: input_transforms key 'y' is not a parameter of the script (its parameters: x)",
+        ),
+    ],
+)
+def test_fields_kubemill_cannot_honour_are_refused_naming_them(value: dict[str, object], said: str) -> None:
+    document = {"value": {"modules": [], **value}}
+    problems = validate_flow(document, set())
+    text = "; ".join(f"step {p.step_id}: {p.message}" if p.step_id else p.message for p in problems)
+    assert said in text
+
+
+def test_input_keys_of_a_script_step_are_checked_against_the_scripts_parameters() -> None:
+    transforms = {"nope": {"type": "static", "value": 1}}
+    flow = {
+        "value": {
+            "modules": [
+                {"id": "a", "value": {"type": "script", "path": "f/x/s", "input_transforms": transforms}}
+            ]
+        }
+    }
+    problems = validate_flow(flow, {"f/x/s"}, script_params={"f/x/s": ["n"]})
+    assert [p.message for p in problems] == [
+        "input_transforms key 'nope' is not a parameter of the script (its parameters: n)"
+    ]

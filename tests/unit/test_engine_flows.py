@@ -434,3 +434,231 @@ def test_unlisted_approver_is_ignored_and_timeout_fails() -> None:
     assert done.status.phase == "Failed" and done.status.error is not None
     assert done.status.error.name == "ApprovalTimeout" and not done.status.approvals
     assert clock.current - start == timedelta(seconds=86400)
+
+
+# --- Windmill's semantics, one row each (tests/conformance runs the same through `kubemill run`) ---------
+
+
+def ident(step_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": step_id, "value": {"type": "identity"}, **extra}
+
+
+def js_script(step_id: str, expr: str, path: str = "f/x/echo", **extra: Any) -> dict[str, Any]:
+    return script(step_id, path=path, inputs={"x": {"type": "javascript", "expr": expr}}, **extra)
+
+
+def loop(step_id: str, items: list[Any], body: list[dict[str, Any]], **value: Any) -> dict[str, Any]:
+    iterator = {"type": "static", "value": items}
+    extra = {k: value.pop(k) for k in ("retry", "stop_after_if") if k in value}
+    modules = {"type": "forloopflow", "iterator": iterator, "modules": body, **value}
+    return {"id": step_id, "value": modules, **extra}
+
+
+def fails_on(*values: Any) -> Any:
+    def step(action: CreateRun) -> Any:
+        if action.args.get("x") in values:
+            raise ValueError(f"bad {action.args.get('x')}")
+        return action.args.get("x")
+
+    return step
+
+
+def fails_first_attempt(action: CreateRun) -> Any:
+    """Fails the first attempt of whatever runs inside a retried container (the step path has no `@`)."""
+    if "@" not in action.step and action.args.get("x") == 2:
+        raise ValueError("first attempt")
+    return action.args.get("x")
+
+
+def error_2(step: str) -> dict[str, Any]:
+    return {"error": {"name": "ValueError", "message": "bad 2", "step": step}}
+
+
+SEMANTICS: list[tuple[str, list[dict[str, Any]], dict[str, Any], dict[str, Any], Any, str, Any]] = [
+    # (case, modules, flow value options, args, step, phase, result)
+    (
+        "first previous_result is the input",
+        [js_script("a", "previous_result.n")],
+        {},
+        {"n": 3},
+        echo,
+        "Succeeded",
+        3,
+    ),
+    (
+        "result is previous_result",
+        [js_script("a", "1"), js_script("b", "result + 1")],
+        {},
+        {},
+        echo,
+        "Succeeded",
+        2,
+    ),
+    (
+        "flow_env in expressions",
+        [js_script("a", "flow_env.k.deep")],
+        {"flow_env": {"k": {"deep": [1]}}},
+        {},
+        echo,
+        "Succeeded",
+        [1],
+    ),
+    (
+        "skip_expr true skips the run",
+        [script("a", path="f/x/fail")],
+        {"skip_expr": "flow_input.s"},
+        {"s": True},
+        echo,
+        "Succeeded",
+        None,
+    ),
+    (
+        "skip_expr false runs",
+        [js_script("a", "7")],
+        {"skip_expr": "flow_input.s"},
+        {"s": False},
+        echo,
+        "Succeeded",
+        7,
+    ),
+    (
+        "sequential loop failure keeps the results so far",
+        [loop("l", [1, 2, 3], [js_script("s", "flow_input.iter.value")], skip_failures=False)],
+        {},
+        {},
+        fails_on(2),
+        "Failed",
+        [1, error_2("l/1/s")],
+    ),
+    (
+        "parallel loop failure keeps every result",
+        [loop("l", [1, 2, 3], [js_script("s", "flow_input.iter.value")], skip_failures=False, parallel=True)],
+        {},
+        {},
+        fails_on(2),
+        "Failed",
+        [1, error_2("l/1/s"), 3],
+    ),
+    (
+        "a retried loop starts again",
+        [
+            loop(
+                "l",
+                [1, 2],
+                [js_script("s", "flow_input.iter.value")],
+                skip_failures=False,
+                retry={"constant": {"attempts": 1, "seconds": 0}},
+            )
+        ],
+        {},
+        {},
+        fails_first_attempt,
+        "Succeeded",
+        [1, 2],
+    ),
+    (
+        "branchall skip_failure false fails with the list",
+        [
+            {
+                "id": "b",
+                "value": {
+                    "type": "branchall",
+                    "branches": [
+                        {"skip_failure": False, "modules": [js_script("x1", "2")]},
+                        {"modules": [js_script("x2", "1")]},
+                    ],
+                },
+            }
+        ],
+        {},
+        {},
+        fails_on(2),
+        "Failed",
+        [error_2("x1"), 1],
+    ),
+    (
+        "stop inside branchall stops with the list",
+        [
+            {
+                "id": "b",
+                "value": {
+                    "type": "branchall",
+                    "branches": [{"modules": [js_script("x1", "-1", stop_after_if={"expr": "result < 0"})]}],
+                },
+            },
+            js_script("c", "9"),
+        ],
+        {},
+        {},
+        echo,
+        "Succeeded",
+        [-1],
+    ),
+    (
+        "early stop with error_include_result",
+        [
+            js_script(
+                "a", "5", stop_after_if={"expr": "true", "error_message": "no", "error_include_result": True}
+            )
+        ],
+        {},
+        {},
+        echo,
+        "Failed",
+        {"error": {"name": "EarlyStopError", "message": "no", "step": "a", "result": 5}},
+    ),
+    (
+        "steps without ids",
+        [{"value": {"type": "identity"}}, {"value": {"type": "identity"}}],
+        {},
+        {"v": 1},
+        echo,
+        "Succeeded",
+        {"v": 1},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("modules", "options", "args", "step", "phase", "result"),
+    [row[1:] for row in SEMANTICS],
+    ids=[row[0] for row in SEMANTICS],
+)
+def test_windmill_semantics(
+    modules: list[dict[str, Any]],
+    options: dict[str, Any],
+    args: dict[str, Any],
+    step: Any,
+    phase: str,
+    result: Any,
+) -> None:
+    done = run(make_flow(modules, **options), args, step=step)
+    assert (done.status.phase, done.status.result) == (phase, result)
+
+
+def test_flow_user_states_pass_from_step_to_step() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def step(action: CreateRun) -> ChildObservation:
+        seen.append(dict(action.flow_user_states))
+        count = int(action.flow_user_states.get("n", 0)) + 1  # type: ignore[call-overload]
+        return ChildObservation(phase="Succeeded", result=count, flow_user_states={"n": count})
+
+    done = run(make_flow([script("a"), script("b"), script("c")]), step=step)
+    assert seen == [{}, {"n": 1}, {"n": 2}] and done.status.user_states == {"n": 3}
+
+
+def test_resumes_lists_every_payload_of_the_last_approval() -> None:
+    def approve(action: AwaitApproval, now: Any) -> list[ApprovalEvent]:
+        return [
+            ApprovalEvent(step=action.step, user=u, decision="approve", payload=p, at=now)
+            for u, p in (("ann", "first"), ("bob", "second"))
+        ]
+
+    flow = make_flow(
+        [
+            script("a", suspend={"required_events": 2}),
+            js_script("b", "[resume, resumes]"),
+        ]
+    )
+    assert run(flow, approve=approve).status.result == ["second", ["first", "second"]]

@@ -53,6 +53,7 @@ def test_a_child_run_is_owned_labelled_and_names_its_step() -> None:
         "flowRun": "order-7",
         "stepId": "loop/2/a",
         "scriptPath": "f/x/a",
+        "flowUserStates": {},
     }
     assert manifest["metadata"]["annotations"]["kubemill.dev/requested-by"] == "{}"
     raw = CreateRun(

@@ -135,11 +135,6 @@ MALFORMED = [
         ),
         "step 'charge': unknown module type 'http'",
     ),
-    (
-        "flow step without an id",
-        manifest("Flow", {"path": "f/a/b", "value": {"modules": [{"value": {"type": "identity"}}]}}),
-        "id",
-    ),
     ("not a kubemill kind", {"apiVersion": "v1", "kind": "ConfigMap"}, "not a kubemill manifest"),
 ]
 

@@ -185,3 +185,25 @@ def test_openflow_from_python_values() -> None:
     flow = OpenFlow.model_validate({"value": {"modules": [{"id": "x", "value": {"type": "identity"}}]}})
     assert flow.summary == ""
     assert flow.to_document() == {"value": {"modules": [{"id": "x", "value": {"type": "identity"}}]}}
+
+
+def test_steps_without_an_id_get_one_in_document_order_skipping_used_ids() -> None:
+    flow = OpenFlow.model_validate(
+        {
+            "value": {
+                "modules": [
+                    {"value": {"type": "identity"}},
+                    {"id": "step_2", "value": {"type": "identity"}},
+                    {
+                        "value": {
+                            "type": "forloopflow",
+                            "iterator": {"type": "static", "value": []},
+                            "modules": [{"value": {"type": "identity"}}],
+                        }
+                    },
+                ],
+                "failure_module": {"value": {"type": "identity"}},
+            }
+        }
+    )
+    assert [m.id for m in flow.value.all_modules()] == ["step_1", "step_2", "step_3", "step_4", "step_5"]

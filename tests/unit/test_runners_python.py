@@ -79,3 +79,25 @@ def test_state_set_before_a_failure_is_kept(tmp_path: Path) -> None:
     assert envelope.error.name == "RuntimeError"
     assert envelope.state == {"step": 1}
     assert state_file.read_text() == '{"step": 1}'
+
+
+def test_flow_user_state_comes_in_as_given_and_goes_back_in_the_envelope(tmp_path: Path) -> None:
+    code = (
+        "import wmill\n\ndef main():\n    seen = wmill.get_flow_user_state('k')\n"
+        "    wmill.set_flow_user_state('j', [seen])\n    return seen\n"
+    )
+    envelope = run(code, {}, tmp_path, env={"KUBEMILL_FLOW_USER_STATES": '{"k": 1}'})
+    assert (envelope.result, envelope.flow_user_states) == (1, {"k": 1, "j": [1]})
+    untouched = run(
+        "import wmill\n\ndef main():\n    return wmill.get_flow_user_state('k')\n",
+        {},
+        tmp_path,
+        env={"KUBEMILL_FLOW_USER_STATES": "{}"},
+    )
+    assert (untouched.result, untouched.flow_user_states) == (None, None)
+
+
+def test_flow_user_state_outside_a_flow_run_says_it_is_not_supported(tmp_path: Path) -> None:
+    envelope = run("import wmill\n\ndef main():\n    wmill.set_flow_user_state('k', 1)\n", {}, tmp_path)
+    assert envelope.error is not None and envelope.error.name == "NotSupported"
+    assert "exists only in a step of a flow run" in envelope.error.message

@@ -39,6 +39,8 @@ class CreateRun(Frozen):
     script: RawScriptSource | None = None
     args: Mapping[str, JsonValue] = Field(default_factory=dict)
     timeout_seconds: float | None = None
+    flow_user_states: Mapping[str, JsonValue] = Field(default_factory=dict)
+    """The flow run's user states when the child starts (`wmill.get_flow_user_state`)."""
 
 
 class DeleteRun(Frozen):
@@ -97,6 +99,8 @@ class ChildObservation(Frozen):
     phase: ChildPhase
     result: JsonValue = None
     error: RunError | None = None
+    flow_user_states: Mapping[str, JsonValue] | None = None
+    """The flow user states the child left (`wmill.set_flow_user_state`), when it set one."""
 
 
 class ApprovalEvent(Frozen):

@@ -16,7 +16,7 @@ from kubemill.engine.actions import Action, Decision, EarlyReturn, Finish, Obser
 from kubemill.engine.expressions import Evaluator, QuickJSEvaluator
 from kubemill.engine.state import DONE_STEP_PHASES, FlowRunStatus, RunError, RunPhase
 from kubemill.engine.validation import input_problem
-from kubemill.engine.walk import MissingResult, Outcome, Scope, Walk
+from kubemill.engine.walk import MissingResult, Outcome, Scope, StepFailed, Walk
 from kubemill.models.openflow import OpenFlow, walk_modules
 
 WAIT_FOR_SLOT_SECONDS = 10.0
@@ -59,6 +59,7 @@ def advance(
         evaluator=evaluator or default_evaluator(),
         records=dict(status.steps),
         ledger=status.approvals,
+        user_states=dict(status.user_states),
     )
     if observations.cancel_requested:
         walk.cancel_children("the flow run was cancelled")
@@ -75,12 +76,21 @@ def advance(
 def _walk_flow(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> Decision:
     now = walk.now
     args = dict(walk.obs.args)
-    scope = Scope(prefix="", flow_input=args, results={})
+    # Windmill: the first step's `previous_result` is the flow input.
+    scope = Scope(prefix="", flow_input=args, results={}, previous=args)
+    if not status.steps and flow.value.skip_expr:
+        try:
+            skipped = walk.evaluate(flow.value.skip_expr, scope, "skip_expr") is True
+        except StepFailed as failed:
+            return _finish(status, "Failed", None, failed.error, now, [])
+        if skipped:  # Windmill's `skip_expr`: the run succeeds at once, with no result
+            return _finish(status.model_copy(update={"skipped": True}), "Succeeded", None, None, now, [])
     outcome = walk.sequence(flow.value.modules, scope)
     early = flow.value.early_return
     if early is not None and not status.early_result_sent and early in scope.results:
-        walk.actions.append(EarlyReturn(result=walk.resolve(scope.results[early])))
-        status = status.model_copy(update={"early_result_sent": True})
+        early_result = walk.resolve(scope.results[early])
+        walk.actions.append(EarlyReturn(result=early_result))
+        status = status.model_copy(update={"early_result_sent": True, "early_result": early_result})
     if outcome.state == "failed" and flow.value.failure_module is not None:
         outcome = _run_failure_module(flow, walk, scope, outcome)
         status = status.model_copy(update={"failure_step": flow.value.failure_module.id})
@@ -98,8 +108,9 @@ def _walk_flow(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> Decision:
     result = walk.resolve(outcome.result)
     if outcome.state == "stopped":
         status = status.model_copy(update={"skipped": outcome.stop_skip})
-        if outcome.stop_error is not None:
-            return _finish(_with_walk(status, walk), "Failed", result, outcome.stop_error, now, walk.actions)
+        if outcome.stop_error is not None:  # Windmill: the run fails and its result is the error
+            error = outcome.stop_error
+            return _finish(_with_walk(status, walk), "Failed", error.as_result(), error, now, walk.actions)
         return _finish(_with_walk(status, walk), "Succeeded", result, None, now, walk.actions)
     if outcome.state == "failed":
         return _finish(_with_walk(status, walk), "Failed", result, outcome.error, now, walk.actions)
@@ -127,6 +138,7 @@ def _with_walk(status: FlowRunStatus, walk: Walk) -> FlowRunStatus:
         update={
             "steps": dict(walk.records),
             "approvals": walk.ledger,
+            "user_states": dict(walk.user_states),
             "pending_approvals": tuple(walk.pending),
             "current_step": _current_step(walk),
         }

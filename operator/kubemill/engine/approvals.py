@@ -64,6 +64,8 @@ class Verdict:
     error: RunError | None = None
     resume: JsonValue = None
     approvers: tuple[str, ...] = ()
+    payloads: tuple[JsonValue, ...] = ()
+    """The resume payloads of the approvals folded in this cycle, in order."""
 
 
 def _matches(event: ApprovalEvent, pending: PendingApproval, step_id: str) -> bool:
@@ -80,6 +82,7 @@ def decide(
 ) -> Verdict:
     """Fold this cycle's events into the ledger and say whether the step resumes, fails or keeps waiting."""
     resume: JsonValue = None
+    payloads: list[JsonValue] = []
     for event in events:
         if not _matches(event, pending, step_id) or not may_decide(pending, event, requester):
             continue
@@ -96,6 +99,7 @@ def decide(
         ledger = (*ledger, record)
         if event.decision == "approve":
             resume = event.payload
+            payloads.append(event.payload)
     mine = [r for r in ledger if r.step == pending.step]
     rejection = next((r for r in mine if r.decision == "reject"), None)
     if rejection is not None:
@@ -104,11 +108,11 @@ def decide(
         return Verdict(ledger, error=RunError(name="ApprovalRejected", message=message, step=pending.step))
     approvers = tuple(dict.fromkeys(r.user for r in mine if r.decision == "approve"))
     if len(approvers) >= pending.required_events:
-        return Verdict(ledger, approved=True, resume=resume, approvers=approvers)
+        return Verdict(ledger, approved=True, resume=resume, approvers=approvers, payloads=tuple(payloads))
     if pending.deadline is not None and now >= pending.deadline:
         if pending.continue_on_timeout:
             return Verdict(ledger, approved=True, approvers=approvers)
         count = f"{len(approvers)} of {pending.required_events} approvals"
         message = f"step {step_id} was not approved before its timeout ({count})"
         return Verdict(ledger, error=RunError(name="ApprovalTimeout", message=message, step=pending.step))
-    return Verdict(ledger)
+    return Verdict(ledger, payloads=tuple(payloads))

@@ -33,6 +33,15 @@ def run_container(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Ou
     record = walk.enter(module, scope, path)
     if isinstance(record, Outcome):
         return record
+    if record.phase == "Waiting":  # the delay before a retry of the whole container
+        assert record.wake_at is not None
+        if walk.now < record.wake_at:
+            walk.wake_at(record.wake_at)
+            return RUNNING
+        record = replace_record(record, phase="Running", wake_at=None)
+        walk.records[path] = record
+    if record.attempt and not is_loop(module):
+        scope = Scope(**{**scope.__dict__, "prefix": inner_prefix(path, record)})
     if isinstance(value, BranchOne):
         outcome = branch_one(walk, value, scope, path, record)
     elif isinstance(value, BranchAll):
@@ -43,8 +52,9 @@ def run_container(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Ou
         return outcome
     record = walk.records[path]
     if outcome.state == "failed":
+        # Windmill retries a container as a whole (a loop starts again from its first item).
         assert outcome.error is not None
-        return walk.fail(module, path, record, outcome.error, retryable=False)
+        return walk.fail(module, path, record, outcome.error, retryable=True, result=outcome.result)
     finished = replace_record(record, result=outcome.result, results=(), active=(), finished_at=walk.now)
     return walk.settle(module, scope, path, finished)
 
@@ -63,26 +73,49 @@ def branch_one(walk: Walk, value: BranchOne, scope: Scope, path: str, record: St
     return walk.sequence(modules, scope)
 
 
+def inner_prefix(path: str, record: StepRecord) -> str:
+    """Where the records of the steps inside a container live: beside it on the first attempt (branch
+    bodies share the enclosing scope), under `<path>@<attempt>/` on a retry, so the retry's child runs
+    get names of their own."""
+    return f"{path}@{record.attempt}/"
+
+
 def branch_all(walk: Walk, value: BranchAll, scope: Scope, path: str) -> Outcome:
+    """Every branch; the result is the list of the branches' results. A branch that fails with
+    `skip_failure: false` fails the step with that list (the error in the branch's place), once no branch
+    runs any more; a `stop_after_if` inside a branch stops the flow with the list."""
     results: list[JsonValue] = []
     running = False
+    failure: RunError | None = None
+    stop: Outcome | None = None
     for branch in value.branches:
         outcome = walk.sequence(branch.modules, Scope(**{**scope.__dict__, "results": scope.results}))
         if outcome.state == "running":
             running = True
             if not value.parallel:
                 return RUNNING
+            results.append(None)
             continue
         if outcome.state == "failed":
             assert outcome.error is not None
-            if not branch.skip_failure:
-                return outcome
             results.append(outcome.error.as_result())
+            if not branch.skip_failure:
+                failure = failure or outcome.error
+                if not value.parallel:
+                    break
             continue
-        if outcome.state == "stopped":
-            return outcome
         results.append(outcome.result)
-    return RUNNING if running else Outcome("done", results)
+        if outcome.state == "stopped":
+            stop = stop or outcome
+            if not value.parallel:
+                break
+    if running:
+        return RUNNING
+    if failure is not None:
+        return Outcome("failed", results, error=failure)
+    if stop is not None:
+        return Outcome("stopped", results, stop_skip=stop.stop_skip, stop_error=stop.stop_error)
+    return Outcome("done", results)
 
 
 def loop(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Outcome:
@@ -91,6 +124,7 @@ def loop(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Outcome:
     record = walk.records[path]
     items: list[JsonValue] | None = None
     limit = 1
+    parallel = isinstance(value, ForloopFlow) and value.parallel
     if isinstance(value, ForloopFlow):
         iterated = walk.transform(value.iterator, scope, path)
         if not isinstance(iterated, list):
@@ -102,31 +136,35 @@ def loop(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Outcome:
         if value.parallel:
             parallelism = walk.number(value.parallelism, scope, path, "parallelism")
             limit = max(1, int(parallelism)) if parallelism else max(1, len(items))
-    results, active = list(record.results), list(record.active)
+    results, active, failed = list(record.results), list(record.active), list(record.failed)
     count = record.count
     broken = False
+    base = inner_prefix(path, record) if record.attempt else f"{path}/"
 
     def run(index: int) -> Outcome:
         item = items[index] if items is not None else None
         flow_input = {**scope.flow_input, "iter": {"value": item, "index": index}}
         inner = Scope(
-            f"{path}/{index}/", flow_input, dict(scope.results), scope.previous, scope.resume, scope.approvers
+            f"{base}{index}/", flow_input, dict(scope.results), scope.previous, scope.resume, scope.approvers
         )
         return walk.sequence(value.modules, inner)
 
     def settle_iteration(index: int, outcome: Outcome) -> Outcome | None:
         """Record a finished iteration; an Outcome when it ends the loop."""
         nonlocal broken
-        prefix = f"{path}/{index}/"
+        prefix = f"{base}{index}/"
         for key in [k for k in walk.records if k.startswith(prefix)]:
             del walk.records[key]
         active.remove(index)
         if outcome.state == "failed":
             assert outcome.error is not None
-            if not value.skip_failures:
-                return outcome
             results[index] = outcome.error.as_result()
-            return None
+            if value.skip_failures:
+                return None
+            failed.append(index)
+            if parallel:
+                return None  # the other iterations finish first; the loop fails with every result
+            return Outcome("failed", results[: index + 1], error=outcome.error)
         results[index] = outcome.result
         if outcome.state == "stopped":
             broken = True
@@ -157,9 +195,15 @@ def loop(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Outcome:
             ended = settle_iteration(index, outcome)
     if broken:
         count = len(results)
-    walk.records[path] = replace_record(record, results=tuple(results), active=tuple(active), count=count)
+    walk.records[path] = replace_record(
+        record, results=tuple(results), active=tuple(active), count=count, failed=tuple(sorted(failed))
+    )
     if ended is not None:
         return ended
     if active or (count is not None and len(results) < count) or count is None:
         return RUNNING
+    if failed:
+        first = results[min(failed)]
+        assert isinstance(first, dict) and isinstance(first.get("error"), dict)
+        return Outcome("failed", list(results), error=RunError.model_validate(first["error"]))
     return Outcome("done", list(results))

@@ -38,9 +38,11 @@ Approve = Callable[[AwaitApproval, datetime], list[ApprovalEvent]]
 class FlowFailed(Exception):
     """The flow ended in a phase other than Succeeded."""
 
-    def __init__(self, phase: str, error: RunError | None) -> None:
+    def __init__(self, phase: str, error: RunError | None, result: JsonValue = None) -> None:
         self.phase = phase
         self.error = error
+        self.result = result
+        """The flow's result, when it has one (a failure module's output, a loop's list of results)."""
         super().__init__(f"flow {phase.lower()}: {error.message if error else 'no error recorded'}")
 
 
@@ -158,5 +160,5 @@ def run_flow_locally(
     """Run `flow` on this machine with real time; its result, or `FlowFailed`."""
     run = drive(flow, args, run_step, clock=Clock(), approve=approve)
     if run.status.phase != "Succeeded":
-        raise FlowFailed(run.status.phase, run.status.error)
+        raise FlowFailed(run.status.phase, run.status.error, run.status.result)
     return run.status.result

@@ -29,6 +29,7 @@ from kubemill.models.openflow import (
     WhileloopFlow,
     walk_modules,
 )
+from kubemill.signatures import SignatureError, derive_schema
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,96 @@ def _expressions(module: FlowModule) -> Iterator[tuple[str, str]]:
         yield "retry_if", module.retry.retry_if.expr
 
 
+UNSUPPORTED_FIELDS = {
+    "cache_ttl": "result caching (`cache_ttl`) is not supported by kubemill; remove it",
+    "preprocessor_module": "`preprocessor_module` is not supported by kubemill (runs are started with their "
+    "final input); remove it",
+}
+"""Fields Windmill knows and kubemill refuses rather than ignore (docs/decisions.md says why)."""
+
+# YAML 1.1 (PyYAML, the API server's YAML) reads these unquoted keys as booleans.
+_YAML_BOOLEANS = {
+    "false": ("n", "no", "off", "false"),
+    "true": ("y", "yes", "on", "true"),
+}
+
+
+def field_problems(flow: OpenFlow, *, shared_folder: bool) -> list[Problem]:
+    """Fields kubemill would otherwise accept and not act on: each refused with a message naming it.
+    `shared_folder` says whether `same_worker` can be honoured (locally it can, on a cluster it cannot)."""
+    value = flow.value
+    problems = [
+        Problem(None, f"{name}: {why}") for name, why in UNSUPPORTED_FIELDS.items() if getattr(value, name)
+    ]
+    if value.same_worker and not shared_folder:
+        problems.append(
+            Problem(
+                None,
+                "same_worker: steps of a FlowRun run in separate pods, so they cannot share a ./shared "
+                "folder; pass data between steps as results (or run the flow with `kubemill run`)",
+            )
+        )
+    for module in value.all_modules():
+        if module.cache_ttl is not None:
+            problems.append(Problem(module.id, f"cache_ttl: {UNSUPPORTED_FIELDS['cache_ttl']}"))
+        if isinstance(module.value, WhileloopFlow) and module.value.parallel:
+            problems.append(
+                Problem(
+                    module.id, "parallel: a whileloopflow runs its iterations one after another; remove it"
+                )
+            )
+    return problems
+
+
+def script_parameters(language: str, code: str) -> tuple[str, ...] | None:
+    """The parameter names of a script's `main`, or None when they cannot be read (the run says why)."""
+    try:
+        schema = derive_schema("deno" if language == "typescript" else language, code)
+    except SignatureError:
+        return None
+    properties = schema.get("properties") or {}
+    return tuple(properties)
+
+
+def input_key_problems(
+    flow: OpenFlow, script_params: Mapping[str, Collection[str]] | None = None
+) -> list[Problem]:
+    """`input_transforms` keys that name no parameter of the step's script (inline scripts always; a
+    `script` step when `script_params` knows its path)."""
+    problems: list[Problem] = []
+    for module in flow.value.all_modules():
+        step = module.value
+        params: Collection[str] | None = None
+        if not isinstance(step, RawScript | PathScript):
+            continue
+        if isinstance(step, RawScript):
+            params = script_parameters(step.language, step.content)
+        elif script_params is not None:
+            params = script_params.get(step.path)
+        if params is None:
+            continue
+        for key in step.input_transforms:
+            if key in params:
+                continue
+            names = ", ".join(params) or "none"
+            message = (
+                f"input_transforms key {key!r} is not a parameter of the script (its parameters: {names})"
+            )
+            spellings = [s for s in _YAML_BOOLEANS.get(key, ()) if s in params]
+            if spellings:
+                message += (
+                    f"; YAML reads an unquoted {spellings[0]} as {key}: quote the key ('{spellings[0]}')"
+                )
+            problems.append(Problem(module.id, message))
+    return problems
+
+
 def validate_flow(
     flow: OpenFlow | Mapping[str, Any],
     known_script_paths: Collection[str],
     known_flow_paths: Collection[str] | None = None,
     evaluator: Evaluator | None = None,
+    script_params: Mapping[str, Collection[str]] | None = None,
 ) -> list[Problem]:
     """Every problem found in `flow` (an OpenFlow model, or the raw document, which is parsed first)."""
     if not isinstance(flow, OpenFlow):
@@ -98,7 +184,7 @@ def validate_flow(
         except pydantic.ValidationError as exc:
             return [_shape_problem(document, error) for error in exc.errors()]
     evaluator = evaluator or QuickJSEvaluator()
-    problems: list[Problem] = []
+    problems = field_problems(flow, shared_folder=False) + input_key_problems(flow, script_params)
     value = flow.value
     for module in value.all_modules():
         step = module.value

@@ -40,6 +40,7 @@ from kubemill.models.openflow import (
     PathScript,
     RawScript,
     StaticTransform,
+    walk_modules,
 )
 
 OutcomeState = Literal["done", "running", "failed", "stopped"]
@@ -84,6 +85,7 @@ class Scope:
     previous: JsonValue = None
     resume: JsonValue = None
     approvers: tuple[str, ...] = ()
+    resumes: tuple[JsonValue, ...] = ()
 
     def path(self, step_id: str) -> str:
         return f"{self.prefix}{step_id}"
@@ -101,6 +103,8 @@ class Walk:
     evaluator: Evaluator
     records: dict[str, StepRecord]
     ledger: tuple[ApprovalRecord, ...]
+    user_states: dict[str, JsonValue] = field(default_factory=dict)
+    """The flow user states; a child's are folded in once, when the step first sees it finished."""
     actions: list[Action] = field(default_factory=list)
     wakes: list[datetime] = field(default_factory=list)
     pending: list[PendingApproval] = field(default_factory=list)
@@ -120,14 +124,21 @@ class Walk:
         return stored
 
     def variables(self, expr: str, scope: Scope, extra: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        previous = self.resolve(scope.previous) if "previous_result" in expr or "error" in expr else None
+        """What an expression sees. `result` is Windmill's other name of `previous_result` (a condition's
+        own `result`, passed in `extra`, takes its place); `resumes` holds every payload of the last
+        approval; `flow_env` is the flow's own values."""
+        wanted = any(name in expr for name in ("previous_result", "error", "result"))
+        previous = self.resolve(scope.previous) if wanted else None
         variables: dict[str, JsonValue] = {
             "flow_input": scope.flow_input,
             "results": {k: self.resolve(v) for k, v in scope.results.items() if k in expr},
             "previous_result": previous,
+            "result": previous,
             "resume": scope.resume,
+            "resumes": list(scope.resumes),
             "approvers": list(scope.approvers),
             "error": previous.get("error") if isinstance(previous, dict) else None,
+            "flow_env": dict(self.flow.value.flow_env or {}),
         }
         variables.update(extra)
         return variables
@@ -179,6 +190,7 @@ class Walk:
                 last = outcome
             if record is not None and (record.resume is not None or record.approvers):
                 scope.resume, scope.approvers = record.resume, record.approvers
+                scope.resumes = record.resumes or (record.resume,)
             if outcome.state == "stopped":
                 return outcome
         return Outcome("done", last.result)
@@ -202,7 +214,8 @@ class Walk:
         error = None
         if stop is not None and stop.error_message is not None:
             message = stop.error_message or f"flow stopped early by step {module.id}"
-            error = RunError(name="StoppedEarly", message=message, step=module.id)
+            result = self.resolve(record.result) if stop.error_include_result else None
+            error = RunError(name="EarlyStopError", message=message, step=module.id, result=result)
         return Outcome(
             "stopped", record.result, stop_skip=bool(stop and stop.skip_if_stopped), stop_error=error
         )
@@ -267,6 +280,8 @@ class Walk:
             if record.wake_at is not None:
                 self.wake_at(record.wake_at)
             return RUNNING
+        if child.flow_user_states is not None and child.phase in ("Succeeded", "Failed"):
+            self.user_states.update(child.flow_user_states)
         if child.phase == "Succeeded":
             stored = store_result(child.result, name)
             return self.settle(
@@ -300,6 +315,7 @@ class Walk:
                 else None,
                 args=args,
                 timeout_seconds=timeout,
+                flow_user_states=dict(self.user_states),
             )
         )
         self.records[path] = replace_record(record, phase="Running", run=name, wake_at=deadline)
@@ -310,9 +326,20 @@ class Walk:
     # --- endings -------------------------------------------------------------------------------------------
 
     def fail(
-        self, module: FlowModule, path: str, record: StepRecord | None, error: RunError, *, retryable: bool
+        self,
+        module: FlowModule,
+        path: str,
+        record: StepRecord | None,
+        error: RunError,
+        *,
+        retryable: bool,
+        result: JsonValue = None,
     ) -> Outcome:
+        """The step failed: retry it if its policy says so, else record the failure. `result` is the
+        failed step's result when it is more than the error (a loop's or branchall's list, as Windmill
+        keeps it)."""
         record = record or StepRecord(phase="Running", started_at=self.now)
+        result = error.as_result() if result is None else result
         if retryable:
             delay = retry_delay(module.retry, record.attempt, self.obs.run_name, path)
             retry_if = module.retry.retry_if if module.retry else None
@@ -322,17 +349,39 @@ class Walk:
                 delay = delay if wanted is True else None
             if delay is not None:
                 wake = self.now + timedelta(seconds=delay)
+                self.forget_inside(path)
                 self.records[path] = replace_record(
-                    record, phase="Waiting", attempt=record.attempt + 1, run=None, wake_at=wake, error=error
+                    record,
+                    phase="Waiting",
+                    attempt=record.attempt + 1,
+                    run=None,
+                    wake_at=wake,
+                    error=error,
+                    **_FRESH_CONTAINER,
                 )
                 self.wake_at(wake)
                 return RUNNING
         self.records[path] = replace_record(
-            record, phase="Failed", error=error, result=error.as_result(), finished_at=self.now, wake_at=None
+            record, phase="Failed", error=error, result=result, finished_at=self.now, wake_at=None
         )
         if module.continue_on_error:
             return Outcome("done", error.as_result())
-        return Outcome("failed", error.as_result(), error=error)
+        return Outcome("failed", result, error=error)
+
+    def forget_inside(self, path: str) -> None:
+        """Drop the records of the steps inside the container at `path` (it is about to run again).
+        Inside a retried container, record keys carry the attempt (`loop@1/0/step`), so a new attempt's
+        children get new names."""
+        module = self.modules.get(path.rsplit("/", 1)[-1])
+        if module is None:
+            return
+        prefix = path[: len(path) - len(module.id)]
+        inner = {m.id for m in walk_modules(module.children())}
+        for key in list(self.records):
+            own = key.startswith((f"{path}/", f"{path}@"))
+            branch_step = key.startswith(prefix) and key[len(prefix) :].split("/", 1)[0] in inner
+            if own or branch_step:
+                del self.records[key]
 
     def settle(self, module: FlowModule, scope: Scope, path: str, record: StepRecord) -> Outcome:
         """A step with a result: wait for approvals, then sleep, then check stop_after_if; then it is done."""
@@ -374,6 +423,8 @@ class Walk:
         pending = pending.model_copy(update={"deadline": record.wake_at})
         verdict = decide(pending, module.id, self.obs.approvals, self.ledger, self.obs.requester, self.now)
         self.ledger = verdict.ledger
+        if verdict.payloads:
+            record = replace_record(record, resumes=record.resumes + verdict.payloads)
         if verdict.error is not None:
             return self.fail(module, path, record, verdict.error, retryable=False)
         if not verdict.approved:
@@ -382,12 +433,16 @@ class Walk:
             if pending.deadline is not None:
                 self.wake_at(pending.deadline)
             return RUNNING
-        result = verdict.resume if isinstance(module.value, Approval) else record.result
+        resume = record.resumes[-1] if record.resumes else verdict.resume
+        result = resume if isinstance(module.value, Approval) else record.result
+        # One payload is kept as `resume` alone (`resumes` is then `[resume]`).
+        resumes = record.resumes if len(record.resumes) > 1 else ()
         return replace_record(
             record,
             phase="Running",
             wake_at=None,
-            resume=verdict.resume,
+            resume=resume,
+            resumes=resumes,
             approvers=verdict.approvers,
             result=result,
         )
@@ -419,6 +474,17 @@ class Walk:
     def modules(self) -> dict[str, FlowModule]:
         """Every step of the flow by id (ids are unique in a flow)."""
         return {m.id: m for m in self.flow.value.all_modules()}
+
+
+_FRESH_CONTAINER: dict[str, object] = {
+    "branch": None,
+    "count": None,
+    "results": (),
+    "active": (),
+    "failed": (),
+    "stopped": False,
+}
+"""A container's record fields that a retry starts again from."""
 
 
 def child_kind(module: FlowModule) -> Literal["ScriptRun", "FlowRun"]:

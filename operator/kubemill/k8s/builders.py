@@ -37,6 +37,8 @@ LABEL_CODE = "kubemill.dev/code"
 ANNOTATION_RUN = "kubemill.dev/script-run"
 ANNOTATION_PATH = "kubemill.dev/script-path"
 ARGS_KEY = "args.json"
+FLOW_STATES_KEY = "flow-user-states.json"
+"""In the per-run Secret of a flow step: the FlowRun's user states when the step started."""
 RESULT_KEY = "result.json"
 STATE_KEY = "state.json"
 CONTAINER = "runner"
@@ -242,6 +244,11 @@ def build_job(
     items = [{"key": ARGS_KEY, "path": ARGS_KEY}] + [
         {"key": k, "path": f"resources/{k}"} for k in _resource_keys(secret_keys)
     ]
+    if FLOW_STATES_KEY in secret_keys:  # a flow step: wmill.get_flow_user_state reads them
+        items.append({"key": FLOW_STATES_KEY, "path": FLOW_STATES_KEY})
+        container_env.append(
+            {"name": "KUBEMILL_FLOW_USER_STATES_FILE", "value": f"{INPUT_DIR}/{FLOW_STATES_KEY}"}
+        )
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": runner.image or options.image(target.language),

@@ -83,6 +83,8 @@ def child_run_manifest(
         spec["script"] = {"language": action.script.language, "content": action.script.content}
     else:
         spec["scriptPath"] = action.script_path
+    if action.kind == "ScriptRun":
+        spec["flowUserStates"] = dict(action.flow_user_states)
     if action.timeout_seconds and action.kind == "ScriptRun":
         spec["timeoutSeconds"] = max(1, int(action.timeout_seconds))
     if parent.spec.schedule_path is not None:
@@ -145,7 +147,15 @@ def observe_child(body: Mapping[str, Any], read_ref: Any) -> ChildObservation:
             error = RunError.model_validate(status["error"])
         except pydantic.ValidationError:
             error = RunError(name="Error", message=json.dumps(status["error"])[:1000])
-    return ChildObservation.model_validate({"phase": phase, "result": result, "error": error})
+    states = status.get("flowUserStates")
+    return ChildObservation.model_validate(
+        {
+            "phase": phase,
+            "result": result,
+            "error": error,
+            "flow_user_states": states if isinstance(states, Mapping) else None,
+        }
+    )
 
 
 def observe_children(bodies: Iterable[Mapping[str, Any]], read_ref: Any) -> dict[str, ChildObservation]:

@@ -63,6 +63,8 @@ class Observation:
     result_json: str | None = None
     failure: Failure | None = None
     state_json: str | None = None
+    flow_user_states: dict[str, Any] | None = None
+    """A flow step's flow user states after the attempt, when it set one (`wmill.set_flow_user_state`)."""
 
 
 def _terminated(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -102,9 +104,13 @@ def _from_envelope(envelope: Envelope, pod: str | None) -> Observation:
     if envelope.error is not None:
         error = envelope.error
         failure = Failure(error.name, error.message, error.stack)
-        return Observation("failed", pod, failure=failure, state_json=state)
+        return Observation(
+            "failed", pod, failure=failure, state_json=state, flow_user_states=envelope.flow_user_states
+        )
     result = json.dumps(envelope.result, separators=(",", ":"))
-    return Observation("succeeded", pod, result_json=result, state_json=state)
+    return Observation(
+        "succeeded", pod, result_json=result, state_json=state, flow_user_states=envelope.flow_user_states
+    )
 
 
 def observe_attempt(
@@ -389,6 +395,9 @@ def decide(run: ScriptRun, inputs: Inputs) -> Decision:
             return Decision({**status, "pod": {"name": observation.pod, "kind": "Pod"}})
         return Decision(status)
     pod = {"name": observation.pod, "kind": "Pod"} if observation.pod else status.get("pod")
+    ended: dict[str, Any] = {"pod": pod}
+    if observation.flow_user_states is not None:  # read by the FlowRun's engine, masked like a result
+        ended["flowUserStates"] = mask_json(observation.flow_user_states, inputs.masks)
     if observation.state_json is not None and target.path and len(observation.state_json) <= RESULT_MAX:
         cleanup = (StoreState(target.path, observation.state_json), *cleanup)
     if observation.state == "succeeded" and observation.result_json is not None:
@@ -397,11 +406,11 @@ def decide(run: ScriptRun, inputs: Inputs) -> Decision:
         )
         size = len(masked.encode())
         if size <= RESULT_INLINE_LIMIT:
-            new = _finish(status, run, inputs, "Succeeded", None, result=json.loads(masked), pod=pod)
+            new = _finish(status, run, inputs, "Succeeded", None, result=json.loads(masked), **ended)
             return Decision(new, (*cleanup, DeleteRunSecret()))
         if size <= RESULT_MAX:
             ref = {"name": result_configmap_name(run.metadata.name or ""), "key": RESULT_KEY}
-            new = _finish(status, run, inputs, "Succeeded", None, resultRef=ref, pod=pod)
+            new = _finish(status, run, inputs, "Succeeded", None, resultRef=ref, **ended)
             return Decision(new, (StoreResult(ref["name"], masked), *cleanup, DeleteRunSecret()))
         failure = Failure(
             "ResultTooLarge", f"the result is {size} bytes; at most 1 MiB (1048576 bytes) is kept"
@@ -425,5 +434,5 @@ def decide(run: ScriptRun, inputs: Inputs) -> Decision:
         )
         new["conditions"][0]["lastTransitionTime"] = _iso(inputs.now)
         return Decision(new, (*cleanup, Requeue(delay)), ("RetryScheduled", message))
-    new = _finish(status, run, inputs, "Failed", failure, pod=pod)
+    new = _finish(status, run, inputs, "Failed", failure, **ended)
     return Decision(new, (*cleanup, DeleteRunSecret()), (failure.name, new["error"]["message"]))

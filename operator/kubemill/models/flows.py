@@ -123,6 +123,10 @@ class StepRecord(StatusModel):
     """After an approval: the resume payload, `resume` in the next step's expressions."""
     approvers: tuple[str, ...] = ()
     """After an approval: who approved, `approvers` in the next step's expressions."""
+    resumes: tuple[JsonValue, ...] = ()
+    """After an approval: every approver's resume payload, in order (`resumes` in expressions)."""
+    failed: tuple[int, ...] = ()
+    """Loops and branchall: the iterations / branches that failed (their entry in `results` is the error)."""
 
 
 class PendingApproval(StatusModel):
@@ -183,10 +187,14 @@ class FlowRunStatus(StatusModel):
     finished_at: datetime | None = None
     early_result_sent: bool = False
     """The `early_return` step's result was handed out."""
+    early_result: JsonValue = None
+    """The `early_return` step's result: what a caller waiting for the run gets before the run ends."""
     skipped: bool = False
     """The flow was stopped by a `stop_after_if` with `skip_if_stopped`."""
     failure_step: str | None = None
     """Set once the flow's failure module has been started (its record is under this key)."""
+    user_states: Mapping[str, JsonValue] = Field(default_factory=dict)
+    """Windmill's flow user states: what steps stored with `wmill.set_flow_user_state(key, value)`."""
     flow: FlowPin | None = None
     depth: Annotated[int, Field(ge=0)] = 0
     """How deep this run is in a chain of subflows (0 for a run nobody's flow started)."""

@@ -152,6 +152,8 @@ class StopAfterIf(OpenFlowModel):
     expr: str
     skip_if_stopped: bool = False
     error_message: str | None = None
+    error_include_result: bool = False
+    """With `error_message`: the stopping step's result goes into the error as `result`."""
 
 
 class SkipIf(OpenFlowModel):
@@ -335,7 +337,8 @@ class FlowModule(OpenFlowModel):
                 {
                     "rule": f"self.value.type in {list(MODULE_TYPES)}",
                     "messageExpression": (
-                        '"step \'" + self.id + "\': unknown module type \'" + self.value.type'
+                        '"step \'" + (has(self.id) ? self.id : "?") + "\': unknown module type \'"'
+                        " + self.value.type"
                         f' + "\' (expected one of: {_EXPECTED_TYPES})"'
                     ),
                     "message": f"unknown module type (expected one of: {_EXPECTED_TYPES})",
@@ -345,7 +348,8 @@ class FlowModule(OpenFlowModel):
         }
     )
 
-    id: str = Field(min_length=1)
+    id: str = Field(default="", min_length=1)
+    """Windmill lets it be left out: `FlowValue` then gives the step one (`step_1`, ...)."""
     value: ModuleValue
     summary: str | None = None
     stop_after_if: StopAfterIf | None = None
@@ -409,7 +413,8 @@ class FlowValue(OpenFlowModel):
     concurrency_time_window_s: Number | None = None
     skip_expr: str | None = None
     cache_ttl: Number | None = None
-    flow_env: Mapping[str, str] | None = None
+    flow_env: Mapping[str, JsonValue] | None = None
+    """Values every expression of the flow sees as `flow_env` (any JSON)."""
     priority: Number | None = None
     early_return: str | None = None
 
@@ -417,6 +422,15 @@ class FlowValue(OpenFlowModel):
         """Every step, nested ones included, then the preprocessor and failure modules."""
         extra = tuple(m for m in (self.preprocessor_module, self.failure_module) if m is not None)
         yield from walk_modules(self.modules + extra)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_ids(cls, data: object) -> object:
+        """Windmill lets a step leave out its `id`: such steps get one (`step_1`, `step_2`, ... in document
+        order, skipping ids the flow already uses), the same every time the document is read."""
+        if not isinstance(data, Mapping):
+            return data
+        return default_step_ids(data)
 
     @model_validator(mode="after")
     def _step_ids_are_unique(self) -> FlowValue:
@@ -428,6 +442,53 @@ class FlowValue(OpenFlowModel):
         if self.early_return is not None and self.early_return not in {m.id for m in self.modules}:
             raise ValueError(f"early_return names step {self.early_return!r}, which is not a top-level step")
         return self
+
+
+def _raw_steps(node: object) -> Iterator[dict[str, Any]]:
+    """Every step mapping of a raw (unparsed) flow value, depth first, in document order."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _raw_steps(item)
+        return
+    if not isinstance(node, dict):
+        return
+    inner = node.get("value")
+    if isinstance(inner, dict) and "type" in inner:
+        yield node
+        node = inner
+    for key in ("modules", "default", "failure_module", "preprocessor_module"):
+        yield from _raw_steps(node.get(key))
+    branches = node.get("branches")
+    for branch in branches if isinstance(branches, list) else ():
+        if isinstance(branch, dict):
+            yield from _raw_steps(branch.get("modules"))
+
+
+def default_step_ids(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`data` (a raw flow value) with an id given to every step that has none."""
+    copy: dict[str, Any] = _deep_copy(data)
+    steps = list(_raw_steps(copy))
+    if all(isinstance(step.get("id"), str) and step["id"] for step in steps):
+        return data
+    used = {step["id"] for step in steps if isinstance(step.get("id"), str)}
+    counter = 0
+    for step in steps:
+        if isinstance(step.get("id"), str) and step["id"]:
+            continue
+        counter += 1
+        while f"step_{counter}" in used:
+            counter += 1
+        step["id"] = f"step_{counter}"
+        used.add(step["id"])
+    return copy
+
+
+def _deep_copy(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {key: _deep_copy(value) for key, value in node.items()}
+    if isinstance(node, list | tuple):
+        return [_deep_copy(item) for item in node]
+    return node
 
 
 class OpenFlow(OpenFlowModel):

@@ -130,6 +130,8 @@ class RunError(KubemillModel):
     message: str = ""
     stack: str | None = None
     step: str | None = None
+    result: JsonValue = None
+    """An early stop's step result (`stop_after_if.error_include_result`), as Windmill includes it."""
 
     def as_result(self) -> dict[str, JsonValue]:
         """The error as a failed step's result: `{"error": {...}}`, as Windmill hands it on."""
@@ -171,6 +173,8 @@ class ScriptRunSpec(KubemillModel):
     step_id: str | None = None
     schedule_path: WindmillPath | None = None
     scheduled_for: datetime | None = None
+    flow_user_states: JsonObject | None = None
+    """A flow step: the FlowRun's user states when the step started (`wmill.get_flow_user_state`)."""
 
     @model_validator(mode="after")
     def _one_target(self) -> ScriptRunSpec:
@@ -191,6 +195,8 @@ class ScriptRunStatus(StatusModel):
     finished_at: datetime | None = None
     job: ObjectRef | None = None
     pod: ObjectRef | None = None
+    flow_user_states: JsonObject | None = None
+    """A flow step's user states after it ran, when it set one (read by the FlowRun's engine)."""
     conditions: Conditions = ()
 
 

@@ -472,12 +472,30 @@ def _paths(api: Kube, namespace: str, kind: str) -> set[str]:
     }
 
 
+def _script_params(items: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each Script's parameter names, from the schema its status reports (Scripts not derived yet are left
+    out, so their steps' input keys are not checked)."""
+    found: dict[str, list[str]] = {}
+    for item in items:
+        path = (item.get("spec") or {}).get("path")
+        schema = (item.get("status") or {}).get("schema")
+        if isinstance(path, str) and isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
+            found[path] = list(schema["properties"])
+    return found
+
+
 def flow_conditions(body: dict[str, Any], api: Kube) -> dict[str, Any]:
     """The Flow's status: `Ready` (problems named by step id) and the paths it references."""
     namespace = body["metadata"]["namespace"]
     spec = dict(body.get("spec") or {})
     spec.pop("path", None)
-    problems = validate_flow(spec, _paths(api, namespace, "Script"), _paths(api, namespace, "Flow"))
+    scripts_listed = api.list(API_VERSION, "Script", namespace)
+    problems = validate_flow(
+        spec,
+        _paths(api, namespace, "Script"),
+        _paths(api, namespace, "Flow"),
+        script_params=_script_params(scripts_listed),
+    )
     scripts: list[str] = []
     flows: list[str] = []
     try:

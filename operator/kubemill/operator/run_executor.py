@@ -10,6 +10,7 @@ resourceVersion, so two writers can never both record a result: the loser re-rea
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Hashable, Mapping
@@ -313,6 +314,8 @@ class RunExecutor:
         args = args_for_language(target.language, run.spec.args)
         if target.schema is not None:
             args = run_args(target.schema, args)  # optional nulls left out, so the script's defaults apply
+        if run.spec.flow_user_states is not None:
+            files = {**files, builders.FLOW_STATES_KEY: json.dumps(run.spec.flow_user_states)}
         secret = builders.build_run_secret(identity, args, files)
         self.kube.create(secret)
         context = RunContext(

@@ -34,6 +34,8 @@ class Envelope:
     state: Any = None
     truncated: bool = False
     bytes: int | None = None
+    flow_user_states: dict[str, Any] | None = None
+    """A flow step's flow user states after it ran, when it set one (`wmill.set_flow_user_state`)."""
 
     @property
     def ok(self) -> bool:
@@ -66,7 +68,10 @@ def parse_envelope(text: str) -> Envelope:
     truncated, size = data.get("truncated", False), data.get("bytes")
     if not isinstance(truncated, bool) or not (size is None or (isinstance(size, int) and size >= 0)):
         raise ValueError("the runner's envelope is malformed: 'truncated' or 'bytes'")
-    return Envelope(data["result"], _error(data["error"]), data.get("state"), truncated, size)
+    states = data.get("flow_user_states")
+    if states is not None and not isinstance(states, dict):
+        raise ValueError("the runner's envelope is malformed: 'flow_user_states' is not an object")
+    return Envelope(data["result"], _error(data["error"]), data.get("state"), truncated, size, states)
 
 
 def envelope_from_logs(logs: str) -> Envelope | None:

@@ -41,6 +41,7 @@ __all__ = [
     "get_variable",
     "get_workspace",
     "list_resources",
+    "set_flow_user_state",
     "set_progress",
     "set_resource",
     "set_state",
@@ -204,7 +205,41 @@ def get_state_path() -> str:
     return os.environ.get("WM_STATE_PATH", "")
 
 
-get_flow_user_state = get_state
+_flow_user_states: dict[str, Any] = {"value": None, "changed": False}
+
+
+def _flow_states() -> dict[str, Any]:
+    if _flow_user_states["value"] is None:
+        text = os.environ.get("KUBEMILL_FLOW_USER_STATES")
+        path = os.environ.get("KUBEMILL_FLOW_USER_STATES_FILE")
+        if text is None and path:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        if text is None:
+            raise NotSupported(
+                "flow user state (get_flow_user_state/set_flow_user_state) exists only in a step of a flow "
+                "run; this script runs on its own"
+            )
+        loaded = json.loads(text)
+        _flow_user_states["value"] = loaded if isinstance(loaded, dict) else {}
+    states: dict[str, Any] = _flow_user_states["value"]
+    return states
+
+
+def get_flow_user_state(key: str) -> Any:
+    """The value a step of this flow run stored under `key` with `set_flow_user_state` (None if none)."""
+    return _flow_states().get(key)
+
+
+def set_flow_user_state(key: str, value: Any) -> None:
+    """Keep `value` under `key` for the later steps of this flow run (Windmill's flow user state)."""
+    _flow_states()[key] = value
+    _flow_user_states["changed"] = True
+
+
+def _changed_flow_user_states() -> dict[str, Any] | None:
+    """Every flow user state after this run, when it set one (None otherwise)."""
+    return _flow_user_states["value"] if _flow_user_states["changed"] else None
 
 
 # --- context ----------------------------------------------------------------------------------------------
