@@ -140,11 +140,6 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
         "step 'charge': unknown module type 'http' (expected one of: rawscript, script, flow",
     ),
     (
-        "step without id",
-        flow("no-id", {"value": {"type": "identity"}}),
-        "spec.value.modules[0].id: Required value",
-    ),
-    (
         "script step without path",
         flow("no-step-path", {"id": "a", "value": {"type": "script", "input_transforms": {}}}),
         "type script needs path",
