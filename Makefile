@@ -12,10 +12,10 @@ PY := $(VENV)/bin/python
 export KUBEMILL_HOME ?= $(CURDIR)/.cache/kubemill
 PYTEST_ARGS ?=
 
-.PHONY: help install tools ui cluster-bin demo test unit integration lint bench cluster crds clean
+.PHONY: help install tools ui cluster-bin demo test unit integration lint bench fuzz cluster crds clean
 
 help:
-	@echo "make demo | test | unit | integration | lint | bench | cluster | crds | clean"
+	@echo "make demo | test | unit | integration | lint | bench | fuzz | cluster | crds | clean"
 
 $(VENV)/.installed: pyproject.toml scripts/install-runtimes
 	$(BOOT_PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ test: install cluster-bin lint
 
 bench: install cluster-bin
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+# The fuzzing harnesses at length (`make test` runs them with 200 examples each): FUZZ_EXAMPLES per test.
+FUZZ_EXAMPLES ?= 20000
+fuzz: install
+	KUBEMILL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -q -p no:randomly --hypothesis-show-statistics $(PYTEST_ARGS)
 
 cluster: install cluster-bin
 	scripts/with-cluster

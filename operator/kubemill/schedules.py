@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter  # type: ignore[import-untyped]
+from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped]
 
 from kubemill.engine.naming import MAX_NAME, child_run_name, identity_digest
 from kubemill.models.common import API_VERSION
@@ -91,6 +91,10 @@ def parse_cron(expression: str) -> Cron:
         )
     if not croniter.is_valid(kubernetes):
         raise CronError(f"{expression!r} is not a valid cron expression (minute hour day month weekday)")
+    try:
+        croniter(kubernetes, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except CroniterBadDateError:
+        raise CronError(f"{expression!r} never fires (no such day in any of its months)") from None
     return Cron(expression, kubernetes)
 
 

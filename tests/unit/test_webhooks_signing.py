@@ -75,7 +75,9 @@ def test_the_providers_documented_examples_verify() -> None:
     key = b"whsec_" + base64.b64encode(raw)
     mac = base64.b64encode(hmac.new(raw, b"msg_p5jX.1614265330.{}", hashlib.sha256).digest()).decode()
     headers = {"webhook-id": "msg_p5jX", "webhook-timestamp": "1614265330", "webhook-signature": f"v1,{mac}"}
-    assert verify(SPECS["standard-webhooks"], key, headers, b"{}", 1614265330) == "msg_p5jX"
+    assert verify(SPECS["standard-webhooks"], key, headers, b"{}", 1614265330) == (
+        "standard-webhooks:" + hashlib.sha256(b"msg_p5jX").hexdigest()
+    )
 
 
 def test_stripe_accepts_any_of_several_v1_signatures_during_key_rotation() -> None:
@@ -116,3 +118,37 @@ def test_the_token_bucket_allows_a_burst_then_the_sustained_rate() -> None:
     assert bucket.take(NOW + 0.5) == 0.0
     assert bucket.take(NOW + 0.5) > 0
     assert [bucket.take(NOW + 100) for _ in range(4)][:3] == [0.0, 0.0, 0.0]
+
+
+def _variants(form: str, headers: dict[str, str]) -> list[dict[str, str]]:
+    """The same signed delivery, re-sent with what its signature does not cover changed."""
+    out = [{**headers, "x-github-delivery": "a-fresh-delivery-id"}, {**headers, "x-unrelated": "1"}]
+    for name, value in headers.items():
+        if name in {"x-hub-signature-256", "x-slack-signature", "stripe-signature", "x-signature-256"}:
+            out.append(
+                {
+                    **headers,
+                    name: value.upper()
+                    .replace("SHA256=", "sha256=")
+                    .replace("V0=", "v0=")
+                    .replace("T=", "t=")
+                    .replace("V1=", "v1="),
+                }
+            )
+        if name == "stripe-signature":
+            out.append({**headers, name: value + ",v1=" + "00" * 32})
+        if name == "webhook-signature":
+            out.append({**headers, name: "v1,AAAA " + value})
+    return out
+
+
+@pytest.mark.parametrize("form", SPECS)
+def test_a_replay_with_unsigned_parts_changed_has_the_same_replay_key(form: str) -> None:
+    """A new X-GitHub-Delivery, upper-case hex or an extra signature entry must not make a replay look new."""
+    spec = SPECS[form]
+    headers = lower(sign(spec, KEY, BODY, NOW))
+    first = verify(spec, KEY, headers, BODY, NOW)
+    for variant in _variants(form, headers):
+        assert verify(spec, KEY, variant, BODY, NOW + 1) == first, variant
+    other = lower(sign(spec, KEY, BODY + b" ", NOW, delivery="msg_2"))
+    assert verify(spec, KEY, other, BODY + b" ", NOW) != first

@@ -504,7 +504,10 @@ class OpenFlow(OpenFlowModel):
 
 def load_flow_yaml(text: str) -> OpenFlow:
     """Parse a Windmill `flow.yaml` (raises `pydantic.ValidationError` or `ValueError`)."""
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"flow.yaml is not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
         raise ValueError("a flow.yaml must be a mapping with at least `value.modules`")
     return OpenFlow.model_validate(data)

@@ -39,7 +39,8 @@ EXACTLY_ONE_TARGET = "set exactly one of spec.scriptPath or spec.flowPath"
 class SignatureSpec(KubemillModel):
     """How the caller signs: a provider's HMAC-SHA256 header form, or a generic one described by the fields.
 
-    `github`: `X-Hub-Signature-256: sha256=<hex>` over the body (replays are caught by `X-GitHub-Delivery`).
+    `github`: `X-Hub-Signature-256: sha256=<hex>` over the body (a replay is caught by the body's
+    digest: the delivery id is not signed, so a redelivery of the same body starts no second run).
     `stripe`: `Stripe-Signature: t=<unix>,v1=<hex>` over `<t>.<body>`.
     `slack`: `X-Slack-Signature: v0=<hex>` over `v0:<X-Slack-Request-Timestamp>:<body>`.
     `standard-webhooks` (Svix and others): `webhook-signature: v1,<base64>` over

@@ -64,6 +64,12 @@ def parse(code: str) -> JsonSchema:
         module = ast.parse(code)
     except SyntaxError as exc:
         raise SignatureError(exc.msg, exc.lineno) from None
+    except ValueError:  # a NUL byte, which ast refuses before tokenizing
+        raise SignatureError(
+            "the code contains a NUL byte", code[: code.find("\0")].count("\n") + 1
+        ) from None
+    except (RecursionError, MemoryError):
+        raise SignatureError("the code nests too deeply to read") from None
     main = next(
         (
             n

@@ -1,10 +1,15 @@
 """Checking a signed webhook delivery, and rate limiting one: pure functions of the request and the clock.
 
 Providers sign deliveries with HMAC-SHA256 under a shared key, each in its own header form (see
-`kubemill.models.triggers.SignatureSpec`). `verify` checks one delivery and returns its replay key: a string
-that is the same for a delivery sent twice, from which the server derives the run's name, so a replay inside
-the timestamp window collides with the first run instead of creating a second. Nothing here does I/O; the
-time is an input.
+`kubemill.models.triggers.SignatureSpec`). `verify` checks one delivery and returns its replay key: the
+SHA-256 of bytes the signature covers (the body with the signed timestamp; for Standard Webhooks the signed
+message id, which the provider keeps across its retries), so two deliveries share a key if and only if they
+are the same signed message. Nothing the
+signature does not cover (a fresh `X-GitHub-Delivery`, upper-case hex, an extra `v1=` entry) can make a replay
+look new. The server derives the run's name from the key, so a replay collides with the first run instead of
+creating a second: within the timestamp window for schemes that sign a timestamp (outside it the timestamp
+check refuses it), and for GitHub (which signs only the body) for as long as the first run exists.
+Nothing here does I/O; the time is an input.
 """
 
 from __future__ import annotations
@@ -66,27 +71,27 @@ def _timestamp(value: str, spec: SignatureSpec, now: float) -> None:
         )
 
 
-def _stripe(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: bytes, now: float) -> str:
+def _stripe(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: bytes, now: float) -> bytes:
     value = _header(headers, "Stripe-Signature")
     parts = [p.split("=", 1) for p in value.split(",") if "=" in p]
     stamps = [v for k, v in parts if k.strip() == "t"]
     if not stamps:
         raise Refused(401, "Stripe-Signature has no t= timestamp")
     _timestamp(stamps[0], spec, now)
-    expected = _mac(key, stamps[0].encode() + b"." + body)
-    if not _matches(expected, [v for k, v in parts if k.strip() == "v1"], "hex"):
+    signed = stamps[0].encode() + b"." + body
+    if not _matches(_mac(key, signed), [v for k, v in parts if k.strip() == "v1"], "hex"):
         raise Refused(401, "wrong signature")
-    return value
+    return signed
 
 
-def _slack(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: bytes, now: float) -> str:
+def _slack(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: bytes, now: float) -> bytes:
     stamp = _header(headers, "X-Slack-Request-Timestamp")
     value = _header(headers, "X-Slack-Signature")
     _timestamp(stamp, spec, now)
-    expected = _mac(key, b"v0:" + stamp.encode() + b":" + body)
-    if not value.startswith("v0=") or not _matches(expected, [value[3:]], "hex"):
+    signed = b"v0:" + stamp.encode() + b":" + body
+    if not value.startswith("v0=") or not _matches(_mac(key, signed), [value[3:]], "hex"):
         raise Refused(401, "wrong signature")
-    return value
+    return signed
 
 
 def standard_webhooks_key(key: bytes) -> bytes:
@@ -100,26 +105,26 @@ def standard_webhooks_key(key: bytes) -> bytes:
     return text
 
 
-def _standard(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: bytes, now: float) -> str:
+def _standard(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: bytes, now: float) -> bytes:
     ident = _header(headers, "webhook-id")
     stamp = _header(headers, "webhook-timestamp")
     value = _header(headers, "webhook-signature")
     _timestamp(stamp, spec, now)
-    expected = _mac(standard_webhooks_key(key), f"{ident}.{stamp}.".encode() + body)
+    signed = f"{ident}.{stamp}.".encode() + body
     given = [s.split(",", 1)[1] for s in value.split() if s.startswith("v1,")]
-    if not _matches(expected, given, "base64"):
+    if not _matches(_mac(standard_webhooks_key(key), signed), given, "base64"):
         raise Refused(401, "wrong signature")
-    return ident
+    return ident.encode()  # signed; the provider's retries of one message keep it, so they start one run
 
 
-def _github(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: bytes, now: float) -> str:
+def _github(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: bytes, now: float) -> bytes:
     value = _header(headers, "X-Hub-Signature-256")
     if not value.startswith("sha256=") or not _matches(_mac(key, body), [value[7:]], "hex"):
         raise Refused(401, "wrong signature")
-    return headers.get("x-github-delivery", "") + value
+    return body  # X-GitHub-Delivery is not signed: anyone replaying can change it
 
 
-def _generic(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: bytes, now: float) -> str:
+def _generic(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: bytes, now: float) -> bytes:
     value = _header(headers, spec.header)
     payload = body
     if spec.timestamp_header:
@@ -130,7 +135,7 @@ def _generic(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: 
         _mac(key, payload), [value[len(spec.prefix) :]], spec.encoding
     ):
         raise Refused(401, "wrong signature")
-    return value
+    return payload
 
 
 _FORMS = {
@@ -143,8 +148,10 @@ _FORMS = {
 
 
 def verify(spec: SignatureSpec, key: bytes, headers: Mapping[str, str], body: bytes, now: float) -> str:
-    """Check a delivery's signature (headers keyed in lower case); return its replay key or raise Refused."""
-    return _FORMS[spec.format](spec, key, headers, body, now)
+    """Check a delivery's signature (headers keyed in lower case); return its replay key (the digest of the
+    signed bytes) or raise Refused."""
+    signed = _FORMS[spec.format](spec, key, headers, body, now)
+    return spec.format + ":" + hashlib.sha256(signed).hexdigest()
 
 
 def sign(spec: SignatureSpec, key: bytes, body: bytes, now: float, delivery: str = "msg_1") -> dict[str, str]:
