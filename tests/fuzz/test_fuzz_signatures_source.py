@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kubemill.signatures import derive_schema
@@ -327,3 +328,12 @@ def test_bash_signatures(code: str) -> None:
 @given(st.sampled_from(["python3", "deno", "go", "bash"]), st.text(max_size=300))
 def test_any_text(language: str, code: str) -> None:
     _derive(language, code)
+
+
+def test_literal_types_json_cannot_hold_are_any() -> None:
+    """Found by this harness: `2n` in a union of literal types crashed schema storage (not JSON)."""
+    _derive("deno", "export async function main(a, a: -1 | 2n) { return 1 }\n")
+    with pytest.raises(SignatureError, match="two parameters named 'a'"):
+        derive_schema("deno", "export async function main(a, a: -1 | 2n) { return 1 }\n")
+    schema = derive_schema("deno", "export async function main(b: 2n) { return 1 }\n")
+    assert schema["properties"]["b"].get("enum") is None

@@ -166,6 +166,8 @@ def serve() -> None:
     Started as this file (not the package), so it imports nothing but quickjs."""
     time_limit, memory_limit = json.loads(os.environ.get("KUBEMILL_SANDBOX_LIMITS", "[1.0, 33554432]"))
     evaluator = QuickJSEvaluator(float(time_limit), int(memory_limit))
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
     for line in sys.stdin.buffer:
         request = json.loads(line)
         try:

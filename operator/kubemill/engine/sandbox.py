@@ -4,9 +4,10 @@ QuickJS's interrupt handler (`QuickJSEvaluator`'s time limit) is polled by the b
 by its regular-expression engine, so a backtracking regex (`/^(a+)+$/.test("aaaa…b")`) runs for as long as
 it likes inside one call. `IsolatedEvaluator` runs each evaluation in a small pool of worker processes
 (`python -I kubemill/engine/expressions.py`, each a `QuickJSEvaluator`) and waits for the answer at most
-`hard_limit` seconds; a worker that has not answered by then is killed (SIGKILL) and replaced, and the
-expression fails with `ExpressionTimeout`. An evaluation in flight holds its worker alone, so a stuck
-expression stalls nothing but its own run, and at most `workers` of them run at once.
+`hard_limit` seconds of the worker's CPU time (so a loaded machine does not time out trivial expressions);
+a worker that has used more is killed (SIGKILL) and replaced, and the expression fails with
+`ExpressionTimeout`. Starting a worker is not counted. An evaluation in flight holds its worker alone, so a
+stuck expression stalls nothing but its own run, and at most `workers` of them run at once.
 
 The protocol is one JSON line each way: `{"expr", "variables", "now"}` in, `{"value"}` or `{"error",
 "name"}` out. A worker costs one Python interpreter with quickjs (~15 MiB); they start on first use.
@@ -37,7 +38,13 @@ from kubemill.engine.expressions import (
 )
 
 HARD_LIMIT_MARGIN = 1.0
-"""Seconds past the soft time limit before a worker is killed (starting a worker takes part of it)."""
+"""CPU seconds past the soft time limit before a worker is killed."""
+WALL_FACTOR = 20
+"""A worker that has not answered after this many times the hard limit (wall clock) is killed whatever
+its CPU time says (where /proc cannot be read, the hard limit itself is the wall-clock bound)."""
+START_SECONDS = 60.0
+POLL_SECONDS = 0.05
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 DEFAULT_WORKERS = 4
 
 
@@ -53,25 +60,48 @@ class _Worker:
         )
         self.buffer = b""
 
-    def ask(self, request: bytes, deadline: float) -> bytes | None:
-        """The worker's answer line, or None if it gave none before `deadline` (monotonic) or died."""
-        assert self.process.stdin is not None and self.process.stdout is not None
+    def ready(self, timeout: float) -> bool:
+        """Wait for the worker's first line (it has imported quickjs): its start is not the expression's."""
+        return self._line(time.monotonic() + timeout, None) == b"ready"
+
+    def ask(self, request: bytes, cpu_limit: float, wall_limit: float) -> bytes | None:
+        """The worker's answer line, or None if it used more than `cpu_limit` seconds of CPU on it, took
+        longer than `wall_limit`, or died. CPU time, not the clock: a loaded machine slows every worker
+        down, and only a worker that computes for that long is stuck."""
+        assert self.process.stdin is not None
         try:
             self.process.stdin.write(request + b"\n")
             self.process.stdin.flush()
         except OSError:
             return None
+        return self._line(time.monotonic() + wall_limit, (self._cpu(), cpu_limit))
+
+    def _line(self, deadline: float, cpu: tuple[float | None, float] | None) -> bytes | None:
+        assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
         while b"\n" not in self.buffer:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0:
                 return None
+            if not select.select([fd], [], [], min(left, POLL_SECONDS))[0]:
+                if cpu is not None and cpu[0] is not None and (self._cpu() or 0.0) - cpu[0] > cpu[1]:
+                    return None
+                continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 return None
             self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line
+
+    def _cpu(self) -> float | None:
+        """The worker's CPU seconds so far (Linux /proc), or None where it cannot be read."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / _TICKS
 
     def kill(self) -> None:
         self.process.kill()
@@ -107,7 +137,11 @@ class IsolatedEvaluator:
                 worker = self._idle.pop() if self._idle else None
             if worker is None:
                 worker = _Worker(self.time_limit, self.memory_limit)
-            answer = worker.ask(request, time.monotonic() + self.hard_limit)
+                if not worker.ready(START_SECONDS):
+                    worker.kill()
+                    raise ExpressionError(expr, "the expression sandbox could not start a worker")
+            wall = self.hard_limit * WALL_FACTOR if worker._cpu() is not None else self.hard_limit
+            answer = worker.ask(request, self.hard_limit, wall)
             if answer is None:
                 worker.kill()
                 raise ExpressionTimeout(

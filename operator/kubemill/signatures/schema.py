@@ -51,6 +51,8 @@ def object_schema(params: list[Param]) -> JsonSchema:
     """The script's input schema, in the shape Windmill writes into `.script.yaml`."""
     properties: dict[str, JsonSchema] = {}
     for p in params:
+        if p.name in properties:
+            raise SignatureError(f"main has two parameters named {p.name!r}")
         prop: JsonSchema = {**p.schema, "description": p.description}
         if p.default is not NO_DEFAULT:
             prop["default"] = p.default

@@ -127,6 +127,8 @@ class _Declarations:
             return self._object(node), False
         if kind == "literal_type":
             value = _literal(node.named_children[0])
+            if value is NO_DEFAULT:  # a literal type JSON has no value for (`2n`, a template): any
+                return dict(ANY), False
             return (dict(ANY), True) if value is None else (enum([value]), False)
         if kind == "union_type":
             return self._union(node)
