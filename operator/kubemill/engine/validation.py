@@ -86,11 +86,15 @@ def _expressions(module: FlowModule) -> Iterator[tuple[str, str]]:
 
 
 UNSUPPORTED_FIELDS = {
-    "cache_ttl": "result caching (`cache_ttl`) is not supported by kubemill; remove it",
     "preprocessor_module": "`preprocessor_module` is not supported by kubemill (runs are started with their "
     "final input); remove it",
+    "concurrency_key": "a custom concurrency key is not supported by kubemill (`concurrent_limit` counts the "
+    "runs of this flow); remove it",
 }
 """Fields Windmill knows and kubemill refuses rather than ignore (docs/decisions.md says why)."""
+
+_STEP_CONCURRENCY = ("concurrent_limit", "concurrency_time_window_s", "custom_concurrency_key")
+_CACHED_KINDS = (PathScript, RawScript, PathFlow)
 
 # YAML 1.1 (PyYAML, the API server's YAML) reads these unquoted keys as booleans.
 _YAML_BOOLEANS = {
@@ -115,8 +119,23 @@ def field_problems(flow: OpenFlow, *, shared_folder: bool) -> list[Problem]:
             )
         )
     for module in value.all_modules():
-        if module.cache_ttl is not None:
-            problems.append(Problem(module.id, f"cache_ttl: {UNSUPPORTED_FIELDS['cache_ttl']}"))
+        if module.cache_ttl is not None and not isinstance(module.value, _CACHED_KINDS):
+            problems.append(
+                Problem(
+                    module.id,
+                    f"cache_ttl: only script, rawscript and flow steps are cached, not a {module.value.type}",
+                )
+            )
+        if isinstance(module.value, RawScript):
+            problems.extend(
+                Problem(
+                    module.id,
+                    f"{name}: per-step concurrency limits are not supported by kubemill (use the flow's "
+                    "`concurrent_limit`); remove it",
+                )
+                for name in _STEP_CONCURRENCY
+                if getattr(module.value, name) is not None
+            )
         if isinstance(module.value, WhileloopFlow) and module.value.parallel:
             problems.append(
                 Problem(
