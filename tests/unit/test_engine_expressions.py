@@ -145,6 +145,16 @@ def _raw(step_id: str, content: str, **inputs: object) -> dict[str, object]:
     ("value", "said"),
     [
         ({"concurrency_key": "k"}, "concurrency_key: a custom concurrency key"),
+        ({"priority": 3}, "priority: job priorities are not supported"),
+        ({"modules": [{"id": "p", "priority": 1, "value": {"type": "identity"}}]}, "step p: priority"),
+        (
+            {"modules": [{"id": "d", "delete_after_use": True, "value": {"type": "identity"}}]},
+            "step d: delete_after_use",
+        ),
+        (
+            {"modules": [{**_raw("t", ""), "value": {**_raw("t", "")["value"], "tag": "gpu"}}]},
+            "step t: tag: worker tags",
+        ),
         ({"preprocessor_module": _raw("pre", "def main():\n    pass\n")}, "preprocessor_module"),
         ({"same_worker": True}, "same_worker: steps of a FlowRun run in separate pods"),
         (
