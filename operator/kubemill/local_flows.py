@@ -26,6 +26,7 @@ import pydantic
 import yaml
 
 from kubemill.engine import ApprovalEvent, AwaitApproval, ChildObservation, CreateRun, RunError
+from kubemill.engine.cache import uses_cache
 from kubemill.engine.local_driver import Clock, FlowFailed, drive
 from kubemill.engine.validation import Problem, field_problems, input_key_problems
 from kubemill.local import (
@@ -37,6 +38,7 @@ from kubemill.local import (
     run_script,
     schema_for,
 )
+from kubemill.local_cache import FileCache
 from kubemill.models.flows import MAX_SUBFLOW_DEPTH
 from kubemill.models.openflow import OpenFlow, PathScript
 from kubemill.paths import OutsideWorkspace, confined
@@ -132,13 +134,23 @@ class LocalFlow:
                 return self.step(action, path, flow_job, depth, shared)
 
             run = drive(
-                flow, args, run_step, clock=Clock(), approve=self.approval, run_name=path.replace("/", "-")
+                flow,
+                args,
+                run_step,
+                clock=Clock(),
+                approve=self.approval,
+                run_name=path.replace("/", "-"),
+                cache=FileCache() if uses_cache(flow) else None,
+                on_early_return=self.early_return if depth == 0 else None,
             )
         if depth == 0:
             self.early, self.early_sent = run.status.early_result, run.status.early_result_sent
         if run.status.phase != "Succeeded":
             raise FlowFailed(run.status.phase, run.status.error, run.status.result)
         return run.status.result
+
+    def early_return(self, result: Any) -> None:
+        self.say(f"early_return: a waiting caller gets {json.dumps(result)[:200]}; the flow goes on")
 
     def script_params(self, flow: OpenFlow) -> dict[str, tuple[str, ...]]:
         """The parameter names of each workspace script the flow's `script` steps name (those found)."""

@@ -144,10 +144,34 @@ def _raw(step_id: str, content: str, **inputs: object) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("value", "said"),
     [
-        ({"cache_ttl": 60}, "cache_ttl: result caching"),
+        ({"concurrency_key": "k"}, "concurrency_key: a custom concurrency key"),
+        ({"priority": 3}, "priority: job priorities are not supported"),
+        ({"modules": [{"id": "p", "priority": 1, "value": {"type": "identity"}}]}, "step p: priority"),
+        (
+            {"modules": [{"id": "d", "delete_after_use": True, "value": {"type": "identity"}}]},
+            "step d: delete_after_use",
+        ),
+        (
+            {"modules": [{**_raw("t", ""), "value": {**_raw("t", "")["value"], "tag": "gpu"}}]},
+            "step t: tag: worker tags",
+        ),
         ({"preprocessor_module": _raw("pre", "def main():\n    pass\n")}, "preprocessor_module"),
         ({"same_worker": True}, "same_worker: steps of a FlowRun run in separate pods"),
-        ({"modules": [{**_raw("a", "def main():\n    pass\n"), "cache_ttl": 5}]}, "step a: cache_ttl"),
+        (
+            {"modules": [{"id": "i", "cache_ttl": 5, "value": {"type": "identity"}}]},
+            "step i: cache_ttl: only script, rawscript and flow steps are cached, not a identity",
+        ),
+        (
+            {
+                "modules": [
+                    {
+                        **_raw("a", "def main():\n    pass\n"),
+                        "value": {**_raw("a", "")["value"], "concurrent_limit": 1},
+                    }
+                ]
+            },
+            "step a: concurrent_limit: per-step concurrency limits are not supported",
+        ),
         (
             {
                 "modules": [
@@ -191,3 +215,11 @@ def test_input_keys_of_a_script_step_are_checked_against_the_scripts_parameters(
     assert [p.message for p in problems] == [
         "input_transforms key 'nope' is not a parameter of the script (its parameters: n)"
     ]
+
+
+def test_cache_ttl_and_a_concurrency_window_are_accepted() -> None:
+    step = {**_raw("a", "def main():\n    return 1\n"), "cache_ttl": 5}
+    document = {
+        "value": {"modules": [step], "cache_ttl": 60, "concurrent_limit": 1, "concurrency_time_window_s": 9}
+    }
+    assert validate_flow(document, set()) == []

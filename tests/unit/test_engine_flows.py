@@ -662,3 +662,86 @@ def test_resumes_lists_every_payload_of_the_last_approval() -> None:
         ]
     )
     assert run(flow, approve=approve).status.result == ["second", ["first", "second"]]
+
+
+# --- cache_ttl, early_return delivery ---
+
+
+def counting(calls: list[str]) -> Any:
+    def step(action: CreateRun) -> Any:
+        calls.append(action.step)
+        return f"{action.args.get('x')}#{len(calls)}"
+
+    return step
+
+
+def test_step_cache_ttl_reuses_a_result_until_it_expires() -> None:
+    calls: list[str] = []
+    flow = make_flow([script("a", cache_ttl=60, inputs={"x": {"type": "static", "value": 1}})])
+    cache: dict[str, Any] = {}
+    clock = FakeClock()
+    first = run(flow, step=counting(calls), cache=cache, clock=clock)
+    again = run(flow, step=counting(calls), cache=cache, clock=clock)
+    assert (first.status.result, again.status.result, calls) == ("1#1", "1#1", ["a"])
+    clock.sleep(61)
+    expired = run(flow, step=counting(calls), cache=cache, clock=clock)
+    assert (expired.status.result, calls) == ("1#2", ["a", "a"])
+
+
+def test_step_cache_key_is_the_arguments() -> None:
+    calls: list[str] = []
+    flow = make_flow(
+        [script("a", cache_ttl=60, inputs={"x": {"type": "javascript", "expr": "flow_input.n"}})]
+    )
+    cache: dict[str, Any] = {}
+    results = [run(flow, {"n": n}, step=counting(calls), cache=cache).status.result for n in (1, 2, 1)]
+    assert results == ["1#1", "2#2", "1#1"]
+
+
+def test_flow_cache_ttl_returns_the_cached_flow_result_without_running_a_step() -> None:
+    calls: list[str] = []
+    flow = make_flow(
+        [script("a", inputs={"x": {"type": "javascript", "expr": "flow_input.n"}})], cache_ttl=30
+    )
+    cache: dict[str, Any] = {}
+    first = run(flow, {"n": 5}, step=counting(calls), cache=cache)
+    again = run(flow, {"n": 5}, step=counting(calls), cache=cache)
+    other = run(flow, {"n": 6}, step=counting(calls), cache=cache)
+    assert (first.status.result, again.status.result, again.status.cached, other.status.result) == (
+        "5#1",
+        "5#1",
+        True,
+        "6#2",
+    )
+    assert calls == ["a", "a"]
+
+
+def test_a_failed_step_is_not_cached() -> None:
+    flow = make_flow([script("a", path="f/x/fail", cache_ttl=60)])
+    cache: dict[str, Any] = {}
+    assert run(flow, cache=cache).status.phase == "Failed"
+    assert cache == {}
+
+
+def test_early_return_is_delivered_while_the_flow_goes_on() -> None:
+    got: list[Any] = []
+    flow = make_flow(
+        [script("a", inputs={"x": {"type": "static", "value": "early"}}), script("b")], early_return="a"
+    )
+    done = run(flow, step=counting(calls := []), on_early_return=got.append)
+    assert got == ["early#1"] and done.status.result == "early#1#2" and calls == ["a", "b"]
+
+
+def test_a_sequential_loop_takes_the_result_its_first_iteration_cached() -> None:
+    calls: list[str] = []
+    inner = script("draw", cache_ttl=60, inputs={"x": {"type": "static", "value": "same"}})
+    loop = {
+        "id": "loop",
+        "value": {
+            "type": "forloopflow",
+            "iterator": {"type": "static", "value": [1, 2, 3]},
+            "modules": [inner],
+        },
+    }
+    done = run(make_flow([loop]), step=counting(calls))
+    assert done.status.result == ["same#1"] * 3 and calls == ["loop/0/draw"]

@@ -115,3 +115,22 @@ def test_the_examples_inline_scripts_are_read_from_next_to_flow_yaml() -> None:
         EXAMPLES / "f/demo/greet_and_count.flow/flow.yaml", {"names": "ann, bob, cy"}, EXAMPLES, ()
     )
     assert result == {"count": 3}
+
+
+def test_kubemill_run_keeps_a_flow_cache_ttl_result_between_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBEMILL_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "ws" / "f" / "c" / "draw.flow"
+    folder.mkdir(parents=True)
+    draw = {
+        "type": "rawscript",
+        "language": "python3",
+        "content": "import uuid\ndef main(n: int):\n    return f'{n}-{uuid.uuid4()}'\n",
+        "input_transforms": {"n": {"type": "javascript", "expr": "flow_input.n"}},
+    }
+    document = {"summary": "draw", "value": {"cache_ttl": 600, "modules": [{"id": "draw", "value": draw}]}}
+    (folder / "flow.yaml").write_text(json.dumps(document), encoding="utf-8")
+    runs = [run_flow_file(folder / "flow.yaml", {"n": n}, tmp_path / "ws", ()) for n in (1, 1, 2)]
+    assert runs[0] == runs[1] != runs[2]
+    assert len(list((tmp_path / "home" / "cache" / "results").glob("*.json"))) == 2

@@ -8,6 +8,7 @@ from kubemill.engine.actions import (
     Action,
     ApprovalEvent,
     AwaitApproval,
+    CacheEntry,
     ChildObservation,
     CreateRun,
     Decision,
@@ -17,6 +18,7 @@ from kubemill.engine.actions import (
     Observations,
     RawScriptSource,
     RequeueAfter,
+    StoreCache,
 )
 from kubemill.engine.advance import advance
 from kubemill.engine.expressions import Evaluator, ExpressionError, ExpressionTimeout, QuickJSEvaluator
@@ -30,6 +32,7 @@ __all__ = [
     "ApprovalEvent",
     "ApprovalRecord",
     "AwaitApproval",
+    "CacheEntry",
     "ChildObservation",
     "CreateRun",
     "Decision",
@@ -49,6 +52,7 @@ __all__ = [
     "RequeueAfter",
     "RunError",
     "StepRecord",
+    "StoreCache",
     "advance",
     "child_run_name",
     "input_problem",

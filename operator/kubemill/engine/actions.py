@@ -80,7 +80,22 @@ class Finish(Frozen):
     error: RunError | None = None
 
 
-Action = CreateRun | DeleteRun | AwaitApproval | RequeueAfter | EarlyReturn | Finish
+class StoreCache(Frozen):
+    """Keep a step's or a flow's result under its `cache_ttl` key until `expires_at` (engine/cache.py)."""
+
+    key: str
+    result: JsonValue = None
+    expires_at: datetime
+
+
+class CacheEntry(Frozen):
+    """A cached result the executor still holds (`Observations.cache`)."""
+
+    result: JsonValue = None
+    expires_at: datetime
+
+
+Action = CreateRun | DeleteRun | AwaitApproval | RequeueAfter | EarlyReturn | StoreCache | Finish
 
 
 class Decision(Frozen):
@@ -130,3 +145,5 @@ class Observations(Frozen):
     """False while the flow's `concurrent_limit` is reached: the run stays Pending."""
     requester: str | None = None
     """Who started the run (for `self_approval_disabled`)."""
+    cache: Mapping[str, CacheEntry] = Field(default_factory=dict)
+    """Cached results by key (`cache_ttl`; engine/cache.py), as the executor holds them."""

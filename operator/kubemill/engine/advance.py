@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+from kubemill.engine import cache
 from kubemill.engine.actions import Action, Decision, EarlyReturn, Finish, Observations, RequeueAfter
 from kubemill.engine.expressions import Evaluator
 from kubemill.engine.sandbox import IsolatedEvaluator
@@ -54,6 +55,12 @@ def advance(
             error = RunError(name="InvalidInput", message=problem)
             return _finish(status.model_copy(update={"started_at": now}), "Failed", None, error, now, [])
         status = status.model_copy(update={"phase": "Running", "started_at": now})
+        if flow.value.cache_ttl:  # Windmill: a flow with cache_ttl run again with the same input
+            hit = cache.lookup(observations.cache, cache.flow_key(flow, observations.args), now)
+            if hit is not None:
+                return _finish(
+                    status.model_copy(update={"cached": True}), "Succeeded", hit.result, None, now, []
+                )
     walk = Walk(
         flow=flow,
         obs=observations,
@@ -117,6 +124,8 @@ def _walk_flow(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> Decision:
         return _finish(_with_walk(status, walk), "Succeeded", result, None, now, walk.actions)
     if outcome.state == "failed":
         return _finish(_with_walk(status, walk), "Failed", result, outcome.error, now, walk.actions)
+    if flow.value.cache_ttl:
+        walk.actions.append(cache.store(cache.flow_key(flow, args), result, flow.value.cache_ttl, now))
     return _finish(_with_walk(status, walk), "Succeeded", result, None, now, walk.actions)
 
 

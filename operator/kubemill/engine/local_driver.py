@@ -9,7 +9,7 @@ from an `approve` callback (locally nobody can annotate a FlowRun); without one,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -18,12 +18,15 @@ from pydantic import JsonValue
 from kubemill.engine.actions import (
     ApprovalEvent,
     AwaitApproval,
+    CacheEntry,
     ChildObservation,
     CreateRun,
     DeleteRun,
+    EarlyReturn,
     Finish,
     Observations,
     RequeueAfter,
+    StoreCache,
 )
 from kubemill.engine.advance import advance
 from kubemill.engine.expressions import Evaluator
@@ -106,8 +109,13 @@ def drive(
     requester: str | None = None,
     evaluator: Evaluator | None = None,
     max_cycles: int = 1_000_000,
+    cache: MutableMapping[str, CacheEntry] | None = None,
+    on_early_return: Callable[[JsonValue], None] | None = None,
 ) -> Run:
-    """Call `advance()` until the run finishes, carrying out its actions locally."""
+    """Call `advance()` until the run finishes, carrying out its actions locally. `cache` holds `cache_ttl`
+    results (a dict for this run only by default); `on_early_return` gets the `early_return` step's result
+    as soon as that step is done (the flow goes on)."""
+    cache = {} if cache is None else cache
     status = FlowRunStatus()
     children: dict[str, ChildObservation] = {}
     approvals: list[ApprovalEvent] = []
@@ -119,6 +127,7 @@ def drive(
             children=dict(children),
             approvals=tuple(approvals),
             requester=requester,
+            cache=dict(cache),
         )
         now = clock.now()
         history.append(Cycle(observations, now))
@@ -143,6 +152,10 @@ def drive(
                 progressed = progressed or bool(approvals)
             elif isinstance(action, RequeueAfter):
                 requeue = action.seconds
+            elif isinstance(action, StoreCache):
+                cache[action.key] = CacheEntry(result=action.result, expires_at=action.expires_at)
+            elif isinstance(action, EarlyReturn) and on_early_return is not None:
+                on_early_return(action.result)
         if not progressed:
             if requeue is None:
                 message = "the flow is waiting for approval" if status.pending_approvals else "no progress"

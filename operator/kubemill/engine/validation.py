@@ -86,11 +86,23 @@ def _expressions(module: FlowModule) -> Iterator[tuple[str, str]]:
 
 
 UNSUPPORTED_FIELDS = {
-    "cache_ttl": "result caching (`cache_ttl`) is not supported by kubemill; remove it",
     "preprocessor_module": "`preprocessor_module` is not supported by kubemill (runs are started with their "
     "final input); remove it",
+    "concurrency_key": "a custom concurrency key is not supported by kubemill (`concurrent_limit` counts the "
+    "runs of this flow); remove it",
 }
 """Fields Windmill knows and kubemill refuses rather than ignore (docs/decisions.md says why)."""
+
+_MODULE_REFUSED = {
+    "priority": "job priorities are not supported by kubemill (runs are scheduled by Kubernetes); remove it",
+    "delete_after_use": "`delete_after_use` is not supported by kubemill (a step's run, args and result "
+    "stay until the FlowRun is deleted); remove it",
+}
+"""Step fields Windmill's Enterprise edition acts on; kubemill refuses them rather than ignore them."""
+_WORKER_TAGS = ("tag", "tag_override")
+
+_STEP_CONCURRENCY = ("concurrent_limit", "concurrency_time_window_s", "custom_concurrency_key")
+_CACHED_KINDS = (PathScript, RawScript, PathFlow)
 
 # YAML 1.1 (PyYAML, the API server's YAML) reads these unquoted keys as booleans.
 _YAML_BOOLEANS = {
@@ -106,6 +118,8 @@ def field_problems(flow: OpenFlow, *, shared_folder: bool) -> list[Problem]:
     problems = [
         Problem(None, f"{name}: {why}") for name, why in UNSUPPORTED_FIELDS.items() if getattr(value, name)
     ]
+    if value.priority is not None:
+        problems.append(Problem(None, f"priority: {_MODULE_REFUSED['priority']}"))
     if value.same_worker and not shared_folder:
         problems.append(
             Problem(
@@ -115,8 +129,37 @@ def field_problems(flow: OpenFlow, *, shared_folder: bool) -> list[Problem]:
             )
         )
     for module in value.all_modules():
-        if module.cache_ttl is not None:
-            problems.append(Problem(module.id, f"cache_ttl: {UNSUPPORTED_FIELDS['cache_ttl']}"))
+        if module.cache_ttl is not None and not isinstance(module.value, _CACHED_KINDS):
+            problems.append(
+                Problem(
+                    module.id,
+                    f"cache_ttl: only script, rawscript and flow steps are cached, not a {module.value.type}",
+                )
+            )
+        problems.extend(
+            Problem(module.id, f"{name}: {why}")
+            for name, why in _MODULE_REFUSED.items()
+            if getattr(module, name) is not None
+        )
+        problems.extend(
+            Problem(
+                module.id,
+                f"{name}: worker tags do not apply in kubemill (runner pods are placed by Kubernetes; a "
+                "Script's spec.runner sets image and resources); remove it",
+            )
+            for name in _WORKER_TAGS
+            if getattr(module.value, name, None)
+        )
+        if isinstance(module.value, RawScript):
+            problems.extend(
+                Problem(
+                    module.id,
+                    f"{name}: per-step concurrency limits are not supported by kubemill (use the flow's "
+                    "`concurrent_limit`); remove it",
+                )
+                for name in _STEP_CONCURRENCY
+                if getattr(module.value, name) is not None
+            )
         if isinstance(module.value, WhileloopFlow) and module.value.parallel:
             problems.append(
                 Problem(

@@ -16,7 +16,16 @@ from typing import Literal
 
 from pydantic import JsonValue
 
-from kubemill.engine.actions import Action, AwaitApproval, CreateRun, DeleteRun, Observations, RawScriptSource
+from kubemill.engine import cache
+from kubemill.engine.actions import (
+    Action,
+    AwaitApproval,
+    CacheEntry,
+    CreateRun,
+    DeleteRun,
+    Observations,
+    RawScriptSource,
+)
 from kubemill.engine.approvals import decide, pending_approval
 from kubemill.engine.expressions import Evaluator, ExpressionError
 from kubemill.engine.naming import child_run_name
@@ -106,6 +115,8 @@ class Walk:
     user_states: dict[str, JsonValue] = field(default_factory=dict)
     """The flow user states; a child's are folded in once, when the step first sees it finished."""
     actions: list[Action] = field(default_factory=list)
+    cached: dict[str, CacheEntry] = field(default_factory=dict)
+    """`cache_ttl` results stored in this pass (a later step of the same pass takes them already)."""
     wakes: list[datetime] = field(default_factory=list)
     pending: list[PendingApproval] = field(default_factory=list)
 
@@ -283,6 +294,12 @@ class Walk:
         if child.flow_user_states is not None and child.phase in ("Succeeded", "Failed"):
             self.user_states.update(child.flow_user_states)
         if child.phase == "Succeeded":
+            if module.cache_ttl:  # Windmill: the next same call within cache_ttl seconds takes this result
+                entry = cache.store(
+                    self.cache_key(module, scope, path), child.result, module.cache_ttl, self.now
+                )
+                self.actions.append(entry)
+                self.cached[entry.key] = CacheEntry(result=child.result, expires_at=entry.expires_at)
             stored = store_result(child.result, name)
             return self.settle(
                 module, scope, path, replace_record(record, result=stored, finished_at=self.now)
@@ -290,12 +307,24 @@ class Walk:
         error = child.error or RunError(name=child.phase, message=f"child run {name} {child.phase.lower()}")
         return self.fail(module, path, record, error.model_copy(update={"step": path}), retryable=True)
 
+    def cache_key(self, module: FlowModule, scope: Scope, path: str) -> str:
+        value = module.value
+        assert isinstance(value, PathScript | RawScript | PathFlow)
+        args = {key: self.transform(t, scope, path) for key, t in value.input_transforms.items()}
+        return cache.step_key(value, args)
+
     def create_child(
         self, module: FlowModule, scope: Scope, path: str, record: StepRecord, name: str
     ) -> Outcome:
         value = module.value
         assert isinstance(value, PathScript | RawScript | PathFlow)
         args = {key: self.transform(t, scope, path) for key, t in value.input_transforms.items()}
+        key = cache.step_key(value, args) if module.cache_ttl else None
+        hit = cache.lookup({**self.obs.cache, **self.cached}, key, self.now) if key else None
+        if hit is not None:
+            return self.settle(
+                module, scope, path, replace_record(record, result=hit.result, finished_at=self.now)
+            )
         timeout = self.number(module.timeout, scope, path, "timeout")
         deadline = record.wake_at if record.run is not None and record.phase == "Running" else None
         if deadline is None and timeout:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, get_args
 
 import pydantic
 
-from kubemill.engine.actions import ChildObservation, ChildPhase, CreateRun
+from kubemill.engine.actions import CacheEntry, ChildObservation, ChildPhase, CreateRun, StoreCache
 from kubemill.models.common import API_VERSION
 from kubemill.models.flows import FlowRun, FlowRunStatus
 from kubemill.models.openflow import OpenFlow
@@ -178,3 +179,44 @@ def status_body(status: FlowRunStatus) -> Body:
     """The status as written to the API (camelCase, defaults left out)."""
     body: Body = json.loads(status.to_json())
     return body
+
+
+CACHE_LABEL = "kubemill.dev/cache"
+"""On the ConfigMaps holding `cache_ttl` results (value `result`); the key is in the name."""
+CACHE_EXPIRES_ANNOTATION = "kubemill.dev/expires-at"
+CACHE_PREFIX = "kubemill-cache-"
+
+
+def cache_config_map(namespace: str, action: StoreCache) -> Body:
+    """The ConfigMap keeping one cached result (no owner: it outlives the run that made it, until it
+    expires)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{CACHE_PREFIX}{action.key}",
+            "namespace": namespace,
+            "labels": {CACHE_LABEL: "result"},
+            "annotations": {CACHE_EXPIRES_ANNOTATION: action.expires_at.isoformat()},
+        },
+        "data": {RESULT_KEY: json.dumps(action.result, separators=(",", ":"))},
+    }
+
+
+def cache_entries(items: list[Body], now: datetime) -> tuple[dict[str, CacheEntry], list[str]]:
+    """The live cached results by key, and the names of the expired (or unreadable) cache ConfigMaps."""
+    entries: dict[str, CacheEntry] = {}
+    expired: list[str] = []
+    for item in items:
+        meta = item["metadata"]
+        try:
+            expires = datetime.fromisoformat((meta.get("annotations") or {})[CACHE_EXPIRES_ANNOTATION])
+            result = json.loads((item.get("data") or {})[RESULT_KEY])
+        except (KeyError, ValueError):
+            expired.append(meta["name"])
+            continue
+        if expires <= now:
+            expired.append(meta["name"])
+        else:
+            entries[meta["name"].removeprefix(CACHE_PREFIX)] = CacheEntry(result=result, expires_at=expires)
+    return entries, expired

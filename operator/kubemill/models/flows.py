@@ -191,6 +191,8 @@ class FlowRunStatus(StatusModel):
     """The `early_return` step's result: what a caller waiting for the run gets before the run ends."""
     skipped: bool = False
     """The flow was stopped by a `stop_after_if` with `skip_if_stopped`."""
+    cached: bool = False
+    """The flow's result came from its `cache_ttl` cache: no step ran."""
     failure_step: str | None = None
     """Set once the flow's failure module has been started (its record is under this key)."""
     user_states: Mapping[str, JsonValue] = Field(default_factory=dict)

@@ -22,16 +22,31 @@ from typing import Any
 import kopf
 import pydantic
 
-from kubemill.engine import CreateRun, DeleteRun, Finish, Observations, RequeueAfter, advance, validate_flow
+from kubemill.engine import (
+    CacheEntry,
+    CreateRun,
+    DeleteRun,
+    EarlyReturn,
+    Finish,
+    Observations,
+    RequeueAfter,
+    StoreCache,
+    advance,
+    validate_flow,
+)
+from kubemill.engine.cache import uses_cache
 from kubemill.engine.state import RunError
 from kubemill.errors import NotFound, NotOurs
 from kubemill.k8s.builders import resume_secret_name
 from kubemill.k8s.client import Kube, object_path
 from kubemill.k8s.flowruns import (
+    CACHE_LABEL,
     CANCEL_ANNOTATION,
     PARENT_UID_LABEL,
     SNAPSHOT_KEY,
     TERMINAL,
+    cache_config_map,
+    cache_entries,
     child_run_manifest,
     flow_document,
     flow_snapshot,
@@ -174,6 +189,8 @@ def _reconcile_run(namespace: str, name: str) -> float | None:
         approvals=approval_events(body),
         cancel_requested=CANCEL_ANNOTATION in annotations,
         requester=requester_of(body),
+        may_start=started.phase != "Pending" or has_slot(api, body, flow, now),
+        cache=read_cache(api, namespace_of(body), now) if uses_cache(flow) else {},
     )
     decision = advance(flow, started, observations, now)
     new_status = decision.status
@@ -190,6 +207,12 @@ def _reconcile_run(namespace: str, name: str) -> float | None:
             api.delete(API_VERSION, action.kind, namespace, action.name)
         elif isinstance(action, RequeueAfter):
             requeue = action.seconds
+        elif isinstance(action, StoreCache):
+            store_cache(api, namespace_of(body), action)
+        elif isinstance(action, EarlyReturn):  # the result itself is in status.earlyResult
+            log.info(
+                "flowrun %s/%s: early_return step done; status.earlyResult holds its result", *key_of(body)
+            )
         elif isinstance(action, Finish):
             new_status, config_map = offload_result(new_status, run)
             if config_map is not None:
@@ -200,6 +223,64 @@ def _reconcile_run(namespace: str, name: str) -> float | None:
         metrics.FLOW_RUNS_FINISHED.labels(namespace, run.spec.flow_path, new_status.phase).inc()
         forget_run(namespace, name, run.metadata.uid or "")
     return requeue
+
+
+def namespace_of(body: dict[str, Any]) -> str:
+    return str(body["metadata"]["namespace"])
+
+
+def key_of(body: dict[str, Any]) -> tuple[str, str]:
+    return namespace_of(body), str(body["metadata"]["name"])
+
+
+def read_cache(api: Kube, namespace: str, now: datetime) -> dict[str, CacheEntry]:
+    """The namespace's live `cache_ttl` results; expired ones are deleted on the way."""
+    entries, expired = cache_entries(
+        api.list("v1", "ConfigMap", namespace, labels={CACHE_LABEL: "result"}), now
+    )
+    for name in expired:
+        api.delete("v1", "ConfigMap", namespace, name)
+    return entries
+
+
+def store_cache(api: Kube, namespace: str, action: StoreCache) -> None:
+    """Keep a cached result (a later run of the same key overwrites an older entry)."""
+    desired = cache_config_map(namespace, action)
+    _, created = api.create(desired, adopt_any=True)
+    if not created:
+        patch = {"metadata": {"annotations": desired["metadata"]["annotations"]}, "data": desired["data"]}
+        api.patch("v1", "ConfigMap", namespace, desired["metadata"]["name"], patch)
+
+
+def has_slot(api: Kube, body: dict[str, Any], flow: OpenFlow, now: datetime) -> bool:
+    """Whether a Pending run may start under its flow's `concurrent_limit`: fewer than the limit of the other
+    runs of the same flow path are ahead of it (started and not finished, or Pending and created before it;
+    with `concurrency_time_window_s`, also those that started within that many seconds, as Windmill counts).
+    The order is the same for every reconcile, so two Pending runs reconciled at once never both take the
+    last slot."""
+    limit = flow.value.concurrent_limit
+    if not limit:
+        return True
+    window = flow.value.concurrency_time_window_s or 0
+    meta = body["metadata"]
+    mine = (meta.get("creationTimestamp") or "", meta["name"])
+    ahead = 0
+    for other in api.list(API_VERSION, "FlowRun", meta["namespace"]):
+        other_meta, other_status = other["metadata"], other.get("status") or {}
+        if other_meta["name"] == meta["name"] or (other.get("spec") or {}).get("flowPath") != body[
+            "spec"
+        ].get("flowPath"):
+            continue
+        phase = other_status.get("phase") or "Pending"
+        if phase in TERMINAL:
+            started_at = other_status.get("startedAt")
+            recent = (
+                window and started_at and (now - datetime.fromisoformat(started_at)).total_seconds() < window
+            )
+            ahead += bool(recent)
+        elif phase != "Pending" or (other_meta.get("creationTimestamp") or "", other_meta["name"]) < mine:
+            ahead += 1
+    return ahead < limit
 
 
 def _pinned_flow(
