@@ -29,6 +29,7 @@ class Settings:
 
     runner_image_template: str = DEFAULT_IMAGE_TEMPLATE
     run_history_limit: int = 100
+    live_log_seconds: float = 5.0
     workers: int = 16
     runner_env: dict[str, str] = field(default_factory=dict)
 
@@ -110,6 +111,12 @@ def add_arguments_operator(parser: argparse.ArgumentParser) -> None:
         help="finished ScriptRuns kept per script and namespace (older ones are deleted; 0: keep all)",
     )
     parser.add_argument(
+        "--live-log-seconds",
+        type=float,
+        default=5.0,
+        help="seconds between refreshes of a running run's stored log (logs -f, the UI; 0: at the end only)",
+    )
+    parser.add_argument(
         "--runner-env",
         action="append",
         default=[],
@@ -127,6 +134,7 @@ def cli_operator(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig  # Kopf's own login reads it too
     options.runner_image_template = args.runner_image
     options.run_history_limit = args.run_history_limit
+    options.live_log_seconds = args.live_log_seconds
     options.workers = args.workers
     for item in args.runner_env:
         name, sep, value = item.partition("=")

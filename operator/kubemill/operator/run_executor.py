@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from kubemill.errors import Conflict, NotFound
-from kubemill.k8s import builders, scriptruns
+from kubemill.errors import ApiRejected, ApiUnavailable, Conflict, NotFound
+from kubemill.k8s import builders, runlogs, scriptruns
 from kubemill.k8s.builders import JobOptions, RunIdentity, RunTarget
 from kubemill.k8s.client import Body, Kube
 from kubemill.k8s.scriptruns import Decision, Failure, Inputs, Observation
@@ -62,12 +62,15 @@ class RunExecutor:
         history_limit: int = 100,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         workers: int = 8,
+        live_log_seconds: float = 5.0,
     ) -> None:
         self.kube = kube
         self.catalog = catalog
         self.options = options or JobOptions()
         self.history_limit = history_limit
         self.clock = clock
+        self.live_log_seconds = live_log_seconds
+        self._log_due: dict[RunKey, float] = {}
         self._locks: dict[RunKey, threading.Lock] = {}
         self._script_locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
@@ -102,6 +105,7 @@ class RunExecutor:
             self._written.pop(key, None)
             self._final.pop(key, None)
             self._masks.pop(key, None)
+            self._log_due.pop(key, None)
             self._locks.pop(key, None)
 
     def _lock(self, key: RunKey) -> threading.Lock:
@@ -269,6 +273,12 @@ class RunExecutor:
                 self.kube.create(builders.build_result_configmap(identity, action.result_json))
             elif isinstance(action, scriptruns.StoreState):
                 self._store_state(namespace, action)
+        if old.get("phase") == "Running" and new_status.get("phase") != "Running":
+            # The attempt ended: keep its output before its Job (and pod) are deleted.
+            ended = {**old, "pod": new_status.get("pod") or old.get("pod")}
+            self._store_log(key, identity, ended, final=decision.finished)
+        elif new_status.get("phase") == "Running" and self.live_log_seconds > 0 and new_status.get("pod"):
+            self._live_log(key, identity, new_status)
         changed = new_status != old
         if changed:
             written = self.kube.replace({**body, "status": new_status}, status=True)
@@ -289,6 +299,58 @@ class RunExecutor:
             reason, message = decision.event
             warning = new_status.get("phase") == "Failed"
             self.kube.event(builders.build_event(identity, reason, message, warning, self.clock()))
+
+    def _live_log(self, key: RunKey, identity: RunIdentity, status: Mapping[str, Any]) -> None:
+        """While an attempt runs, refresh its stored log every `live_log_seconds` (`kubemill logs -f` and
+        the UI follow the stored, masked log, never the raw pod log)."""
+        now = self.clock().timestamp()
+        with self._guard:
+            due = self._log_due.get(key, 0.0)
+            if now < due:
+                return
+            self._log_due[key] = now + self.live_log_seconds
+        self._store_log(key, identity, status, final=False)
+        self.requeue.after(key, self.live_log_seconds)
+
+    def _store_log(self, key: RunKey, identity: RunIdentity, status: Mapping[str, Any], final: bool) -> None:
+        """Append the current attempt's output (masked, bounded) to the run's stored log. Best effort: a log
+        that cannot be read (the pod is gone) or written never changes how the run ends."""
+        namespace, name = key
+        pod = (status.get("pod") or {}).get("name")
+        attempt = int(status.get("attempts", 0) or 0)
+        if not pod or attempt < 1:
+            return
+        try:
+            raw = self.kube.pod_log(
+                namespace, pod, container=builders.CONTAINER, tail_lines=runlogs.POD_LOG_LINES
+            )
+        except (NotFound, ApiRejected, ApiUnavailable):
+            log.info("scriptrun %s/%s: the log of pod %s is gone; none stored", namespace, name, pod)
+            return
+        text = runlogs.run_log_text(attempt, raw, self._masks_for(key))
+        cm_name = runlogs.log_configmap_name(name)
+        try:
+            previous = self.kube.get_or_none("v1", "ConfigMap", namespace, cm_name)
+            cut = 0
+            if previous is not None:
+                stored = runlogs.read_log_configmap(previous)
+                header = runlogs.attempt_header(attempt)
+                kept = runlogs.strip_notice(stored.text)
+                if header in kept:  # this attempt was stored already (a crash before the status write)
+                    kept = kept[: kept.index(header)]
+                text, cut = kept + text, stored.cut_bytes
+            text, cut = runlogs.bound(text, runlogs.LOG_MAX, cut)
+            cm = runlogs.build_log_configmap(identity, text, cut, final)
+            if previous is not None and previous.get("binaryData") == cm["binaryData"] and not final:
+                return
+            if previous is None:
+                self.kube.create(cm)
+            else:
+                patch = {k: cm[k] for k in ("binaryData",)}
+                patch["metadata"] = {"annotations": cm["metadata"]["annotations"]}
+                self.kube.patch("v1", "ConfigMap", namespace, cm_name, patch)
+        except (ApiRejected, ApiUnavailable) as exc:
+            log.warning("scriptrun %s/%s: its log could not be stored: %s", namespace, name, exc)
 
     def _store_state(self, namespace: str, action: scriptruns.StoreState) -> None:
         owner = self.catalog.owner_of(namespace, action.state_path)
@@ -374,6 +436,7 @@ class RunExecutor:
                 if record is not None:
                     record.finished = str(new.get("finishedAt", ""))
                 self._masks.pop(key, None)
+                self._log_due.pop(key, None)
             self._trim_history(namespace, path)
 
     def _wake_waiting(self, namespace: str, path: str) -> None:
