@@ -422,7 +422,11 @@ def log_sources(ctx: Ctx, run: Mapping[str, Any], step: str | None, prefix: str 
 
 
 def read_stored(ctx: Ctx, run_name: str) -> runlogs.StoredLog | None:
-    cm = ctx.kube.get_or_none("v1", "ConfigMap", ctx.namespace, runlogs.log_configmap_name(run_name))
+    name = runlogs.log_configmap_name(run_name)
+    try:
+        cm = ctx.kube.get_or_none("v1", "ConfigMap", ctx.namespace, name)
+    except ApiRejected as exc:
+        raise CtlError(f"run {run_name}: its stored log (ConfigMap {name}) is not readable: {exc}") from None
     return None if cm is None else runlogs.read_log_configmap(cm)
 
 

@@ -331,6 +331,11 @@ class RunExecutor:
         cm_name = runlogs.log_configmap_name(name)
         try:
             previous = self.kube.get_or_none("v1", "ConfigMap", namespace, cm_name)
+            owners = ((previous or {}).get("metadata") or {}).get("ownerReferences") or []
+            if previous is not None and not any(o.get("uid") == identity.uid for o in owners):
+                # Not this run's (planted before it, or left by an earlier run of the same name): replace it.
+                self.kube.delete("v1", "ConfigMap", namespace, cm_name)
+                previous = None
             cut = 0
             if previous is not None:
                 stored = runlogs.read_log_configmap(previous)
