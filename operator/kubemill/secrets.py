@@ -13,7 +13,8 @@ API (for the per-run Secret builder and the run status writer):
     run.secret_data()          # {key: text}: the per-run Secret's stringData (runner file names + MASKS_KEY)
     run.masks                  # frozenset of secret values
     masks_from_secret_data(d)  # the masks back from a per-run Secret's (decoded) data, after the run
-    mask_text(text, masks)     # "***" for every secret value (also its JSON-escaped form)
+    mask_forms(masks)          # every form a secret value takes in text (see `mask_forms`), longest first
+    mask_text(text, masks)     # "***" for every form of every secret value
     mask_json(value, masks)    # the same inside any JSON value (results, errors)
     decode_secret(data)        # a Secret's base64 `data` as text
 
@@ -36,6 +37,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from pydantic import JsonValue
 
@@ -45,7 +47,12 @@ from kubemill.runners.rundir import resource_files
 
 MASK = "***"
 MASKS_KEY = "kubemill.masks.json"
-"""Key of the per-run Secret listing the values to mask (the runner only reads `resource.*`/`variable.*`)."""
+"""Key of the per-run Secret listing the values to mask (read by the operator after the run)."""
+MASK_FORMS_KEY = "kubemill.mask-forms.json"
+"""Key of the per-run Secret listing every form of those values (`mask_forms`), mounted into the runner:
+it masks what it writes where viewers read (termination message, result log line) before writing it."""
+MIN_FORM_LENGTH = 6
+"""Encoded forms (base64 cores, URL escapes) shorter than this are not masked: too many false hits."""
 MIN_MASKED_LENGTH = 3
 """Shorter secret values are not masked: masking `1` or `on` everywhere would garble every log."""
 _MAX_DEPTH = 8
@@ -76,6 +83,7 @@ class ResolvedRun:
         """The per-run Secret's `stringData`: a key per resource/variable (runner file names), the masks."""
         data = resource_files(self.resources, self.variables)
         data[MASKS_KEY] = json.dumps(sorted(self.masks))
+        data[MASK_FORMS_KEY] = json.dumps(mask_forms(self.masks))
         return data
 
 
@@ -244,27 +252,51 @@ def masks_from_secret_data(data: Mapping[str, str]) -> frozenset[str]:
 # --- masking ------------------------------------------------------------------------------------------------
 
 
-def _forms(masks: Iterable[str]) -> list[str]:
-    """Every form a secret takes in stored text: as is, JSON-escaped, each line of a multi-line one."""
+def _base64_forms(raw: bytes) -> set[str]:
+    """The parts of base64 (standard and URL-safe) that stand for `raw` wherever it sits in encoded data.
+
+    Base64 maps 3 bytes to 4 characters, so the same secret encodes differently at each of the 3 offsets
+    modulo 3 it can start at; at each, the characters of the groups that hold only secret bytes do not
+    depend on what surrounds it. Those cores (and the whole padded encoding) are masked."""
+    forms: set[str] = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        first = 1 if offset else 0  # the group that mixes prefix bytes and secret bytes
+        last = (offset + len(raw)) // 3  # groups that end inside the secret
+        core = encoded[4 * first : 4 * last]
+        forms.add(core)
+    forms.add(base64.b64encode(raw).decode())
+    forms |= {f.replace("+", "-").replace("/", "_") for f in forms}
+    return forms
+
+
+def mask_forms(masks: Iterable[str]) -> list[str]:
+    """Every form a secret takes in stored text, longest first: as is, JSON-escaped, each line of a
+    multi-line one, URL-encoded (`%XX` and form encoding) and base64-encoded (standard and URL-safe, at any
+    offset: see `_base64_forms`). Masking replaces the longest first, so overlapping secrets mask whole."""
     forms: set[str] = set()
     for value in masks:
-        candidates = {value, json.dumps(value)[1:-1]}
+        if len(value) < MIN_MASKED_LENGTH:
+            continue
+        plain = {value, json.dumps(value)[1:-1]}
         if "\n" in value:
-            candidates.update(line.strip() for line in value.splitlines())
-        forms.update(c for c in candidates if len(c) >= MIN_MASKED_LENGTH)
-    return sorted(forms, key=len, reverse=True)
+            plain.update(line.strip() for line in value.splitlines())
+        forms.update(c for c in plain if len(c) >= MIN_MASKED_LENGTH)
+        encoded = {quote(value, safe=""), quote_plus(value), quote(value)} | _base64_forms(value.encode())
+        forms.update(c for c in encoded if len(c) >= MIN_FORM_LENGTH)
+    return sorted(forms, key=lambda f: (-len(f), f))
 
 
 def mask_text(text: str, masks: Iterable[str]) -> str:
     """`text` with every secret value replaced by `***` (longest first, so overlapping secrets mask whole)."""
-    for form in _forms(masks):
+    for form in mask_forms(masks):
         text = text.replace(form, MASK)
     return text
 
 
 def mask_json(value: Any, masks: Iterable[str]) -> Any:
     """A JSON value with secrets masked in every string, keys included (results, errors, state)."""
-    forms = _forms(masks)
+    forms = mask_forms(masks)
     if not forms:
         return value
 

@@ -179,9 +179,20 @@ if [[ -f $state_file ]]; then before=$(<"$state_file"); fi
 printf '%s' "$before" >"$work/state.json"
 export KUBEMILL_STATE_FILE="$work/state.json"
 
+# The run's secret values in every form (the operator lists them): what the script prints reaches the
+# container's log masked, and so does the envelope.
+masks_file=${KUBEMILL_MASKS_FILE:-}
+[[ -n $masks_file && -s $masks_file && $(<"$masks_file") != "[]" ]] || masks_file=
+mask_lines() { jq --unbuffered -R -r --slurpfile f "$masks_file" 'reduce $f[0][] as $x (.; split($x) | join("***"))'; }
+
 cd "$work" || exit 1
-{ { run_script | tee "$work/stdout"; exit "${PIPESTATUS[0]}"; } 2>&1 1>&3 \
-  | tee "$work/stderr" >&2; } 3>&1
+if [[ -n $masks_file ]]; then
+  { { run_script | mask_lines | tee "$work/stdout"; exit "${PIPESTATUS[0]}"; } 2>&1 1>&3 \
+    | mask_lines | tee "$work/stderr" >&2; } 3>&1
+else
+  { { run_script | tee "$work/stdout"; exit "${PIPESTATUS[0]}"; } 2>&1 1>&3 \
+    | tee "$work/stderr" >&2; } 3>&1
+fi
 status=${PIPESTATUS[0]}
 
 number='^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$'
@@ -242,6 +253,11 @@ else
   envelope="{\"result\":null,\"error\":{\"name\":\"ExitCode\",\"message\":$message,\"stack\":$REPLY},\"state\":$state}"
 fi
 
+if [[ -n $masks_file ]]; then
+  envelope=$(printf '%s' "$envelope" | jq -c --slurpfile f "$masks_file" 'def m: if type == "string"
+    then reduce $f[0][] as $x (.; split($x) | join("***")) elif type == "object"
+    then with_entries(.key |= m | .value |= m) elif type == "array" then map(m) else . end; m')
+fi
 if [[ $after != "$before" ]]; then printf '%s\n' "$after" 2>/dev/null >"$state_file"; fi
 [[ -d ${result_file%/*} ]] || mkdir -p "${result_file%/*}" 2>/dev/null
 printf '%s\n' "$envelope" 2>/dev/null >"$result_file"

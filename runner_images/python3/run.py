@@ -239,6 +239,76 @@ def _call_main(code_file: str, args: dict) -> object:
     return result
 
 
+def _mask_forms() -> list:
+    """The forms of the run's secret values (the operator lists them, longest first), or [] without any."""
+    path = os.environ.get("KUBEMILL_MASKS_FILE")
+    if not path:
+        return []
+    try:
+        with open(path, encoding="utf-8") as f:
+            forms = json.load(f)
+    except (OSError, ValueError):
+        return []
+    return [f for f in forms if isinstance(f, str) and f] if isinstance(forms, list) else []
+
+
+def _mask(value, forms: list):
+    """`value` (plain JSON) with every form replaced by `***`, in keys too."""
+    if isinstance(value, str):
+        for form in forms:
+            if form in value:
+                value = value.replace(form, "***")
+        return value
+    if isinstance(value, dict):
+        return {_mask(k, forms): _mask(v, forms) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, forms) for v in value]
+    return value
+
+
+class _MaskedStream:
+    """Pipes file descriptor `fd` (1 or 2) through a thread that masks each line before it reaches the
+    container's log: what the script prints, and what its subprocesses print, never shows a secret."""
+
+    LINE_MAX = 1 << 20  # a longer line is masked and written in pieces
+
+    def __init__(self, fd: int, forms: list) -> None:
+        import threading
+
+        self.fd, self.forms = fd, forms
+        self.saved = os.dup(fd)
+        read, write = os.pipe()
+        os.dup2(write, fd)
+        os.close(write)
+        self.read = read
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _emit(self, data: bytes) -> None:
+        text = _mask(data.decode("utf-8", "surrogateescape"), self.forms)
+        out = text.encode("utf-8", "surrogateescape")
+        while out:
+            out = out[os.write(self.saved, out) :]
+
+    def _pump(self) -> None:
+        pending = b""
+        while chunk := os.read(self.read, 65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self._emit(line + b"\n")
+            if len(pending) > self.LINE_MAX:
+                self._emit(pending)
+                pending = b""
+        if pending:
+            self._emit(pending)
+
+    def close(self) -> None:
+        os.dup2(self.saved, self.fd)  # the pipe's last writer is gone: the thread reads EOF
+        self.thread.join(timeout=10)
+        os.close(self.read)
+
+
 def _write(path: str, text: str) -> bool:
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -273,6 +343,12 @@ def main() -> int:
     state_file = _setting("KUBEMILL_STATE_FILE", ROOT + "/state/state.json")
     result_file = _setting("KUBEMILL_RESULT_FILE", ROOT + "/out/result.json")
     wmill._load_state(state_file)
+    forms = _mask_forms()
+    streams = []
+    if forms:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        streams = [_MaskedStream(1, forms), _MaskedStream(2, forms)]
     try:
         with open(_setting("KUBEMILL_ARGS_FILE", ROOT + "/args.json"), encoding="utf-8") as f:
             args = json.load(f)
@@ -292,11 +368,17 @@ def main() -> int:
         except ResultNotSerializable:
             envelope["state"] = None
             text = _encode(envelope)
+    if forms:  # what viewers can read (termination message, log line) never holds a secret
+        envelope = _mask(json.loads(text), forms)
+        text = json.dumps(envelope, separators=(",", ":"))
     if wmill._state_changed():
         _write(state_file, json.dumps(envelope["state"], default=_jsonable))
     _write(result_file, text)
     _write(_setting("KUBEMILL_TERMINATION_LOG", "/dev/termination-log"), _summary(text, envelope))
     sys.stdout.flush()
+    sys.stderr.flush()
+    for stream in streams:
+        stream.close()
     if os.environ.get("KUBEMILL_LOG_RESULT", "1") != "0" and len(text.encode()) <= LOG_LIMIT:
         sys.stdout.write("\n" + PREFIX + text + "\n")
         sys.stdout.flush()

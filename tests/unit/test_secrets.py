@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
+from urllib.parse import quote, quote_plus, unquote_plus
 
 import pytest
 from kubemill.models.resources import Resource, Variable
 from kubemill.secrets import (
+    MASK_FORMS_KEY,
     MASKS_KEY,
     UnresolvedReference,
     decode_secret,
+    mask_forms,
     mask_json,
     mask_text,
     masks_from_secret_data,
@@ -73,7 +76,9 @@ def test_only_declared_paths_reach_the_run_and_var_references_are_interpolated()
     assert run.variables == {}
     assert run.masks == {"s3cr3t-pw"}
     data = run.secret_data()
-    assert set(data) == {"resource.u.admin.pg", MASKS_KEY}  # not u/admin/other, not the referenced variable
+    # not u/admin/other, not the referenced variable; the runner gets every form of the masks
+    assert set(data) == {"resource.u.admin.pg", MASKS_KEY, MASK_FORMS_KEY}
+    assert json.loads(data[MASK_FORMS_KEY]) == mask_forms(["s3cr3t-pw"])
     assert json.loads(data["resource.u.admin.pg"])["password"] == "s3cr3t-pw"
     assert masks_from_secret_data(data) == {"s3cr3t-pw"}
 
@@ -88,6 +93,7 @@ def test_variables_secret_ones_masked_and_referenced_secret_variables_masked() -
         "variable.f.ops.hidden",
         "resource.u.admin.other",
         MASKS_KEY,
+        MASK_FORMS_KEY,
     }
 
 
@@ -174,3 +180,29 @@ def test_mask_json_walks_results_and_errors() -> None:
 def test_masks_from_bad_data() -> None:
     assert masks_from_secret_data({}) == frozenset()
     assert masks_from_secret_data({MASKS_KEY: "not json"}) == frozenset()
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "ab", "abc"])
+@pytest.mark.parametrize("suffix", ["", "x", "xy"])
+def test_base64_of_a_secret_is_masked_at_every_offset(prefix: str, suffix: str) -> None:
+    secret = "hunter2-super/secret+tok"
+    data = (prefix + secret + suffix).encode()
+    for encoded in (base64.b64encode(data).decode(), base64.urlsafe_b64encode(data).decode()):
+        masked = mask_text(f"token={encoded};", [secret])
+        assert "***" in masked, encoded
+        # what is left of the encoding around the mask no longer decodes to the secret
+        assert secret.encode() not in base64.b64decode(masked.split("***")[0][6:] + "===", validate=False)
+
+
+def test_url_encoded_and_json_escaped_secrets_are_masked() -> None:
+    secret = 'p@ss w/"q"&x'
+    for text in (quote(secret, safe=""), quote_plus("k=" + secret), json.dumps({"k": secret})):
+        assert secret not in unquote_plus(mask_text(text, [secret])), text
+        assert "***" in mask_text(text, [secret])
+
+
+def test_short_encoded_forms_are_not_masked() -> None:
+    """A 3-character secret masks as is, but its short base64/URL cores would garble every log."""
+    forms = mask_forms(["abc"])
+    assert "abc" in forms and all(len(f) >= 3 for f in forms)
+    assert mask_text("YWJj and abc", ["abc"]) == "YWJj and ***"

@@ -27,6 +27,7 @@ from kubemill.models.openflow import Retry
 from kubemill.models.scripts import EnvVar, RunnerSpec
 from kubemill.runners import code_filename, command_for, env_for
 from kubemill.runners.languages import RUN_ROOT, RunContext
+from kubemill.secrets import MASK_FORMS_KEY
 
 MAX_NAME = 63
 RUNNER_UID = 65532
@@ -44,6 +45,7 @@ STATE_KEY = "state.json"
 CONTAINER = "runner"
 DEFAULT_IMAGE_TEMPLATE = "ghcr.io/kubemill/runner-{language}:{version}"
 INPUT_DIR = f"{RUN_ROOT}/input"
+MASK_FORMS_FILE = "mask-forms.json"
 
 _INVALID = re.compile(r"[^a-z0-9-]+")
 
@@ -244,6 +246,9 @@ def build_job(
     items = [{"key": ARGS_KEY, "path": ARGS_KEY}] + [
         {"key": k, "path": f"resources/{k}"} for k in _resource_keys(secret_keys)
     ]
+    if MASK_FORMS_KEY in secret_keys:  # the runner masks what it writes where viewers read
+        items.append({"key": MASK_FORMS_KEY, "path": MASK_FORMS_FILE})
+        container_env.append({"name": "KUBEMILL_MASKS_FILE", "value": f"{INPUT_DIR}/{MASK_FORMS_FILE}"})
     if FLOW_STATES_KEY in secret_keys:  # a flow step: wmill.get_flow_user_state reads them
         items.append({"key": FLOW_STATES_KEY, "path": FLOW_STATES_KEY})
         container_env.append(

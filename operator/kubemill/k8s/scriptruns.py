@@ -35,6 +35,11 @@ SCRIPT_NOT_FOUND_GRACE = timedelta(seconds=30)
 CONDITION = "Succeeded"
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
 LOG_LINES = 3
+TAIL_CHARS = 500
+"""What a failure message keeps of the runner's last log line, cut after masking."""
+LEFT_NO_RESULT = " and left no result"
+TAIL_READ = 64 * 1024
+"""What is read of that line before masking: more than any secret a run is given."""
 FATAL_WAITING = frozenset(
     {"InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "ErrImageNeverPull"}
 )
@@ -163,9 +168,9 @@ def observe_attempt(
     code = terminated.get("exitCode")
     reason = terminated.get("reason") or "Error"
     tail = logs.strip().splitlines()[-1:] if logs.strip() else []
-    message = f"the runner exited with code {code} ({reason}) and left no result"
-    if tail:
-        message += f": {tail[0][:500]}"
+    message = f"the runner exited with code {code} ({reason}){LEFT_NO_RESULT}"
+    if tail:  # cut to TAIL_CHARS only after masking (`_masked`): a cut secret would escape the mask
+        message += f": {tail[0][-TAIL_READ:]}"
     return Observation("failed", pod_name, failure=Failure("RunnerFailed", message))
 
 
@@ -281,12 +286,19 @@ def _with(
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _masked(message: str, masks: Iterable[str]) -> str:
+    """A failure message masked, then cut: the runner's log line it may end with keeps TAIL_CHARS."""
+    masked = mask_text(message, masks)
+    head, sep, tail = masked.partition(LEFT_NO_RESULT + ": ")
+    return head + sep + tail[:TAIL_CHARS] if sep else masked
+
+
 def _finish(
     status: dict[str, Any], run: ScriptRun, inputs: Inputs, phase: str, failure: Failure | None, **fields: Any
 ) -> dict[str, Any]:
     error = None
     if failure is not None:
-        error = {"name": failure.name, "message": mask_text(failure.message, inputs.masks)}
+        error = {"name": failure.name, "message": _masked(failure.message, inputs.masks)}
         if failure.stack:
             error["stack"] = mask_text(failure.stack, inputs.masks)
     reason = "Succeeded" if failure is None else failure.name
@@ -399,7 +411,9 @@ def decide(run: ScriptRun, inputs: Inputs) -> Decision:
     if observation.flow_user_states is not None:  # read by the FlowRun's engine, masked like a result
         ended["flowUserStates"] = mask_json(observation.flow_user_states, inputs.masks)
     if observation.state_json is not None and target.path and len(observation.state_json) <= RESULT_MAX:
-        cleanup = (StoreState(target.path, observation.state_json), *cleanup)
+        # masked like a result: the state ConfigMap is readable by viewers (the runner masks it too)
+        state = json.dumps(mask_json(json.loads(observation.state_json), inputs.masks), separators=(",", ":"))
+        cleanup = (StoreState(target.path, state), *cleanup)
     if observation.state == "succeeded" and observation.result_json is not None:
         masked = json.dumps(
             mask_json(json.loads(observation.result_json), inputs.masks), separators=(",", ":")
@@ -427,7 +441,7 @@ def decide(run: ScriptRun, inputs: Inputs) -> Decision:
         else retry_delay(run.spec.retry or target.retry, attempts - 1, run.metadata.name or "", "")
     )
     if delay is not None:
-        error = {"name": failure.name, "message": mask_text(failure.message, inputs.masks)}
+        error = {"name": failure.name, "message": _masked(failure.message, inputs.masks)}
         message = f"attempt {attempts} failed ({failure.name}); retrying in {delay:g}s"
         new = _with(
             status, run, inputs, ("Unknown", "RetryScheduled", message), phase="Pending", error=error, pod=pod

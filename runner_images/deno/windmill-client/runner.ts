@@ -70,6 +70,28 @@ function write(path: string, text: string): void {
   }
 }
 
+/** The forms of the run's secret values (the operator lists them, longest first), or [] without any. */
+function maskForms(): string[] {
+  const path = process.env.KUBEMILL_MASKS_FILE;
+  if (!path) return [];
+  try {
+    const forms = JSON.parse(readFileSync(path, "utf-8"));
+    return Array.isArray(forms) ? forms.filter((f) => typeof f === "string" && f.length > 0) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** A plain JSON value with every form replaced by `***`, in keys too. */
+function mask(value: unknown, forms: string[]): unknown {
+  if (typeof value === "string") return forms.reduce((text, form) => text.split(form).join("***"), value);
+  if (Array.isArray(value)) return value.map((v) => mask(v, forms));
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [mask(k, forms), mask(v, forms)]));
+  }
+  return value;
+}
+
 /** Run the script's main and write the envelope; the exit code to end with (0 result, 1 error). */
 export async function runMain(): Promise<number> {
   const codeFile = `${setting("KUBEMILL_CODE_DIR", `${ROOT}/code`)}/main.ts`;
@@ -90,6 +112,12 @@ export async function runMain(): Promise<number> {
   } catch (e) {
     const message = `main returned a value that is not JSON-serialisable: ${e instanceof Error ? e.message : e}`;
     envelope = { result: null, error: { name: "ResultNotSerializable", message, stack: null }, state: null };
+    text = JSON.stringify(envelope);
+  }
+  const forms = maskForms();
+  if (forms.length > 0) {
+    // what viewers can read (termination message, log line) never holds a secret
+    envelope = mask(JSON.parse(text), forms) as typeof envelope;
     text = JSON.stringify(envelope);
   }
   const { changed } = _envelopeState();

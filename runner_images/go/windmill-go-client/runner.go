@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime/debug"
+	"strings"
 )
 
 const (
@@ -60,6 +61,49 @@ func cut(text string, limit int, tail bool) string {
 	return text[:limit]
 }
 
+// maskForms reads the forms of the run's secret values (the operator lists them, longest first).
+func maskForms() []string {
+	path := os.Getenv("KUBEMILL_MASKS_FILE")
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var forms []string
+	if json.Unmarshal(data, &forms) != nil {
+		return nil
+	}
+	return forms
+}
+
+// mask replaces every form by "***" in a plain JSON value, keys included.
+func mask(value interface{}, forms []string) interface{} {
+	switch v := value.(type) {
+	case string:
+		for _, form := range forms {
+			if form != "" {
+				v = strings.ReplaceAll(v, form, "***")
+			}
+		}
+		return v
+	case []interface{}:
+		out := make([]interface{}, len(v))
+		for i, item := range v {
+			out[i] = mask(item, forms)
+		}
+		return out
+	case map[string]interface{}:
+		out := make(map[string]interface{}, len(v))
+		for key, item := range v {
+			out[mask(key, forms).(string)] = mask(item, forms)
+		}
+		return out
+	}
+	return value
+}
+
 // finish writes the envelope (result file, termination summary, last log line, state) and exits.
 func finish(result interface{}, failure *Failure) {
 	loadState()
@@ -71,6 +115,19 @@ func finish(result interface{}, failure *Failure) {
 		if text, err = marshal(env); err != nil {
 			env.State = nil
 			text, _ = marshal(env)
+		}
+	}
+	if forms := maskForms(); len(forms) > 0 {
+		// what viewers can read (termination message, log line) never holds a secret
+		var plain interface{}
+		decoder := json.NewDecoder(bytes.NewReader(text))
+		decoder.UseNumber() // integers beyond 2^53 stay exact
+		if decoder.Decode(&plain) == nil {
+			if masked, err := marshal(mask(plain, forms)); err == nil {
+				text = masked
+				env = envelope{}
+				_ = json.Unmarshal(text, &env)
+			}
 		}
 	}
 	if state.changed && env.State != nil {
