@@ -35,6 +35,7 @@ APPROVE, REJECT, COMMENT, PAYLOAD = (
     "kubemill.dev/payload",
 )
 RETRY_OF = "kubemill.dev/retry-of"
+RETRY_FROM = "kubemill.dev/retry-from"
 FLOW_RUN_LABEL = "kubemill.dev/flow-run-uid"
 EXIT = {"Succeeded": 0, "Failed": 1, "Cancelled": 3}
 POLL = 1.0
@@ -569,18 +570,25 @@ def cli_cancel(args: argparse.Namespace) -> int:
 
 def add_arguments_retry(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="a finished ScriptRun or FlowRun")
+    parser.add_argument(
+        "--from-start",
+        action="store_true",
+        help="a failed FlowRun: run every step again (default: from the failed step)",
+    )
     parser.add_argument("-w", "--watch", action="store_true", help="follow the new run")
     _common(parser)
 
 
-def retry_manifest(run: Mapping[str, Any]) -> dict[str, Any]:
-    """A new run of the same target with the same args (`kubemill.dev/retry-of` names the first)."""
+def retry_manifest(run: Mapping[str, Any], from_start: bool = False) -> dict[str, Any]:
+    """A new run of the same target with the same args (`kubemill.dev/retry-of` names the first); a failed
+    FlowRun goes on from its failed step (`kubemill.dev/retry-from`: the operator reuses the steps before it)
+    unless `from_start`."""
     spec = {
         k: v for k, v in (run.get("spec") or {}).items() if k in ("scriptPath", "script", "flowPath", "args")
     }
     name = run["metadata"]["name"]
     base = name.split("-retry-")[0][:40].rstrip("-")
-    return {
+    manifest: dict[str, Any] = {
         "apiVersion": API,
         "kind": run["kind"],
         "metadata": {
@@ -590,6 +598,10 @@ def retry_manifest(run: Mapping[str, Any]) -> dict[str, Any]:
         },
         "spec": spec,
     }
+    failed = (run.get("status") or {}).get("phase") == "Failed"
+    if run["kind"] == "FlowRun" and failed and not from_start:
+        manifest["metadata"]["annotations"][RETRY_FROM] = "failed-step"
+    return manifest
 
 
 def _retry(ctx: Ctx, args: argparse.Namespace) -> int:
@@ -599,7 +611,7 @@ def _retry(ctx: Ctx, args: argparse.Namespace) -> int:
         raise CtlError(f"{run['kind'].lower()} {args.run} is still {phase or 'Pending'}: cancel it first")
     if (run.get("spec") or {}).get("flowRun"):
         raise CtlError(f"{args.run} is a step of flowrun {run['spec']['flowRun']}: retry that FlowRun")
-    created = _create(ctx, retry_manifest(run))
+    created = _create(ctx, retry_manifest(run, args.from_start))
     name = created["metadata"]["name"]
     print(f"{run['kind'].lower()}/{name} created (a retry of {args.run})", file=sys.stderr)
     if not args.watch:

@@ -285,3 +285,53 @@ def test_cancel_from_the_cli_stops_a_running_script(
     again = kubemill(cluster, "admin", "cancel", "sleepy-1", "-n", ns)
     assert again.returncode == 2 and "sleepy-1 has already finished (Cancelled)" in again.stderr
     assert "started" in kubemill(cluster, "admin", "logs", "sleepy-1", "-n", ns).stdout
+
+
+def test_retry_goes_on_from_the_failed_step_after_the_script_is_fixed(
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    broken = "def main(m: int):\n    raise ValueError(f'cannot check {m}')\n"
+    fixed = "def main(m: int):\n    print('checked', m)\n    return {'checked': m}\n"
+    cluster.apply(script("check", "f/day2/check", "python3", broken), "-n", ns)
+    flow = two_step_flow(ns)
+    flow["spec"]["path"] = "f/day2/fixable"
+    flow["metadata"]["name"] = "fixable"
+    second = {
+        "type": "script",
+        "path": "f/day2/check",
+        "input_transforms": {"m": {"type": "javascript", "expr": "results.first"}},
+    }
+    flow["spec"]["value"]["modules"][1]["value"] = second
+    cluster.apply(flow)
+    bad = kubemill(
+        cluster, "admin", "submit", "f/day2/fixable", "--arg", "n=1", "--name", "fix-1", "--watch", "-n", ns
+    )
+    assert bad.returncode == 1 and "cannot check 2" in bad.stderr, bad.stderr
+    first_child = cluster.get("flowrun", "fix-1", "-n", ns)["status"]["steps"]["first"]["run"]
+    cluster.apply(script("check", "f/day2/check", "python3", fixed), "-n", ns)
+    wait_for(
+        lambda: cluster.get("script", "check", "-n", ns).get("status", {}).get("contentHash"), 30, "the fix"
+    )
+    again = kubemill(cluster, "admin", "retry", "fix-1", "--watch", "-n", ns)
+    assert again.returncode == 0, again.stderr + running_operator.log()[-3000:]
+    assert json.loads(again.stdout) == {"checked": 2}
+    retried = next(r for r in cluster.get("flowruns", "-n", ns)["items"] if r["metadata"]["name"] != "fix-1")
+    annotations = retried["metadata"]["annotations"]
+    assert annotations["kubemill.dev/retry-of"] == "fix-1"
+    assert annotations["kubemill.dev/retry-from"] == "failed-step"
+    steps = retried["status"]["steps"]
+    assert steps["first"]["run"] == first_child  # reused, not run again
+    firsts = [r for r in cluster.get("scriptruns", "-n", ns)["items"] if r["spec"].get("stepId") == "first"]
+    assert len(firsts) == 1
+    # From the start: every step runs again.
+    fresh = kubemill(cluster, "admin", "retry", "fix-1", "--from-start", "--watch", "-n", ns)
+    assert fresh.returncode == 0, fresh.stderr
+    firsts = [r for r in cluster.get("scriptruns", "-n", ns)["items"] if r["spec"].get("stepId") == "first"]
+    assert len(firsts) == 2
+    # A retry from the failed step of a run whose flow changed since is refused, naming why.
+    flow["spec"]["value"]["modules"][0]["summary"] = "changed"
+    cluster.apply(flow)
+    changed = kubemill(cluster, "admin", "retry", "fix-1", "--watch", "-n", ns)
+    assert changed.returncode == 1
+    assert "RetryNotPossible" in changed.stderr and "another version of the flow" in changed.stderr

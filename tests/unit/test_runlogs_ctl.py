@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from kubemill.ctl import CtlError, parse_args, retry_manifest, runs_table, step_tree
@@ -117,3 +118,30 @@ def test_runs_table_and_retry_manifest() -> None:
     assert again["metadata"]["generateName"] == "job-retry-"
     assert again["metadata"]["annotations"] == {"kubemill.dev/retry-of": "job-retry-abcde"}
     assert again["spec"] == {"scriptPath": "f/a/b", "args": {"x": 1}}
+
+
+def test_a_retry_reuses_the_steps_before_the_failed_one_but_no_approval_and_no_reference() -> None:
+    from kubemill.engine.restart import reusable_steps
+    from kubemill.models.flows import FlowRunStatus
+    from kubemill.models.openflow import OpenFlow
+
+    def flow(*kinds: str) -> OpenFlow:
+        modules = []
+        for i, kind in enumerate(kinds):
+            value: dict[str, Any] = {"type": "identity"}
+            if kind == "approval":
+                value = {"type": "approval", "approvers": ["alice@example.com"], "timeout": 60}
+            modules.append({"id": f"s{i}", "value": value})
+        return OpenFlow.model_validate({"summary": "", "value": {"modules": modules}})
+
+    def status(*records: dict[str, Any]) -> FlowRunStatus:
+        return FlowRunStatus.model_validate(
+            {"phase": "Failed", "steps": {f"s{i}": r for i, r in enumerate(records)}}
+        )
+
+    ok, failed = {"phase": "Succeeded", "result": 1}, {"phase": "Failed"}
+    assert list(reusable_steps(flow("x", "x", "x"), status(ok, ok, failed))) == ["s0", "s1"]
+    assert list(reusable_steps(flow("x", "approval", "x"), status(ok, ok, failed))) == ["s0"]
+    by_ref = {"phase": "Succeeded", "result": {"$ref": "old-child"}}
+    assert list(reusable_steps(flow("x", "x", "x"), status(ok, by_ref, failed))) == ["s0"]
+    assert reusable_steps(flow("x", "x"), status(failed, ok)) == {}
