@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import threading
 from typing import Any
 
 import pytest
@@ -335,3 +336,36 @@ def test_retry_goes_on_from_the_failed_step_after_the_script_is_fixed(
     changed = kubemill(cluster, "admin", "retry", "fix-1", "--watch", "-n", ns)
     assert changed.returncode == 1
     assert "RetryNotPossible" in changed.stderr and "another version of the flow" in changed.stderr
+
+
+def test_logs_follow_prints_a_running_run_as_it_goes_and_ends_with_it(
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    code = (
+        "import time\n\ndef main():\n"
+        "    for i in range(4):\n        print(f'tick {i}', flush=True)\n        time.sleep(3)\n"
+        "    return 'done'\n"
+    )
+    cluster.apply(script("ticker", "f/day2/ticker", "python3", code), "-n", ns)
+    cluster.apply(script_run("ticker-1", "f/day2/ticker"), "-n", ns)
+    exe = REPO / ".venv" / "bin" / "kubemill"
+    argv = [str(exe), "logs", "ticker-1", "-f", "-n", ns, f"--kubeconfig={cluster.kubeconfig_for('admin')}"]
+    lines: list[str] = []
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env()
+    ) as follow:
+        reader = threading.Thread(target=lambda: lines.extend(follow.stdout or []), daemon=True)
+        reader.start()
+        try:
+            wait_for(lambda: len(lines) >= 2, 60, "the first lines of the followed log")
+            running = cluster.get("scriptrun", "ticker-1", "-n", ns)["status"]["phase"]
+            follow.wait(timeout=90)
+            reader.join(timeout=10)
+            err = follow.stderr.read() if follow.stderr else ""
+        finally:
+            follow.kill()
+    assert running == "Running", "the first lines came while the run was still running"
+    assert follow.returncode == 0, err
+    assert "".join(lines).splitlines() == ["--- attempt 1 ---", "tick 0", "tick 1", "tick 2", "tick 3"]
+    assert cluster.get("scriptrun", "ticker-1", "-n", ns)["status"]["phase"] == "Succeeded"

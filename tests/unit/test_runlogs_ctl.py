@@ -14,7 +14,9 @@ RUN = RunIdentity("ns", "order-1", "uid-1")
 
 
 def test_an_attempt_is_masked_and_loses_the_envelope_line() -> None:
-    text = runlogs.run_log_text(2, 'hello\nthe key is hunter22\nKUBEMILL_RESULT:{"result":1}\n', {"hunter22"})
+    text = runlogs.run_log_text(
+        2, 'hello\nthe key is hunter22\n\nKUBEMILL_RESULT:{"result":1}\n', {"hunter22"}
+    )
     assert text == "--- attempt 2 ---\nhello\nthe key is ***\n"
 
 

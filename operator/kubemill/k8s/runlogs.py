@@ -47,7 +47,13 @@ def attempt_header(attempt: int) -> str:
 def run_log_text(attempt: int, pod_log: str, masks: Iterable[str]) -> str:
     """One attempt's output as stored: a header line, the log without the runner's result envelope line
     (the result is kept in the status), every secret value masked (`kubemill.secrets.mask_text`)."""
-    lines = [line for line in pod_log.splitlines(keepends=True) if not line.startswith(RESULT_PREFIX)]
+    lines: list[str] = []
+    for line in pod_log.splitlines(keepends=True):
+        if line.startswith(RESULT_PREFIX):
+            if lines and lines[-1] == "\n":  # the runner starts its envelope on a line of its own
+                lines.pop()
+            continue
+        lines.append(line)
     body = "".join(lines)
     if body and not body.endswith("\n"):
         body += "\n"
