@@ -10,10 +10,12 @@ these, and the one place that talks to Kopf maps them: `Retryable` -> `kopf.Temp
     │   └── NotReady              something the object depends on does not exist or is not ready yet
     └── Permanent                 the same input will fail the same way; report it and stop
         ├── ApiRejected           the API server refused the request (4xx other than 404/409/429)
-        └── InvalidSpec           the object's spec cannot be acted on (the message says what to fix)
+        ├── InvalidSpec           the object's spec cannot be acted on (the message says what to fix)
+        └── NotOurs               a create met an object of that name that is not the one it would create
 
 `NotFound` and `Conflict` are what the client raises for 404 and 409; callers decide what they mean (a delete
-that meets 404 is done; a create that meets 409 adopts the existing object).
+that meets 404 is done; a create that meets 409 adopts the existing object, but only if it holds everything
+the create would have written: otherwise `NotOurs`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ class ApiRejected(Permanent):
 
 class InvalidSpec(Permanent):
     """The object's spec cannot be acted on; the message says what to fix."""
+
+
+class NotOurs(Permanent):
+    """A create met an existing object of the same name that is not what it would have created (different
+    content or owner): kubemill never adopts it, so nothing planted under a name it computes is used."""
 
 
 class NotFound(KubemillError):

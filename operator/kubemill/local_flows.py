@@ -39,6 +39,7 @@ from kubemill.local import (
 )
 from kubemill.models.flows import MAX_SUBFLOW_DEPTH
 from kubemill.models.openflow import OpenFlow, PathScript
+from kubemill.paths import OutsideWorkspace, confined
 from kubemill.runners import RunContext
 
 MAX_DEPTH = MAX_SUBFLOW_DEPTH
@@ -58,7 +59,10 @@ def flow_file(target: str, workspace: Path) -> Path | None:
 def inline_files(node: Any, folder: Path) -> Any:
     """`wmill sync pull` keeps inline steps' code next to flow.yaml as `!inline <file>`: read them in."""
     if isinstance(node, str) and node.startswith("!inline "):
-        file = folder / node.removeprefix("!inline ").strip()
+        try:  # the flow's own folder, where `wmill sync pull` writes them, and nothing outside it
+            file = confined(folder, node.removeprefix("!inline ").strip())
+        except OutsideWorkspace as exc:
+            raise InvalidRun(f"{node!r}: {exc}") from None
         if not file.is_file():
             raise InvalidRun(f"{node!r}: no file {file}")
         return file.read_text(encoding="utf-8")

@@ -372,3 +372,47 @@ def test_the_json_layout_reads_like_the_yaml_one(tmp_path: Path) -> None:
     assert specs["Variable"] == {"path": "f/j/v", "value": "1"}
     assert specs["Schedule"]["scriptPath"] == "f/j/run"
     assert specs["Flow"]["path"] == "f/j/f"
+
+
+@pytest.mark.parametrize("ref", ["../../../outside.py", "/etc/hostname", "../g.flow/../../../outside.py"])
+def test_an_inline_file_outside_the_flow_folder_is_refused(tmp_path: Path, ref: str) -> None:
+    (tmp_path / "outside.py").write_text("SECRET = 'from outside the workspace'\n")
+    ws = write(
+        tmp_path / "ws",
+        {
+            "f/x/f.flow/flow.yaml": f"""
+                value:
+                  modules:
+                    - id: a
+                      value: {{type: rawscript, language: python3, content: '!inline {ref}'}}
+                """
+        },
+    )
+    result = sync_workspace(ws)
+    (error,) = result.errors
+    assert error.startswith("f/x/f.flow/flow.yaml: step 'a': ") and "outside" in error, error
+    assert "from outside the workspace" not in repr(result.manifests)
+
+
+def test_a_symlink_out_of_the_workspace_is_refused_and_not_read(tmp_path: Path) -> None:
+    (tmp_path / "secret.py").write_text("def main():\n    return 'host secret'\n")
+    ws = write(tmp_path / "ws", {"f/x/ok.py": "def main():\n    return 1\n"})
+    (ws / "f/x/leak.py").symlink_to(tmp_path / "secret.py")
+    (ws / "f/x/lock.script.yaml").write_text("lock: '!inline ../../../secret.py'\n")
+    (ws / "f/x/lock.py").write_text("def main():\n    return 2\n")
+    result = sync_workspace(ws)
+    assert any(e.startswith("f/x/leak.py: ") and "outside" in e for e in result.errors), result.errors
+    assert any(e.startswith("f/x/lock.py: ") and "outside" in e for e in result.errors), result.errors
+    assert "host secret" not in repr(result.manifests)
+    assert "f/x/ok.py" in by_path(result.manifests, "Script")
+
+
+def test_kubemill_run_refuses_an_inline_file_outside_the_flow_folder(tmp_path: Path) -> None:
+    from kubemill.local import InvalidRun
+    from kubemill.local_flows import inline_files
+
+    (tmp_path / "outside.py").write_text("x")
+    folder = tmp_path / "f.flow"
+    folder.mkdir()
+    with pytest.raises(InvalidRun, match="points outside"):
+        inline_files({"content": "!inline ../outside.py"}, folder)

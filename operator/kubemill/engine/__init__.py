@@ -21,6 +21,7 @@ from kubemill.engine.actions import (
 from kubemill.engine.advance import advance
 from kubemill.engine.expressions import Evaluator, ExpressionError, ExpressionTimeout, QuickJSEvaluator
 from kubemill.engine.naming import child_run_name
+from kubemill.engine.sandbox import IsolatedEvaluator
 from kubemill.engine.state import ApprovalRecord, FlowRunStatus, PendingApproval, RunError, StepRecord
 from kubemill.engine.validation import Problem, input_problem, validate_flow
 
@@ -39,6 +40,7 @@ __all__ = [
     "ExpressionTimeout",
     "Finish",
     "FlowRunStatus",
+    "IsolatedEvaluator",
     "Observations",
     "PendingApproval",
     "Problem",

@@ -13,7 +13,8 @@ import math
 from datetime import datetime
 
 from kubemill.engine.actions import Action, Decision, EarlyReturn, Finish, Observations, RequeueAfter
-from kubemill.engine.expressions import Evaluator, QuickJSEvaluator
+from kubemill.engine.expressions import Evaluator
+from kubemill.engine.sandbox import IsolatedEvaluator
 from kubemill.engine.state import DONE_STEP_PHASES, FlowRunStatus, RunError, RunPhase
 from kubemill.engine.validation import input_problem
 from kubemill.engine.walk import MissingResult, Outcome, Scope, StepFailed, Walk
@@ -27,9 +28,11 @@ _default_evaluator: Evaluator | None = None
 
 
 def default_evaluator() -> Evaluator:
+    """QuickJS in killable worker processes (`IsolatedEvaluator`): a regex that backtracks for ever stops
+    at the hard limit, locally and in the operator."""
     global _default_evaluator
     if _default_evaluator is None:
-        _default_evaluator = QuickJSEvaluator()
+        _default_evaluator = IsolatedEvaluator()
     return _default_evaluator
 
 

@@ -14,12 +14,16 @@ object literal over several lines); one with `return ` is a function body.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import quickjs  # type: ignore[import-untyped]
-from pydantic import JsonValue
+
+if TYPE_CHECKING:  # not at run time: `kubemill.engine.sandbox` starts this file as a light worker
+    from pydantic import JsonValue
 
 DEFAULT_TIME_LIMIT = 1.0
 DEFAULT_MEMORY_LIMIT = 32 * 1024 * 1024
@@ -155,3 +159,27 @@ def _classify(expr: str, message: str) -> ExpressionError:
     if "out of memory" in first:
         return ExpressionError(expr, "used more memory than the limit (stopped)")
     return ExpressionError(expr, first)
+
+
+def serve() -> None:
+    """A sandbox worker (`kubemill.engine.sandbox`): one JSON request per line in, one answer per line out.
+    Started as this file (not the package), so it imports nothing but quickjs."""
+    time_limit, memory_limit = json.loads(os.environ.get("KUBEMILL_SANDBOX_LIMITS", "[1.0, 33554432]"))
+    evaluator = QuickJSEvaluator(float(time_limit), int(memory_limit))
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        try:
+            value = evaluator.evaluate(
+                request["expr"], request["variables"], datetime.fromisoformat(request["now"])
+            )
+            reply: dict[str, Any] = {"value": value}
+        except ExpressionError as exc:
+            reply = {"error": exc.message, "name": exc.name}
+        except Exception as exc:  # the worker must answer, or its caller reads a hang
+            reply = {"error": f"{type(exc).__name__}: {exc}", "name": ExpressionError.name}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    serve()

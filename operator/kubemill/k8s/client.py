@@ -3,8 +3,10 @@
 Every request goes through `Kube.request`, which times it, reports it to an optional observer (the operator's
 Prometheus metrics) and turns HTTP failures into the exceptions of `kubemill.errors`. Objects are plain dicts
 (what the pure builders in `kubemill.k8s.builders` return); the client derives each object's URL from its
-`apiVersion`, `kind` (or a plural) and namespace. Creates are idempotent (`create` returns the existing object
-on 409: adopt), deletes tolerate 404 (`delete` returns False: already gone).
+`apiVersion`, `kind` (or a plural) and namespace. Creates are idempotent: on 409 `create` returns the existing
+object, but only when it holds everything the create would have written (`holds`: a restart finds its own
+object; anything planted under a name kubemill computes raises `NotOurs`). Deletes tolerate 404 (`delete`
+returns False: already gone).
 
 It is synchronous on purpose: Kopf runs synchronous handlers in its thread pool, and one urllib3 pool
 shared by those threads keeps connections warm.
@@ -12,6 +14,7 @@ shared by those threads keeps connections warm.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +25,7 @@ import kubernetes
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
-from kubemill.errors import ApiRejected, ApiUnavailable, Conflict, NotFound
+from kubemill.errors import ApiRejected, ApiUnavailable, Conflict, NotFound, NotOurs
 
 Body = dict[str, Any]
 Observer = Callable[[str, str, int, float], None]
@@ -147,8 +150,9 @@ class Kube:
         items: list[Body] = result.get("items", [])
         return items
 
-    def create(self, body: Mapping[str, Any]) -> tuple[Body, bool]:
-        """Create `body`; on 409 return the existing object. Returns (object, created)."""
+    def create(self, body: Mapping[str, Any], *, adopt_any: bool = False) -> tuple[Body, bool]:
+        """Create `body`; on 409 return the existing object if it `holds` body (else raise `NotOurs`), or
+        whatever it is with `adopt_any` (for a caller that then overwrites it). Returns (object, created)."""
         meta = body["metadata"]
         path = object_path(body["apiVersion"], plural_of(body["kind"]), meta.get("namespace"))
         try:
@@ -156,6 +160,12 @@ class Kube:
             return created, True
         except Conflict:
             existing = self.get(body["apiVersion"], body["kind"], meta.get("namespace"), meta["name"])
+            if not adopt_any and (problem := holds(existing, body)) is not None:
+                where = f"{meta.get('namespace')}/{meta['name']}" if meta.get("namespace") else meta["name"]
+                raise NotOurs(
+                    f"{body['kind']} {where} already exists and is not the one kubemill would create "
+                    f"({problem}); delete it, or find who made it"
+                ) from None
             return existing, False
 
     def patch(
@@ -227,6 +237,46 @@ class Kube:
             self.create(body)
         except Exception:  # an event we could not post is not an error of the run
             return
+
+
+def holds(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> str | None:
+    """None if `existing` holds every field `desired` sets (the API server may have added defaults, and
+    others may have added labels); else what differs. Compared: the owner references, the labels, and every
+    top-level field but `metadata` and `status` (a Secret's `stringData` against its base64 `data`)."""
+    want, have = dict(desired), dict(existing)
+    if "stringData" in want:
+        encoded = {k: base64.b64encode(str(v).encode()).decode() for k, v in want.pop("stringData").items()}
+        want["data"] = {**(want.get("data") or {}), **encoded}
+    meta, stored = want.get("metadata") or {}, have.get("metadata") or {}
+    owners = {(o.get("uid"), bool(o.get("controller"))) for o in meta.get("ownerReferences") or []}
+    if not owners <= {(o.get("uid"), bool(o.get("controller"))) for o in stored.get("ownerReferences") or []}:
+        return "other owners"
+    fields = [(stored.get("labels") or {}, meta.get("labels") or {}, "metadata.labels")] + [
+        (have.get(key), value, key)
+        for key, value in want.items()
+        if key not in ("apiVersion", "kind", "metadata", "status")
+    ]
+    return next((p for h, w, where in fields if (p := _contains(h, w, where)) is not None), None)
+
+
+def _contains(have: object, want: object, where: str) -> str | None:
+    if isinstance(want, Mapping):
+        if not isinstance(have, Mapping):
+            return f"{where} differs"
+        for key, value in want.items():
+            if key not in have:
+                return f"{where}.{key} is missing"
+            if (problem := _contains(have[key], value, f"{where}.{key}")) is not None:
+                return problem
+        return None
+    if isinstance(want, list):
+        if not isinstance(have, list) or len(have) != len(want):
+            return f"{where} differs"
+        for i, (h, w) in enumerate(zip(have, want, strict=True)):
+            if (problem := _contains(h, w, f"{where}[{i}]")) is not None:
+                return problem
+        return None
+    return None if have == want else f"{where} differs"
 
 
 def _verb(method: str, path: str, query: Mapping[str, object] | None) -> str:

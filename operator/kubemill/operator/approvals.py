@@ -347,19 +347,26 @@ def operator_user() -> str | None:
         return _operator_user
 
 
+def known_operator_user() -> str | None:
+    """The operator's user as learnt at startup, without any I/O (for the admission handlers)."""
+    return _operator_user
+
+
 # --- admission handlers ------------------------------------------------------------------------------------
+# They are coroutines that do no I/O: Kopf runs them on its event loop, never in the thread pool that the
+# reconciles (and their expression evaluations) use, so no number of busy reconciles delays an approval.
 
 
 @kopf.on.mutate(GROUP, VERSION, "flowruns", operations=["CREATE"], id="requester")
-def stamp_requester(userinfo: kopf.UserInfo, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def stamp_requester(userinfo: kopf.UserInfo, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Record who creates a run (the operator keeps the one it copied from a parent)."""
-    if REQUESTED_BY in body.metadata.annotations and str(userinfo.get("username")) == operator_user():
+    if REQUESTED_BY in body.metadata.annotations and str(userinfo.get("username")) == known_operator_user():
         return
     patch.metadata.annotations[REQUESTED_BY] = requested_by(dict(userinfo))
 
 
 @kopf.on.mutate(GROUP, VERSION, "flowruns", operations=["UPDATE"], id="approve")
-def record_decision(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any) -> None:
+async def record_decision(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any) -> None:
     """Turn `kubemill.dev/approve|reject=<step>` by an allowed approver into a decision annotation."""
     annotations: dict[str, str] = dict(body.metadata.annotations)
     if APPROVE not in annotations and REJECT not in annotations:
@@ -379,7 +386,7 @@ def record_decision(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch,
 @kopf.on.validate(
     GROUP, VERSION, "flowruns", operations=["CREATE", "UPDATE"], subresource="*", id="decisions"
 )
-def guard_decisions(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs: Any) -> None:
+async def guard_decisions(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs: Any) -> None:
     """Decision and requester annotations are only ever the API server's view of who asked (see above)."""
     old: kopf.Body | None = kwargs.get("old")
     check_request(
@@ -387,7 +394,7 @@ def guard_decisions(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs: Any) -> 
         dict(body),
         dict(old) if old is not None else None,
         dict(userinfo),
-        operator_user(),
+        known_operator_user(),
         datetime.now(UTC),
     )
 

@@ -33,7 +33,7 @@ from kubemill.engine import (
     validate_flow,
 )
 from kubemill.engine.state import RunError
-from kubemill.errors import NotFound
+from kubemill.errors import NotFound, NotOurs
 from kubemill.k8s.builders import resume_secret_name
 from kubemill.k8s.client import Kube, object_path
 from kubemill.k8s.flowruns import (
@@ -249,7 +249,7 @@ def _pinned_flow(
     flow = Flow.model_validate(flow_body).spec.openflow()
     text, digest = flow_document(flow)
     snapshot = flow_snapshot(run, text, digest)
-    stored, created = api.create(snapshot)
+    stored, created = api.create(snapshot, adopt_any=True)  # checked here, to fail the run with a reason
     if not created and (stored.get("data") or {}).get(SNAPSHOT_KEY) != text:
         return RunError(
             name="SnapshotConflict",
@@ -357,8 +357,11 @@ def _create_child(
         existing = api.get_or_none(API_VERSION, action.kind, namespace, action.name)
         if existing is not None and not _is_our_child(existing, manifest, uid):
             return _child_conflict(action)
-        api.create(resume_secret(body, action.name, urls))
-    created, fresh = api.create(manifest)
+        try:
+            api.create(resume_secret(body, action.name, urls))
+        except NotOurs:  # a Secret planted under the links' name: never mount it into the child
+            return _child_conflict(action)
+    created, fresh = api.create(manifest, adopt_any=True)  # `_is_our_child` decides
     if not fresh and not _is_our_child(created, manifest, uid):
         if urls is not None:
             api.delete("v1", "Secret", namespace, resume_secret_name(action.name))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from kubemill.errors import ApiRejected, ApiUnavailable, Conflict, NotFound
+from kubemill.errors import ApiRejected, ApiUnavailable, Conflict, NotFound, NotOurs
 from kubemill.k8s import builders, runlogs, scriptruns
 from kubemill.k8s.builders import JobOptions, RunIdentity, RunTarget
 from kubemill.k8s.client import Body, Kube
@@ -354,18 +354,27 @@ class RunExecutor:
                 patch = {k: cm[k] for k in ("binaryData",)}
                 patch["metadata"] = {"annotations": cm["metadata"]["annotations"]}
                 self.kube.patch("v1", "ConfigMap", namespace, cm_name, patch)
-        except (ApiRejected, ApiUnavailable) as exc:
+        except (ApiRejected, ApiUnavailable, NotOurs) as exc:
             log.warning("scriptrun %s/%s: its log could not be stored: %s", namespace, name, exc)
 
     def _store_state(self, namespace: str, action: scriptruns.StoreState) -> None:
         owner = self.catalog.owner_of(namespace, action.state_path)
         cm = builders.build_state_configmap(namespace, action.state_path, action.state_json, owner)
-        existing, created = self.kube.create(cm)
+        existing, created = self.kube.create(cm, adopt_any=True)  # the state is overwritten just below
         if not created and (existing.get("data") or {}).get(builders.STATE_KEY) != action.state_json:
             patch = {"data": {builders.STATE_KEY: action.state_json}}
             self.kube.patch("v1", "ConfigMap", namespace, cm["metadata"]["name"], patch)
 
     def _start(
+        self, key: RunKey, run: ScriptRun, identity: RunIdentity, target: RunTarget, attempt: int
+    ) -> dict[str, Any] | None:
+        try:
+            return self._create_attempt(key, run, identity, target, attempt)
+        except NotOurs as exc:  # something planted under a name we compute: never run with it
+            inputs = Inputs(now=self.clock(), target=None, target_problem=Failure("NotOurs", str(exc)))
+            return scriptruns.decide(run, inputs).status
+
+    def _create_attempt(
         self, key: RunKey, run: ScriptRun, identity: RunIdentity, target: RunTarget, attempt: int
     ) -> dict[str, Any] | None:
         namespace, name = key

@@ -28,8 +28,8 @@ import kopf
 import pydantic
 
 from kubemill.engine.naming import identity_digest
-from kubemill.errors import KubemillError, NotFound
-from kubemill.k8s.client import Kube
+from kubemill.errors import KubemillError, NotFound, NotOurs
+from kubemill.k8s.client import Kube, holds
 from kubemill.models.common import API_VERSION, ready_condition
 from kubemill.models.schedules import Schedule, ScheduleSpec
 from kubemill.operator import kube, metrics
@@ -164,7 +164,9 @@ def _reconcile(api: Kube, body: dict[str, Any], now: datetime) -> None:
     )
     digest = identity_digest(json.dumps(desired["spec"], sort_keys=True))[:16]
     desired["metadata"]["annotations"] = {SPEC_HASH: digest}
-    existing, created = api.create(desired)
+    existing, created = api.create(desired, adopt_any=True)  # an older spec of ours is patched below
+    if not created and holds(existing, {"metadata": {"ownerReferences": [{**owner, "controller": True}]}}):
+        raise NotOurs(f"CronJob {meta['namespace']}/{desired['metadata']['name']} is not this Schedule's")
     if not created and (existing["metadata"].get("annotations") or {}).get(SPEC_HASH) != digest:
         update = {"metadata": {"annotations": {SPEC_HASH: digest}}, "spec": desired["spec"]}
         api.patch("batch/v1", "CronJob", meta["namespace"], desired["metadata"]["name"], update)

@@ -15,10 +15,10 @@ from typing import Any
 
 import pydantic
 
-from kubemill.errors import NotFound
+from kubemill.errors import NotFound, NotOurs
 from kubemill.k8s import builders
 from kubemill.k8s.builders import RunIdentity, RunTarget
-from kubemill.k8s.client import Kube
+from kubemill.k8s.client import Kube, holds
 from kubemill.k8s.scriptruns import Failure
 from kubemill.models.scripts import Script, ScriptRun, runtime_of
 from kubemill.runners import canonical_language
@@ -165,7 +165,15 @@ class ScriptCatalog:
         with self._lock:
             known = (namespace, digest) in self._code_maps
         if not known:
-            self.kube.create(builders.build_code_configmap(namespace, target, owner))
+            desired = builders.build_code_configmap(namespace, target, owner)
+            existing, created = self.kube.create(desired, adopt_any=True)
+            # Shared by every run of the same code, whoever owns it: only its content must be ours.
+            content = {k: v for k, v in desired.items() if k != "metadata"} | {"metadata": {}}
+            if not created and (problem := holds(existing, content)) is not None:
+                raise NotOurs(
+                    f"ConfigMap {namespace}/{name} already exists and is not the one kubemill would create "
+                    f"({problem}): it does not hold this script's code; delete it, or find who made it"
+                )
             with self._lock:
                 self._code_maps.add((namespace, digest))
         return name

@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import process from "node:process";
 import { pathToFileURL } from "node:url";
+import { format } from "node:util";
 import { _envelopeState } from "./mod.ts";
 
 const ROOT = "/var/run/kubemill";
@@ -92,10 +93,31 @@ function mask(value: unknown, forms: string[]): unknown {
   return value;
 }
 
+/**
+ * What the script prints through `console` and `process.stdout`/`stderr` reaches the container log masked.
+ * (A subprocess it spawns with inherited stdio writes straight to the log: docs/security.md.)
+ */
+function maskOutput(forms: string[]): void {
+  const hide = (text: string) => forms.reduce((t, form) => t.split(form).join("***"), text);
+  for (const stream of [process.stdout, process.stderr]) {
+    const write = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean;
+    stream.write = ((chunk: unknown, ...rest: unknown[]) =>
+      write(typeof chunk === "string" ? hide(chunk) : chunk instanceof Uint8Array
+        ? hide(new TextDecoder().decode(chunk)) : chunk, ...rest)) as typeof stream.write;
+  }
+  const out = (text: string) => process.stdout.write(text + "\n");
+  const err = (text: string) => process.stderr.write(text + "\n");
+  for (const [name, sink] of [["log", out], ["info", out], ["debug", out], ["warn", err], ["error", err]] as const) {
+    (console as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => sink(format(...args));
+  }
+}
+
 /** Run the script's main and write the envelope; the exit code to end with (0 result, 1 error). */
 export async function runMain(): Promise<number> {
   const codeFile = `${setting("KUBEMILL_CODE_DIR", `${ROOT}/code`)}/main.ts`;
   const stateFile = setting("KUBEMILL_STATE_FILE", `${ROOT}/state/state.json`);
+  const forms = maskForms();
+  if (forms.length > 0) maskOutput(forms);
   let envelope: { result: unknown; error: Failure | null; state: unknown };
   try {
     const args = JSON.parse(readFileSync(setting("KUBEMILL_ARGS_FILE", `${ROOT}/args.json`), "utf-8")) ?? {};
@@ -114,7 +136,6 @@ export async function runMain(): Promise<number> {
     envelope = { result: null, error: { name: "ResultNotSerializable", message, stack: null }, state: null };
     text = JSON.stringify(envelope);
   }
-  const forms = maskForms();
   if (forms.length > 0) {
     // what viewers can read (termination message, log line) never holds a secret
     envelope = mask(JSON.parse(text), forms) as typeof envelope;

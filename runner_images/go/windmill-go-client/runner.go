@@ -5,6 +5,7 @@ package windmill
 // Contract: docs/runners.md. Not part of Windmill's client API.
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"reflect"
 	"runtime/debug"
 	"strings"
+	"syscall"
+	"time"
 )
 
 const (
@@ -104,6 +107,63 @@ func mask(value interface{}, forms []string) interface{} {
 	return value
 }
 
+// maskedStream pipes a file descriptor (1 or 2) through a goroutine that masks each line before it reaches
+// the container's log: what the script prints, and what its subprocesses print, never shows a secret.
+type maskedStream struct {
+	fd, saved int
+	writer    *os.File
+	done      chan struct{}
+}
+
+var maskedStreams []*maskedStream
+
+func maskOutput(forms []string) {
+	for _, fd := range []int{1, 2} {
+		saved, err := syscall.Dup(fd)
+		if err != nil {
+			continue
+		}
+		reader, writer, err := os.Pipe()
+		if err != nil {
+			continue
+		}
+		if syscall.Dup3(int(writer.Fd()), fd, 0) != nil {
+			continue
+		}
+		stream := &maskedStream{fd: fd, saved: saved, writer: writer, done: make(chan struct{})}
+		go func() {
+			defer close(stream.done)
+			out := os.NewFile(uintptr(saved), "log")
+			lines := bufio.NewReader(reader)
+			for {
+				line, err := lines.ReadString('\n')
+				if line != "" {
+					_, _ = out.WriteString(mask(line, forms).(string))
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		maskedStreams = append(maskedStreams, stream)
+	}
+}
+
+// unmaskOutput gives the log its descriptors back once everything the script printed is through.
+func unmaskOutput() {
+	_ = os.Stdout.Sync()
+	_ = os.Stderr.Sync()
+	for _, stream := range maskedStreams {
+		_ = syscall.Dup3(stream.saved, stream.fd, 0) // the pipe's writers are gone: the goroutine reads EOF
+		_ = stream.writer.Close()
+		select { // a background process the script left may hold the pipe: do not wait for it for ever
+		case <-stream.done:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	maskedStreams = nil
+}
+
 // finish writes the envelope (result file, termination summary, last log line, state) and exits.
 func finish(result interface{}, failure *Failure) {
 	loadState()
@@ -151,6 +211,7 @@ func finish(result interface{}, failure *Failure) {
 		})
 	}
 	write(setting("KUBEMILL_TERMINATION_LOG", "/dev/termination-log"), summary)
+	unmaskOutput()
 	if setting("KUBEMILL_LOG_RESULT", "1") != "0" && len(text) <= logLimit {
 		os.Stdout.Write(append(append([]byte("\n"+resultPrefix), text...), '\n'))
 	}
@@ -187,6 +248,9 @@ func errorName(err error) string {
 // KubemillRun calls `fn` (the script's main) with the args named `params`, each JSON value decoded into its
 // parameter's Go type (absent or null: the zero value), and finishes the run with its result or error.
 func KubemillRun(fn interface{}, params []string) {
+	if forms := maskForms(); len(forms) > 0 {
+		maskOutput(forms)
+	}
 	value := reflect.ValueOf(fn)
 	kind := value.Type()
 	args := map[string]json.RawMessage{}
