@@ -120,3 +120,32 @@ def test_without_an_identity_or_the_right_starting_a_run_says_how_to_get_one(
     message = denied["error"]["message"]
     assert f"system:serviceaccount:{ns}:no-rights may not create scriptruns.kubemill.dev" in message, message
     assert cluster.get("scriptruns", "-n", ns, "-l", "kubemill.dev/parent-run-uid")["items"] == []
+
+
+def test_cancelling_the_parent_cancels_the_runs_it_started(
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    identity(cluster, ns)
+    sleeper = "import time\n\ndef main():\n    time.sleep(120)\n"
+    parent = "import wmill\n\ndef main():\n"
+    parent += "    return wmill.wait_job(wmill.run_script_async('f/jobs/sleeper', args={}))\n"
+    cluster.apply(script("sleeper", "f/jobs/sleeper", "python3", sleeper), "-n", ns)
+    cluster.apply(
+        script("parent", "f/jobs/parent", "python3", parent, runner={"serviceAccountName": "fan-out"}),
+        "-n",
+        ns,
+    )
+    cluster.apply(script_run("parent-1", "f/jobs/parent"), "-n", ns)
+    uid = wait_for(lambda: cluster.get("scriptrun", "parent-1", "-n", ns)["metadata"].get("uid"), 30, "uid")
+    selector = f"kubemill.dev/parent-run-uid={uid}"
+
+    def child_running() -> str | None:
+        items = cluster.get("scriptruns", "-n", ns, "-l", selector)["items"]
+        running = [c for c in items if c.get("status", {}).get("phase") == "Running"]
+        return running[0]["metadata"]["name"] if running else None
+
+    child = wait_for(child_running, 90, "the child run running")
+    cluster.kubectl("annotate", "scriptrun", "parent-1", "kubemill.dev/cancel=true", "-n", ns)
+    assert finished(running_operator, ns, "parent-1")["status"]["phase"] == "Cancelled"
+    assert finished(running_operator, ns, child)["status"]["phase"] == "Cancelled"

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 API = "kubemill.dev/v1alpha1"
 HISTORY_ANNOTATION = "kubemill.dev/history-limit"
 FLOW_RUN_LABEL = "kubemill.dev/flow-run-uid"
+PARENT_RUN_LABEL = "kubemill.dev/parent-run-uid"
+"""On runs a script started through `wmill` (runner_images/python3/wmill/jobs.py): the starting run's uid."""
 RunKey = tuple[str, str]
 
 
@@ -440,6 +442,8 @@ class RunExecutor:
                 metrics.QUEUE_WAIT.labels(language).observe(max(waited, 0.0))
         if was == "Running" and phase != "Running":
             self._wake_waiting(namespace, path)
+        if phase == "Cancelled":
+            self._cancel_started_runs(namespace, run.metadata.uid or "")
         if decision.finished:
             metrics.RUNS_FINISHED.labels(namespace, language, path, str(phase)).inc()
             started = new.get("startedAt")
@@ -452,6 +456,21 @@ class RunExecutor:
                 self._masks.pop(key, None)
                 self._log_due.pop(key, None)
             self._trim_history(namespace, path)
+
+    def _cancel_started_runs(self, namespace: str, uid: str) -> None:
+        """Cancelling a run cancels the runs its script started (`wmill.run_script_async`, ...: labelled
+        `kubemill.dev/parent-run-uid`), as Windmill cancels a job's children."""
+        if not uid:
+            return
+        for kind in ("ScriptRun", "FlowRun"):
+            for child in self.kube.list(API, kind, namespace, labels={PARENT_RUN_LABEL: uid}):
+                if (child.get("status") or {}).get("phase") in scriptruns.TERMINAL:
+                    continue
+                patch = {"metadata": {"annotations": {scriptruns.CANCEL_ANNOTATION: "true"}}}
+                try:
+                    self.kube.patch(API, kind, namespace, child["metadata"]["name"], patch)
+                except NotFound:
+                    continue
 
     def _wake_waiting(self, namespace: str, path: str) -> None:
         with self._guard:
