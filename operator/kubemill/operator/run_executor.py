@@ -73,6 +73,7 @@ class RunExecutor:
         self.clock = clock
         self.live_log_seconds = live_log_seconds
         self._log_due: dict[RunKey, float] = {}
+        self._logs_written: set[RunKey] = set()  # runs whose log ConfigMap this process wrote
         self._locks: dict[RunKey, threading.Lock] = {}
         self._script_locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
@@ -108,6 +109,7 @@ class RunExecutor:
             self._final.pop(key, None)
             self._masks.pop(key, None)
             self._log_due.pop(key, None)
+            self._logs_written.discard(key)
             self._locks.pop(key, None)
 
     def _lock(self, key: RunKey) -> threading.Lock:
@@ -307,7 +309,13 @@ class RunExecutor:
         the UI follow the stored, masked log, never the raw pod log)."""
         now = self.clock().timestamp()
         with self._guard:
-            due = self._log_due.get(key, 0.0)
+            due = self._log_due.get(key)
+            if (
+                due is None
+            ):  # the first refresh one interval in: most runs are over by then (no extra requests)
+                self._log_due[key] = now + self.live_log_seconds
+                self.requeue.after(key, self.live_log_seconds)
+                return
             if now < due:
                 return
             self._log_due[key] = now + self.live_log_seconds
@@ -332,6 +340,17 @@ class RunExecutor:
         text = runlogs.run_log_text(attempt, raw, self._masks_for(key))
         cm_name = runlogs.log_configmap_name(name)
         try:
+            if attempt == 1 and key not in self._logs_written:
+                # Nothing stored for this run by this process: usually nothing at all, so try creating first
+                # (one request); anything already there is dealt with below.
+                bounded, cut = runlogs.bound(text, runlogs.LOG_MAX)
+                try:
+                    _, created = self.kube.create(runlogs.build_log_configmap(identity, bounded, cut, final))
+                except NotOurs:
+                    created = False
+                if created:
+                    self._logs_written.add(key)
+                    return
             previous = self.kube.get_or_none("v1", "ConfigMap", namespace, cm_name)
             owners = ((previous or {}).get("metadata") or {}).get("ownerReferences") or []
             if previous is not None and not any(o.get("uid") == identity.uid for o in owners):
@@ -356,6 +375,7 @@ class RunExecutor:
                 patch = {k: cm[k] for k in ("binaryData",)}
                 patch["metadata"] = {"annotations": cm["metadata"]["annotations"]}
                 self.kube.patch("v1", "ConfigMap", namespace, cm_name, patch)
+            self._logs_written.add(key)
         except (ApiRejected, ApiUnavailable, NotOurs) as exc:
             log.warning("scriptrun %s/%s: its log could not be stored: %s", namespace, name, exc)
 
@@ -455,6 +475,7 @@ class RunExecutor:
                     record.finished = str(new.get("finishedAt", ""))
                 self._masks.pop(key, None)
                 self._log_due.pop(key, None)
+                self._logs_written.discard(key)
             self._trim_history(namespace, path)
 
     def _cancel_started_runs(self, namespace: str, uid: str) -> None:
