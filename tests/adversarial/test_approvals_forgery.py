@@ -124,6 +124,16 @@ def test_a_decision_copied_into_a_new_run_never_approves_it(
     assert decisions(cluster, ns, "big") == {}
     assert status(cluster, ns, "big")["phase"] == "Suspended"
 
+    # into a waiting run of another flow with a step of the same id
+    other = approval_flow(ns, "f/approvals/refund", MANAGERS)
+    cluster.apply(other)
+    assert apply_as(cluster, "mallory", flowrun(ns, "refund", "f/approvals/refund")).returncode == 0
+    wait_phase(cluster, ns, "refund", "Suspended")
+    proc = as_user(cluster, "mallory", "annotate", "flowrun/refund", "-n", ns, f"{copied[0]}={value}")
+    assert proc.returncode != 0 and "not the requester" in proc.stderr, proc.stderr
+    assert decisions(cluster, ns, "refund") == {}
+    assert status(cluster, ns, "refund")["phase"] == "Suspended"
+
 
 def webhook_url(cluster: Cluster, name: str) -> str:
     kind = "mutatingwebhookconfiguration" if name == "approve" else "validatingwebhookconfiguration"
