@@ -46,7 +46,8 @@ class Operator:
     health_port: int = field(default_factory=controlplane.free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
-    extra_args: tuple[str, ...] = ("--verbose",)
+    # Retention sweeps every 2s (no namespace has a policy unless a test annotates it: nothing else changes).
+    extra_args: tuple[str, ...] = ("--verbose", "--retention-interval=2")
 
     @property
     def log_path(self) -> Path:

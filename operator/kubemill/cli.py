@@ -19,6 +19,14 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "sync": ("kubemill.gitops", "cli_sync", "turn a Windmill-layout workspace into manifests"),
     "ui": ("kubemill.ui", "cli_ui", "serve the web UI and the webhook run endpoints"),
     "trigger": ("kubemill.triggers", "cli_trigger", "create the run for a schedule tick (CronJob pods)"),
+    # On the cluster, as the kubeconfig's user (kubemill.ctl); also `kubectl kubemill <command>`.
+    "submit": ("kubemill.ctl", "cli_submit", "start a run of a Script or Flow on the cluster"),
+    "get": ("kubemill.ctl", "cli_get", "list runs, or show one run's tree of steps"),
+    "logs": ("kubemill.ctl", "cli_logs", "print a run's stored (masked) log, or a step's"),
+    "approve": ("kubemill.ctl", "cli_approve", "approve a suspended step, as yourself"),
+    "reject": ("kubemill.ctl", "cli_reject", "reject a suspended step, as yourself"),
+    "cancel": ("kubemill.ctl", "cli_cancel", "cancel a run"),
+    "retry": ("kubemill.ctl", "cli_retry", "run a finished run again with the same args"),
 }
 
 # subcommand -> function that adds its arguments; lives next to the implementation.

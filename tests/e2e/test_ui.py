@@ -230,9 +230,15 @@ def test_approve_the_order_flow_as_alice_after_mallory_is_refused(
     assert seen["steps"]["request_approval"] == "Succeeded"
     assert seen["steps"]["process_approved"] == "Succeeded"
     assert "alice@example.com" in seen["ledger"] and "approved by the manager" in seen["ledger"]
+    assert seen["validateLog"].startswith("--- attempt 1 ---")  # the step's stored log, in the step graph
     run = cluster.get("flowrun", seen["run"], "-n", namespace)
     assert [(a["user"], a["decision"]) for a in run["status"]["approvals"]] == [
         ("alice@example.com", "approve")
     ]
-    for name in ("order-flow-suspended", "order-flow-mallory-refused", "order-flow-approved"):
+    for name in (
+        "order-flow-suspended",
+        "order-flow-mallory-refused",
+        "order-flow-approved",
+        "order-flow-step-log",
+    ):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 0

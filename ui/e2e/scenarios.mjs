@@ -112,7 +112,13 @@ const scenarios = {
     const steps = await alice.locator("[data-step]").evaluateAll((els) =>
       Object.fromEntries(els.map((e) => [e.getAttribute("data-step"), e.getAttribute("data-phase")])),
     );
-    return { run, malloryMessage, aliceMessage, phase, steps, ledger: await alice.locator("[data-testid=ledger]").textContent() };
+    // A step's stored log, opened from the step graph (the child run's pod is long gone by now).
+    const stepLog = alice.locator("[data-step=validate_order] [data-testid=step-log]").first();
+    await stepLog.locator("summary").click();
+    await stepLog.locator("[data-testid=logs]").filter({ hasText: /attempt 1/ }).waitFor({ timeout: 30000 });
+    await shot(alice, "order-flow-step-log");
+    const validateLog = await stepLog.locator("[data-testid=logs]").textContent();
+    return { run, malloryMessage, aliceMessage, phase, steps, validateLog, ledger: await alice.locator("[data-testid=ledger]").textContent() };
   },
 };
 

@@ -76,6 +76,15 @@ export async function startRun(ns: string, target: "p" | "f", path: string, args
   return (await response.text()).trim();
 }
 
+/** A ScriptRun's stored (masked) log, and whether it is final. */
+export async function fetchLog(ns: string, name: string): Promise<{ text: string; final: boolean }> {
+  const response = await fetch(`/api/ui/ns/${encodeURIComponent(ns)}/scriptruns/${encodeURIComponent(name)}/log`, {
+    headers: headers(),
+  });
+  if (!response.ok) throw await failure(response);
+  return { text: await response.text(), final: response.headers.get("X-Kubemill-Log-Final") === "true" };
+}
+
 export async function decide(
   ns: string,
   run: string,

@@ -1,7 +1,7 @@
 // A run, live: its phase, the step graph of a flow with each step's state, logs as they stream, the result as
 // JSON, errors, and the approval panel for a suspended step (comment and `resume_form` payload).
 import { useEffect, useState } from "preact/hooks";
-import { ApiError, decide, href, list, stream, watch, type Obj } from "./api";
+import { ApiError, decide, fetchLog, href, list, watch, type Obj } from "./api";
 import { SchemaForm, initialValue, type Schema } from "./form";
 
 const TERMINAL = ["Succeeded", "Failed", "Cancelled"];
@@ -67,26 +67,44 @@ export function RunView({ ns, plural, name }: { ns: string; plural: string; name
   );
 }
 
-function Logs({ ns, name, pod, finished }: { ns: string; name: string; pod?: string; finished: boolean }) {
+// A ScriptRun's stored log: masked by the operator, kept after the pod is gone, refreshed while it runs (so it
+// is polled until the server says it is final). Flow steps show the log of their child run.
+function Logs({ ns, name, pod, finished, title = "Logs" }: {
+  ns: string; name: string; pod?: string; finished: boolean; title?: string;
+}) {
   const [text, setText] = useState("");
   const [note, setNote] = useState("");
   useEffect(() => {
-    if (!pod) return;
-    const abort = new AbortController();
-    let acc = "";
-    setText("");
-    stream(`/api/ui/ns/${encodeURIComponent(ns)}/scriptruns/${encodeURIComponent(name)}/log`, (chunk) => {
-      acc += chunk;
-      setText(acc);
-    }, abort.signal).catch((e: Error) => { if (!abort.signal.aborted) setNote(e.message); });
-    return () => abort.abort();
+    let stop = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const load = () =>
+      fetchLog(ns, name)
+        .then(({ text, final }) => {
+          if (stop) return;
+          setText(text);
+          setNote("");
+          if (!final) timer = setTimeout(load, 2000);
+        })
+        .catch((e: Error) => { if (!stop) setNote(e.message); });
+    load();
+    return () => { stop = true; if (timer) clearTimeout(timer); };
   }, [ns, name, pod, finished]);
   return (
     <>
-      <h3>Logs</h3>
-      <pre class="logs" data-testid="logs">{text || (pod ? "" : "waiting for the pod…")}</pre>
+      {title && <h3>{title}</h3>}
+      <pre class="logs" data-testid="logs">{text || (pod || finished ? "" : "waiting for the pod…")}</pre>
       {note && <p class="muted">{note}</p>}
     </>
+  );
+}
+
+function StepLog({ ns, run }: { ns: string; run: string }) {
+  const [open, setOpen] = useState(false);
+  return (
+    <details class="step-log" data-testid="step-log" onToggle={(e) => setOpen((e.target as HTMLDetailsElement).open)}>
+      <summary>log</summary>
+      {open && <Logs ns={ns} name={run} finished={false} title="" />}
+    </details>
   );
 }
 
@@ -140,6 +158,7 @@ function Step({ ns, module, steps }: { ns: string; module: any; steps: Record<st
       </div>
       {module.summary && <div class="muted">{module.summary}</div>}
       {record?.error && <div class="error">{record.error.message}</div>}
+      {child && childPlural === "scriptruns" && <StepLog ns={ns} run={child} />}
       {(v.type === "branchone" || v.type === "branchall") && (
         <div class="branches">
           {(v.branches ?? []).map((b: any, i: number) => (

@@ -238,6 +238,7 @@ def build_job(
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "KUBEMILL_SERVICE_ACCOUNT": runner.service_account_name or "",
+        "KUBEMILL_RUN_NAME": run.name,  # the parent of runs the script starts (wmill.run_script_async)
         **options.extra_env,
     }
     env["KUBEMILL_RESUME_URLS_FILE"] = f"{RUN_ROOT}/resume/{RESUME_KEY}"

@@ -20,6 +20,7 @@ import kopf
 
 from kubemill.k8s.builders import DEFAULT_IMAGE_TEMPLATE
 from kubemill.k8s.client import Kube
+from kubemill.k8s.retention import Policy
 from kubemill.operator import metrics
 
 
@@ -29,13 +30,16 @@ class Settings:
 
     runner_image_template: str = DEFAULT_IMAGE_TEMPLATE
     run_history_limit: int = 100
+    live_log_seconds: float = 5.0
+    retention: Policy = field(default_factory=Policy)
+    retention_interval: float = 60.0
     workers: int = 16
     runner_env: dict[str, str] = field(default_factory=dict)
 
 
 settings = Settings()
 
-HANDLER_MODULES = ("scripts", "flows", "approvals", "schedules", "resources")
+HANDLER_MODULES = ("scripts", "flows", "approvals", "schedules", "resources", "retention")
 ANNOTATION_PREFIX = "kopf.kubemill.dev"
 FINALIZER = "kubemill.dev/finalizer"
 
@@ -110,6 +114,34 @@ def add_arguments_operator(parser: argparse.ArgumentParser) -> None:
         help="finished ScriptRuns kept per script and namespace (older ones are deleted; 0: keep all)",
     )
     parser.add_argument(
+        "--live-log-seconds",
+        type=float,
+        default=5.0,
+        help="seconds between refreshes of a running run's stored log (logs -f, the UI; 0: at the end only)",
+    )
+    parser.add_argument(
+        "--ttl-seconds-after-success",
+        type=int,
+        default=0,
+        help="delete finished Succeeded runs this long after they ended (0: never; per namespace: "
+        "annotation kubemill.dev/ttl-seconds-after-success)",
+    )
+    parser.add_argument(
+        "--ttl-seconds-after-failure",
+        type=int,
+        default=0,
+        help="the same for Failed and Cancelled runs (kubemill.dev/ttl-seconds-after-failure)",
+    )
+    parser.add_argument(
+        "--max-finished-runs",
+        type=int,
+        default=0,
+        help="finished top-level runs kept per kind and namespace (0: all; kubemill.dev/max-finished-runs)",
+    )
+    parser.add_argument(
+        "--retention-interval", type=float, default=60.0, help="seconds between retention sweeps (0: off)"
+    )
+    parser.add_argument(
         "--runner-env",
         action="append",
         default=[],
@@ -127,6 +159,14 @@ def cli_operator(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig  # Kopf's own login reads it too
     options.runner_image_template = args.runner_image
     options.run_history_limit = args.run_history_limit
+    options.live_log_seconds = args.live_log_seconds
+    for flag in ("ttl_seconds_after_success", "ttl_seconds_after_failure", "max_finished_runs"):
+        if getattr(args, flag) < 0:
+            raise SystemExit(f"kubemill operator: --{flag.replace('_', '-')} must be 0 or more")
+    options.retention = Policy(
+        args.ttl_seconds_after_success, args.ttl_seconds_after_failure, args.max_finished_runs
+    )
+    options.retention_interval = args.retention_interval
     options.workers = args.workers
     for item in args.runner_env:
         name, sep, value = item.partition("=")

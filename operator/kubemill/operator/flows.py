@@ -32,6 +32,7 @@ from kubemill.engine import (
     RequeueAfter,
     StoreCache,
     advance,
+    restart,
     validate_flow,
 )
 from kubemill.engine.cache import uses_cache
@@ -333,9 +334,37 @@ def _pinned_flow(
         generation=flow_body["metadata"].get("generation"),
         snapshot=snapshot["metadata"]["name"],
     )
+    update: dict[str, Any] = {"flow": pin, "depth": depth}
+    if (run.metadata.annotations or {}).get(RETRY_FROM) == "failed-step":
+        seeded = _retry_seed(api, run, flow, digest)
+        if isinstance(seeded, RunError):
+            return seeded
+        update.update(seeded)
     with OBSERVED.lock:
         OBSERVED.snapshots[uid] = flow
-    return flow, status.model_copy(update={"flow": pin, "depth": depth})
+    return flow, status.model_copy(update=update)
+
+
+def _retry_seed(api: Kube, run: FlowRun, flow: OpenFlow, digest: str) -> dict[str, Any] | RunError:
+    """A retry from the failed step (`kubemill.dev/retry-from: failed-step`, `kubemill.dev/retry-of: <run>`):
+    the failed run's reusable step records (kubemill.engine.restart) and flow user states."""
+    namespace = run.metadata.namespace or ""
+    old_name = (run.metadata.annotations or {}).get(RETRY_OF, "")
+    old_body = api.get_or_none(API_VERSION, "FlowRun", namespace, old_name) if old_name else None
+    old = FlowRun.model_validate(old_body) if old_body is not None else None
+    why = "it does not exist" if old is None else restart.problem_with(old, run, digest)
+    if why is not None or old is None:
+        return RunError(
+            name="RetryNotPossible",
+            message=f"{RETRY_FROM}: flowrun {old_name or '(no kubemill.dev/retry-of)'} cannot be retried "
+            f"from its failed step: {why}; retry it from the start instead",
+        )
+    old_status = old.status or FlowRunStatus()
+    return {"steps": restart.reusable_steps(flow, old_status), "user_states": dict(old_status.user_states)}
+
+
+RETRY_OF = "kubemill.dev/retry-of"
+RETRY_FROM = "kubemill.dev/retry-from"
 
 
 def _parse_flow(body: dict[str, Any]) -> OpenFlow | None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from kubemill.errors import Conflict, NotFound, NotOurs
-from kubemill.k8s import builders, scriptruns
+from kubemill.errors import ApiRejected, ApiUnavailable, Conflict, NotFound, NotOurs
+from kubemill.k8s import builders, runlogs, scriptruns
 from kubemill.k8s.builders import JobOptions, RunIdentity, RunTarget
 from kubemill.k8s.client import Body, Kube
 from kubemill.k8s.scriptruns import Decision, Failure, Inputs, Observation
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 API = "kubemill.dev/v1alpha1"
 HISTORY_ANNOTATION = "kubemill.dev/history-limit"
 FLOW_RUN_LABEL = "kubemill.dev/flow-run-uid"
+PARENT_RUN_LABEL = "kubemill.dev/parent-run-uid"
+"""On runs a script started through `wmill` (runner_images/python3/wmill/jobs.py): the starting run's uid."""
 RunKey = tuple[str, str]
 
 
@@ -62,12 +64,16 @@ class RunExecutor:
         history_limit: int = 100,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         workers: int = 8,
+        live_log_seconds: float = 5.0,
     ) -> None:
         self.kube = kube
         self.catalog = catalog
         self.options = options or JobOptions()
         self.history_limit = history_limit
         self.clock = clock
+        self.live_log_seconds = live_log_seconds
+        self._log_due: dict[RunKey, float] = {}
+        self._logs_written: set[RunKey] = set()  # runs whose log ConfigMap this process wrote
         self._locks: dict[RunKey, threading.Lock] = {}
         self._script_locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
@@ -102,6 +108,8 @@ class RunExecutor:
             self._written.pop(key, None)
             self._final.pop(key, None)
             self._masks.pop(key, None)
+            self._log_due.pop(key, None)
+            self._logs_written.discard(key)
             self._locks.pop(key, None)
 
     def _lock(self, key: RunKey) -> threading.Lock:
@@ -269,6 +277,12 @@ class RunExecutor:
                 self.kube.create(builders.build_result_configmap(identity, action.result_json))
             elif isinstance(action, scriptruns.StoreState):
                 self._store_state(namespace, action)
+        if old.get("phase") == "Running" and new_status.get("phase") != "Running":
+            # The attempt ended: keep its output before its Job (and pod) are deleted.
+            ended = {**old, "pod": new_status.get("pod") or old.get("pod")}
+            self._store_log(key, identity, ended, final=decision.finished)
+        elif new_status.get("phase") == "Running" and self.live_log_seconds > 0 and new_status.get("pod"):
+            self._live_log(key, identity, new_status)
         changed = new_status != old
         if changed:
             written = self.kube.replace({**body, "status": new_status}, status=True)
@@ -289,6 +303,81 @@ class RunExecutor:
             reason, message = decision.event
             warning = new_status.get("phase") == "Failed"
             self.kube.event(builders.build_event(identity, reason, message, warning, self.clock()))
+
+    def _live_log(self, key: RunKey, identity: RunIdentity, status: Mapping[str, Any]) -> None:
+        """While an attempt runs, refresh its stored log every `live_log_seconds` (`kubemill logs -f` and
+        the UI follow the stored, masked log, never the raw pod log)."""
+        now = self.clock().timestamp()
+        with self._guard:
+            due = self._log_due.get(key)
+            if (
+                due is None
+            ):  # the first refresh one interval in: most runs are over by then (no extra requests)
+                self._log_due[key] = now + self.live_log_seconds
+                self.requeue.after(key, self.live_log_seconds)
+                return
+            if now < due:
+                return
+            self._log_due[key] = now + self.live_log_seconds
+        self._store_log(key, identity, status, final=False)
+        self.requeue.after(key, self.live_log_seconds)
+
+    def _store_log(self, key: RunKey, identity: RunIdentity, status: Mapping[str, Any], final: bool) -> None:
+        """Append the current attempt's output (masked, bounded) to the run's stored log. Best effort: a log
+        that cannot be read (the pod is gone) or written never changes how the run ends."""
+        namespace, name = key
+        pod = (status.get("pod") or {}).get("name")
+        attempt = int(status.get("attempts", 0) or 0)
+        if not pod or attempt < 1:
+            return
+        try:
+            raw = self.kube.pod_log(
+                namespace, pod, container=builders.CONTAINER, tail_lines=runlogs.POD_LOG_LINES
+            )
+        except (NotFound, ApiRejected, ApiUnavailable):
+            log.info("scriptrun %s/%s: the log of pod %s is gone; none stored", namespace, name, pod)
+            return
+        text = runlogs.run_log_text(attempt, raw, self._masks_for(key))
+        cm_name = runlogs.log_configmap_name(name)
+        try:
+            if attempt == 1 and key not in self._logs_written:
+                # Nothing stored for this run by this process: usually nothing at all, so try creating first
+                # (one request); anything already there is dealt with below.
+                bounded, cut = runlogs.bound(text, runlogs.LOG_MAX)
+                try:
+                    _, created = self.kube.create(runlogs.build_log_configmap(identity, bounded, cut, final))
+                except NotOurs:
+                    created = False
+                if created:
+                    self._logs_written.add(key)
+                    return
+            previous = self.kube.get_or_none("v1", "ConfigMap", namespace, cm_name)
+            owners = ((previous or {}).get("metadata") or {}).get("ownerReferences") or []
+            if previous is not None and not any(o.get("uid") == identity.uid for o in owners):
+                # Not this run's (planted before it, or left by an earlier run of the same name): replace it.
+                self.kube.delete("v1", "ConfigMap", namespace, cm_name)
+                previous = None
+            cut = 0
+            if previous is not None:
+                stored = runlogs.read_log_configmap(previous)
+                header = runlogs.attempt_header(attempt)
+                kept = runlogs.strip_notice(stored.text)
+                if header in kept:  # this attempt was stored already (a crash before the status write)
+                    kept = kept[: kept.index(header)]
+                text, cut = kept + text, stored.cut_bytes
+            text, cut = runlogs.bound(text, runlogs.LOG_MAX, cut)
+            cm = runlogs.build_log_configmap(identity, text, cut, final)
+            if previous is not None and previous.get("binaryData") == cm["binaryData"] and not final:
+                return
+            if previous is None:
+                self.kube.create(cm)
+            else:
+                patch = {k: cm[k] for k in ("binaryData",)}
+                patch["metadata"] = {"annotations": cm["metadata"]["annotations"]}
+                self.kube.patch("v1", "ConfigMap", namespace, cm_name, patch)
+            self._logs_written.add(key)
+        except (ApiRejected, ApiUnavailable, NotOurs) as exc:
+            log.warning("scriptrun %s/%s: its log could not be stored: %s", namespace, name, exc)
 
     def _store_state(self, namespace: str, action: scriptruns.StoreState) -> None:
         owner = self.catalog.owner_of(namespace, action.state_path)
@@ -373,6 +462,8 @@ class RunExecutor:
                 metrics.QUEUE_WAIT.labels(language).observe(max(waited, 0.0))
         if was == "Running" and phase != "Running":
             self._wake_waiting(namespace, path)
+        if phase == "Cancelled":
+            self._cancel_started_runs(namespace, run.metadata.uid or "")
         if decision.finished:
             metrics.RUNS_FINISHED.labels(namespace, language, path, str(phase)).inc()
             started = new.get("startedAt")
@@ -383,7 +474,24 @@ class RunExecutor:
                 if record is not None:
                     record.finished = str(new.get("finishedAt", ""))
                 self._masks.pop(key, None)
+                self._log_due.pop(key, None)
+                self._logs_written.discard(key)
             self._trim_history(namespace, path)
+
+    def _cancel_started_runs(self, namespace: str, uid: str) -> None:
+        """Cancelling a run cancels the runs its script started (`wmill.run_script_async`, ...: labelled
+        `kubemill.dev/parent-run-uid`), as Windmill cancels a job's children."""
+        if not uid:
+            return
+        for kind in ("ScriptRun", "FlowRun"):
+            for child in self.kube.list(API, kind, namespace, labels={PARENT_RUN_LABEL: uid}):
+                if (child.get("status") or {}).get("phase") in scriptruns.TERMINAL:
+                    continue
+                patch = {"metadata": {"annotations": {scriptruns.CANCEL_ANNOTATION: "true"}}}
+                try:
+                    self.kube.patch(API, kind, namespace, child["metadata"]["name"], patch)
+                except NotFound:
+                    continue
 
     def _wake_waiting(self, namespace: str, path: str) -> None:
         with self._guard:

@@ -50,7 +50,12 @@ def executor() -> RunExecutor:
                 image_template=settings.runner_image_template, extra_env=dict(settings.runner_env)
             )
             _state["executor"] = RunExecutor(
-                kube(), cat, options, history_limit=settings.run_history_limit, workers=settings.workers
+                kube(),
+                cat,
+                options,
+                history_limit=settings.run_history_limit,
+                workers=settings.workers,
+                live_log_seconds=settings.live_log_seconds,
             )
         return _state["executor"]  # type: ignore[no-any-return]
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from kubemill.ui.kubeapi import ApiError, Body, kind_path
+from kubemill.k8s import runlogs
+from kubemill.ui.kubeapi import ApiError, Body
 from kubemill.ui.webhooks import API, TERMINAL, api_error, caller_token, refuse, run_result
 
 KINDS = {
@@ -129,34 +130,31 @@ async def watch_object(request: web.Request) -> web.StreamResponse:
 
 
 async def run_log(request: web.Request) -> web.StreamResponse:
-    """A ScriptRun's pod log, followed while the pod runs (plain text, streamed)."""
+    """A ScriptRun's stored log (masked, bounded, kept after its pod is gone; refreshed by the operator while
+    the run runs), read as the caller: never the raw pod log, which holds whatever secret a script printed.
+    `X-Kubemill-Log-Final: true` once nothing more will be added (the UI stops polling)."""
     api, token = request.app[API], caller_token(request)
     ns, name = request.match_info["ns"], request.match_info["name"]
     try:
         run = await api.get(token, "ScriptRun", ns, name)
     except ApiError as exc:
         return api_error(exc)
-    pod = ((run.get("status") or {}).get("pod") or {}).get("name")
-    if not pod:
-        return refuse(404, f"run {name} has no pod yet")
-    follow = (run.get("status") or {}).get("phase") not in TERMINAL
-    path = kind_path("Pod", ns, pod, "v1") + "/log"
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"}
-    )
     try:
-        async for line in api.stream(path, token, {"follow": str(follow).lower()}, WATCH_SECONDS):
-            if not response.prepared:
-                await response.prepare(request)
-            await response.write(line)
+        config_map = await api.get(token, "ConfigMap", ns, runlogs.log_configmap_name(name), "v1")
+        stored = runlogs.read_log_configmap(config_map)
     except ApiError as exc:
-        if not response.prepared:
+        if exc.status != 404:
             return api_error(exc)
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    if not response.prepared:
-        await response.prepare(request)
-    return response
+        stored = runlogs.StoredLog("")  # none yet (no pod so far), or none ever (the run never started one)
+    finished = (run.get("status") or {}).get("phase") in TERMINAL
+    return web.Response(
+        text=stored.text,
+        content_type="text/plain",
+        headers={
+            "Cache-Control": "no-cache",
+            "X-Kubemill-Log-Final": "true" if stored.final or (finished and not stored.text) else "false",
+        },
+    )
 
 
 async def decide(request: web.Request) -> web.StreamResponse:

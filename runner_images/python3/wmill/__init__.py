@@ -7,8 +7,9 @@ and `variable.<path>` a variable's text, where <path> is the Windmill path with 
 travels in the result envelope. A run whose Script opts in to a ServiceAccount
 (spec.runner.serviceAccountName) lists, creates, updates and deletes Resource and Variable objects through
 the Kubernetes API (`kube_api.py`), as far as RBAC lets that identity; without one those calls fail saying
-how to opt in. Other calls that would change the workspace (update_schedule, run_script...) fail with a
-message saying to change the manifests in git instead.
+how to opt in. With the same opt-in, run_script, run_script_async, run_flow_async, wait_job, get_result and
+get_job_status start and follow child runs (`jobs.py`). Other calls that would change the workspace
+(update_schedule...) fail with a message saying to change the manifests in git instead.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ __all__ = [
     "create_resource",
     "delete_resource",
     "get_flow_user_state",
+    "get_job_status",
     "get_progress",
     "get_resource",
+    "get_result",
     "get_resume_url",
     "get_resume_urls",
     "get_root_job_id",
@@ -41,12 +44,17 @@ __all__ = [
     "get_variable",
     "get_workspace",
     "list_resources",
+    "run_flow",
+    "run_flow_async",
+    "run_script",
+    "run_script_async",
     "set_flow_user_state",
     "set_progress",
     "set_resource",
     "set_state",
     "set_variable",
     "update_resource",
+    "wait_job",
     "whoami",
 ]
 
@@ -313,14 +321,77 @@ def _unsupported(name: str) -> Any:
 
 
 for _name in (
-    "run_script",
-    "run_script_async",
-    "run_flow_async",
     "update_schedule",
     "create_schedule",
     "delete_schedule",
 ):
     globals()[_name] = _unsupported(_name)
+
+
+# --- runs started by scripts (a run with a ServiceAccount; wmill/jobs.py) ---------------------------------
+
+
+def _jobs(call: str) -> Any:
+    from wmill import jobs
+
+    if _api_or_none() is None and "KUBEMILL_SERVICE_ACCOUNT" not in os.environ:
+        raise NotSupported(
+            f"wmill.{call} starts runs on the cluster, which `kubemill run` does not do: run this script "
+            f"as a ScriptRun whose Script sets spec.runner.serviceAccountName (docs/resources.md, 'Scripts "
+            f"that start runs'), or make the child a step of a flow"
+        )
+    return jobs, _api(call)
+
+
+def run_script_async(
+    path: str | None = None, hash_: str | None = None, args: dict[str, Any] | None = None, **_: Any
+) -> str:
+    """Start the Script at `path` with `args` as a child run; its job id (the ScriptRun's name)."""
+    if not path:
+        raise NotSupported("wmill.run_script_async needs a script path (kubemill has no script hashes)")
+    jobs, api = _jobs("run_script_async")
+    return str(jobs.start(api, "scriptrun", path, args))
+
+
+def run_flow_async(path: str, args: dict[str, Any] | None = None, **_: Any) -> str:
+    """Start the Flow at `path` with `args` as a child run; its job id (the FlowRun's name)."""
+    jobs, api = _jobs("run_flow_async")
+    return str(jobs.start(api, "flowrun", path, args))
+
+
+def wait_job(job_id: str, timeout: float | None = None, **_: Any) -> Any:
+    """Wait for a run started here (or any run of this namespace) to end; its result."""
+    jobs, api = _jobs("wait_job")
+    return jobs.wait(api, job_id, timeout)
+
+
+def run_script(
+    path: str | None = None,
+    hash_: str | None = None,
+    args: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    **_: Any,
+) -> Any:
+    """Run the Script at `path` as a child run and wait for its result."""
+    return wait_job(run_script_async(path, hash_, args), timeout)
+
+
+def run_flow(path: str, args: dict[str, Any] | None = None, timeout: float | None = None, **_: Any) -> Any:
+    return wait_job(run_flow_async(path, args), timeout)
+
+
+def get_result(job_id: str, **_: Any) -> Any:
+    """The result of a finished run (None while it runs)."""
+    jobs, api = _jobs("get_result")
+    _, run = jobs.get_run(api, job_id)
+    return jobs.result_of(api, run)
+
+
+def get_job_status(job_id: str, **_: Any) -> str:
+    """WAITING, RUNNING or COMPLETED."""
+    jobs, api = _jobs("get_job_status")
+    _, run = jobs.get_run(api, job_id)
+    return str(jobs.job_status(run))
 
 
 # --- resources and variables through the Kubernetes API (a run with a ServiceAccount) ----------------------

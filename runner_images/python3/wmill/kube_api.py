@@ -29,7 +29,13 @@ if TYPE_CHECKING:  # ssl and urllib.request cost ~30 ms to import: only runs tha
 
 GROUP_VERSION = "kubemill.dev/v1alpha1"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-KINDS = {"resource": ("Resource", "resources"), "variable": ("Variable", "variables")}
+KINDS = {
+    "resource": ("Resource", "resources"),
+    "variable": ("Variable", "variables"),
+    "scriptrun": ("ScriptRun", "scriptruns"),
+    "flowrun": ("FlowRun", "flowruns"),
+    "configmap": ("ConfigMap", "configmaps"),
+}
 MAX_NAME = 253
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 _DOCS = "docs/resources.md, 'wmill calls that change resources'"
@@ -112,11 +118,12 @@ def api_error(
     except (ValueError, AttributeError):
         message = body
     plural = KINDS[kind][1]
-    what = f"{verb} {plural}.kubemill.dev in namespace {namespace!r}"
+    group = "" if kind == "configmap" else "kubemill.dev"
+    what = f"{verb} {plural}{'.' + group if group else ''} in namespace {namespace!r}"
     if status == 403:
         return PermissionDenied(
             f"{identity} may not {what} ({kind} {path!r}): grant the verb '{verb}' on '{plural}' "
-            f"(apiGroup kubemill.dev) to it with a Role and RoleBinding. The API server said: {message}"
+            f"(apiGroup {group or 'core'}) to it with a Role and RoleBinding. The API server said: {message}"
         )
     if status == 401:
         return PermissionDenied(f"the API server did not accept this run's token ({what}, {kind} {path!r})")
@@ -245,9 +252,23 @@ class KubeApi:
         self, method: str, verb: str, kind: str, path: str, name: str = "", body: Any = None, query: str = ""
     ) -> dict[str, Any]:
         plural = KINDS[kind][1]
-        url = f"{self.creds.server}/apis/{GROUP_VERSION}/namespaces/{self.creds.namespace}/{plural}"
+        url = f"/apis/{GROUP_VERSION}/namespaces/{self.creds.namespace}/{plural}"
         url += f"/{name}" if name else ""
         url += f"?{query}" if query else ""
+        found = self.request(method, url, verb, kind, path, body)
+        return found if found is not None else {}
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        verb: str,
+        kind: str,
+        path: str,
+        body: Any = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """One request to `url` (a path on the API server); None for a 404 with `missing_ok`."""
         with open(self.creds.token_file, encoding="utf-8") as f:  # projected tokens rotate: read each time
             token = f.read().strip()
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -257,7 +278,10 @@ class KubeApi:
             headers["Content-Type"] = "application/json"
         import urllib.request
 
-        status, text = self._send_fn(urllib.request.Request(url, data=data, method=method, headers=headers))
+        request = urllib.request.Request(self.creds.server + url, data=data, method=method, headers=headers)
+        status, text = self._send_fn(request)
+        if status == 404 and missing_ok:
+            return None
         if status >= 300:
             raise api_error(status, text, verb, kind, path, self.creds.identity, self.creds.namespace)
         return json.loads(text) if text else {}

@@ -1,0 +1,121 @@
+"""`wmill.run_script`, `run_script_async`, `run_flow_async`, `wait_job`, `get_result`, `get_job_status`:
+scripts that start runs, as ScriptRuns and FlowRuns created through the Kubernetes API.
+
+Only a run whose Script opts in to an identity (`spec.runner.serviceAccountName`) can start runs: it creates
+them as that ServiceAccount, so RBAC decides (least privilege: `create` and `get` on scriptruns/flowruns of
+its own namespace; `get` on configmaps too for results over 16 KiB). Each child carries an owner reference to
+the run that started it (deleting the parent, or retention deleting it, deletes its children) and the
+label `kubemill.dev/parent-run-uid`. A job id is the child run's name. `wait_job` polls the child's status
+until it ends and returns its result, or raises `JobFailed` with the child's error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import urllib.parse
+from typing import Any
+
+from wmill.kube_api import GROUP_VERSION, KubeApi
+
+PARENT_LABEL = "kubemill.dev/parent-run-uid"
+PARENT_ANNOTATION = "kubemill.dev/parent-run"
+TERMINAL = ("Succeeded", "Failed", "Cancelled")
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
+_kinds: dict[str, str] = {}  # job id -> kind, for the runs this script started
+
+
+class JobFailed(Exception):
+    """A run started with run_script/run_flow_async ended without succeeding."""
+
+
+def _request(api: KubeApi, method: str, path: str, verb: str, kind: str, what: str, body: Any = None) -> Any:
+    return api.request(method, path, verb, kind, what, body, missing_ok=method == "GET")
+
+
+def _runs_path(api: KubeApi, plural: str, name: str = "") -> str:
+    ns = urllib.parse.quote(api.creds.namespace)
+    return f"/apis/{GROUP_VERSION}/namespaces/{ns}/{plural}" + (
+        f"/{urllib.parse.quote(name)}" if name else ""
+    )
+
+
+def start(api: KubeApi, kind: str, path: str, args: dict[str, Any] | None) -> str:
+    """Create a child ScriptRun or FlowRun of this run; its name (the job id)."""
+    parent_name = os.environ.get("KUBEMILL_RUN_NAME", "")
+    parent_uid = os.environ.get("WM_JOB_ID", "")
+    base = _NOT_NAME.sub("-", path.rsplit("/", 1)[-1].lower()).strip("-")[:40] or "run"
+    meta: dict[str, Any] = {"generateName": f"{base}-", "labels": {PARENT_LABEL: parent_uid}}
+    if parent_name and parent_uid:
+        meta["annotations"] = {PARENT_ANNOTATION: parent_name}
+        meta["ownerReferences"] = [
+            {"apiVersion": GROUP_VERSION, "kind": "ScriptRun", "name": parent_name, "uid": parent_uid}
+        ]
+    field = "scriptPath" if kind == "scriptrun" else "flowPath"
+    body = {
+        "apiVersion": GROUP_VERSION,
+        "kind": "ScriptRun" if kind == "scriptrun" else "FlowRun",
+        "metadata": meta,
+        "spec": {field: path, "args": dict(args or {})},
+    }
+    plural = kind + "s"
+    created = _request(api, "POST", _runs_path(api, plural), "create", kind, path, body)
+    name = str(created["metadata"]["name"])
+    _kinds[name] = kind
+    return name
+
+
+def get_run(api: KubeApi, job_id: str) -> tuple[str, dict[str, Any]]:
+    """(kind, run) of a job id: a ScriptRun or FlowRun of this namespace."""
+    kinds = [_kinds[job_id]] if job_id in _kinds else ["scriptrun", "flowrun"]
+    for kind in kinds:
+        found = _request(api, "GET", _runs_path(api, kind + "s", job_id), "get", kind, job_id)
+        if found is not None:
+            _kinds[job_id] = kind
+            return kind, found
+    raise KeyError(f"no ScriptRun or FlowRun named {job_id!r} in namespace {api.creds.namespace!r}")
+
+
+def result_of(api: KubeApi, run: dict[str, Any]) -> Any:
+    status = run.get("status") or {}
+    ref = status.get("resultRef")
+    if not ref:
+        return status.get("result")
+    ns = urllib.parse.quote(api.creds.namespace)
+    cm = _request(
+        api, "GET", f"/api/v1/namespaces/{ns}/configmaps/{ref['name']}", "get", "configmap", ref["name"]
+    )
+    if cm is None:
+        raise KeyError(f"the result of {run['metadata']['name']} (ConfigMap {ref['name']}) is gone")
+    return json.loads((cm.get("data") or {}).get(ref.get("key", "result.json"), "null"))
+
+
+def job_status(run: dict[str, Any]) -> str:
+    """Windmill's job status: WAITING, RUNNING or COMPLETED."""
+    phase = (run.get("status") or {}).get("phase", "Pending")
+    return "COMPLETED" if phase in TERMINAL else "WAITING" if phase == "Pending" else "RUNNING"
+
+
+def wait(api: KubeApi, job_id: str, timeout: float | None = None) -> Any:
+    """The run's result once it ends (JobFailed if it did not succeed; TimeoutError after `timeout`)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.5
+    while True:
+        kind, run = get_run(api, job_id)
+        status = run.get("status") or {}
+        phase = status.get("phase")
+        if phase == "Succeeded":
+            return result_of(api, run)
+        if phase in TERMINAL:
+            error = status.get("error") or {}
+            step = f" at step {error['step']}" if error.get("step") else ""
+            reason = f"{error.get('name', phase)}: {error.get('message', '')}"
+            raise JobFailed(f"{kind} {job_id} {phase.lower()}{step}: {reason}")
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{kind} {job_id} did not finish within {timeout}s (it is {phase or 'Pending'})"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 3.0)
