@@ -93,6 +93,26 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
+def finished_scriptrun(
+    cluster: Cluster, namespace: str, name: str, script_path: str, args: dict[str, Any], timeout: float = 120
+) -> dict[str, Any]:
+    """Create a ScriptRun of `script_path` (as the admin) and return its status once it has finished."""
+    cluster.apply(
+        {
+            "apiVersion": "kubemill.dev/v1alpha1",
+            "kind": "ScriptRun",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"scriptPath": script_path, "args": args},
+        }
+    )
+
+    def finished() -> dict[str, Any] | None:
+        status: dict[str, Any] = cluster.get("scriptrun", name, "-n", namespace).get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_for(finished, timeout, f"scriptrun {name} to finish")
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     bin_dir = Path(os.environ["KUBEMILL_CLUSTER_BIN"]) if "KUBEMILL_CLUSTER_BIN" in os.environ else None

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kubemill.k8s.builders import code_configmap_name, content_hash, run_secret_name
 
-from tests.conftest import Cluster, wait_for
+from tests.conftest import Cluster, finished_scriptrun
 from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
@@ -34,23 +34,6 @@ def script(namespace: str) -> dict[str, Any]:
     }
 
 
-def run(cluster: Cluster, namespace: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
-    cluster.apply(
-        {
-            "apiVersion": API,
-            "kind": "ScriptRun",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"scriptPath": "f/plant/echo", "args": args},
-        }
-    )
-
-    def finished() -> dict[str, Any] | None:
-        status: dict[str, Any] = cluster.get("scriptrun", name, "-n", namespace).get("status") or {}
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-    return wait_for(finished, 120, f"scriptrun {name} to finish")
-
-
 def test_a_code_configmap_planted_under_the_content_hash_name_never_runs(
     cluster: Cluster, namespace: str, running_operator: Operator
 ) -> None:
@@ -64,13 +47,13 @@ def test_a_code_configmap_planted_under_the_content_hash_name_never_runs(
     }
     cluster.apply(planted)
     cluster.apply(script(namespace))
-    status = run(cluster, namespace, "after-plant", {"x": "a"})
+    status = finished_scriptrun(cluster, namespace, "after-plant", "f/plant/echo", {"x": "a"})
     assert status["phase"] == "Failed", status
     assert status["error"]["name"] == "NotOurs", status["error"]
     assert name in status["error"]["message"] and "data.main.py differs" in status["error"]["message"]
 
     cluster.kubectl("delete", "configmap", name, "-n", namespace, "--wait")
-    status = run(cluster, namespace, "after-delete", {"x": "b"})
+    status = finished_scriptrun(cluster, namespace, "after-delete", "f/plant/echo", {"x": "b"})
     assert status["phase"] == "Succeeded", status
     assert status["result"] == {"ran": "the script", "x": "b"}
 
@@ -86,7 +69,7 @@ def test_a_run_secret_planted_before_the_run_gives_it_no_args(
         "stringData": {"args.json": json.dumps({"x": "chosen by the planter"})},
     }
     cluster.apply(planted)
-    status = run(cluster, namespace, "victim", {"x": "chosen by the caller"})
+    status = finished_scriptrun(cluster, namespace, "victim", "f/plant/echo", {"x": "chosen by the caller"})
     assert status["phase"] == "Failed", status
     assert status["error"]["name"] == "NotOurs", status["error"]
     assert "chosen by the planter" not in json.dumps(status)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kubemill.secrets import mask_forms
 
-from tests.conftest import Cluster, wait_for
+from tests.conftest import Cluster, finished_scriptrun
 from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
@@ -82,23 +82,6 @@ def _objects(namespace: str) -> list[dict[str, Any]]:
     return [secret, variable, *scripts]
 
 
-def _run(cluster: Cluster, namespace: str, name: str, script: str, args: dict[str, Any]) -> dict[str, Any]:
-    cluster.apply(
-        {
-            "apiVersion": API,
-            "kind": "ScriptRun",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"scriptPath": f"f/leak/{script}", "args": args},
-        }
-    )
-
-    def finished() -> dict[str, Any] | None:
-        status: dict[str, Any] = cluster.get("scriptrun", name, "-n", namespace).get("status") or {}
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-    return wait_for(finished, 120, f"scriptrun {name} to finish")
-
-
 def _node_files(cluster: Cluster, namespace: str) -> dict[str, str]:
     """Every container log and termination message the node kept for the namespace's pods."""
     out: dict[str, str] = {}
@@ -133,9 +116,9 @@ def test_a_secret_printed_returned_encoded_or_cut_reaches_no_viewer(
     for manifest in _objects(namespace):
         cluster.apply(manifest)
 
-    ok = _run(cluster, namespace, "leak-ok", "py", {})
-    crashed = _run(cluster, namespace, "leak-crash", "py", {"crash": True})
-    bash = _run(cluster, namespace, "leak-sh", "sh", {})
+    ok = finished_scriptrun(cluster, namespace, "leak-ok", "f/leak/py", {})
+    crashed = finished_scriptrun(cluster, namespace, "leak-crash", "f/leak/py", {"crash": True})
+    bash = finished_scriptrun(cluster, namespace, "leak-sh", "f/leak/sh", {})
     assert ok["phase"] == "Succeeded", ok
     assert ok["result"]["raw"] == "***" and ok["result"]["b64"] == "***", ok["result"]
     assert crashed["phase"] == "Failed" and crashed["error"]["name"] == "RunnerFailed", crashed
