@@ -415,8 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run (default: $SHELL)")
     args = parser.parse_args(argv)
     command = [c for c in args.command if c != "--"] or [os.environ.get("SHELL", "/bin/bash")]
-    # SIGTERM/SIGHUP end us like Ctrl-C so the finally-block tears the cluster down.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT, SIGTERM and SIGHUP end us like Ctrl-C so the finally-block tears the cluster down. SIGINT too:
+    # started in the background by a non-interactive shell we inherit it ignored, and Python then leaves it so.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
     with running() as cp:
         try:
