@@ -416,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = [c for c in args.command if c != "--"] or [os.environ.get("SHELL", "/bin/bash")]
     # SIGINT, SIGTERM and SIGHUP end us like Ctrl-C so the finally-block tears the cluster down. SIGINT too:
-    # started in the background by a non-interactive shell we inherit it ignored, and Python then leaves it so.
+    # started in the background by a non-interactive shell we inherit it ignored, and Python leaves it so.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
     with running() as cp:
