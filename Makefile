@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 export KUBEMILL_HOME ?= $(CURDIR)/.cache/kubemill
 PYTEST_ARGS ?=
 
-.PHONY: help install tools ui cluster-bin images demo test unit integration lint bench fuzz cluster crds clean
+.PHONY: help install tools ui cluster-bin objectstore-bin images demo test unit integration lint bench fuzz cluster crds clean
 
 help:
 	@echo "make demo | test | unit | integration | images | lint | bench | fuzz | cluster | crds | clean"
@@ -38,8 +38,13 @@ tools:
 
 install: $(VENV)/.installed ui tools
 
+# The control plane's binaries and the real node's kubelet (tests/realnode), from Go modules.
 cluster-bin:
-	tests/cluster/build.sh >/dev/null
+	tests/cluster/build.sh kubelet >/dev/null
+
+# The tests' S3 server (SeaweedFS `weed`, from the Go module proxy), cached in ~/.cache/kubemill/objectstore.
+objectstore-bin:
+	scripts/build-objectstore >/dev/null
 
 # The operator and runner images from this repository's Dockerfiles, with podman (a no-op when warm).
 images:
@@ -59,11 +64,11 @@ lint: install
 unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: install cluster-bin
+integration: install cluster-bin objectstore-bin
 	$(PY) -m pytest tests/integration tests/e2e $(PYTEST_ARGS)
 
 # Every tier, slow tests included: lint, unit, then the real control plane.
-test: install cluster-bin lint
+test: install cluster-bin objectstore-bin images lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install cluster-bin

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,14 @@ sys.path.insert(0, str(REPO / "tests" / "cluster"))
 import controlplane  # noqa: E402
 
 T = TypeVar("T")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM and SIGHUP (a CI timeout, `timeout`, a closed terminal) end the session like Ctrl-C, so pytest
+    tears the session's fixtures down and no control plane or operator is left running. SIGINT too: started
+    in the background by a non-interactive shell, pytest inherits it ignored."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
 
 
 @dataclass
@@ -138,6 +147,8 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 
 # The operator's fixtures: one operator per session, shared by the integration and e2e tiers. Imported here,
 # at the end, because the harness itself builds on the Cluster above.
+from tests import objectstore  # noqa: E402
+from tests.objectstore import ObjectStore  # noqa: E402
 from tests.operator_harness import Operator, install_operator_identity  # noqa: E402
 
 
@@ -153,6 +164,45 @@ def operator(cluster: Cluster) -> Iterator[Operator]:
         if os.environ.get("KUBEMILL_SHOW_OPERATOR_LOG"):
             print(op.log()[-20000:], file=sys.stderr)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def object_store() -> Iterator[ObjectStore]:
+    """A real S3-compatible server (SeaweedFS, tests/objectstore.py) for the session, started on first use."""
+    with objectstore.running() as store:
+        yield store
+
+
+def workspace_storage(
+    cluster: Cluster, namespace: str, store: ObjectStore, path: str = "f/ops/storage"
+) -> None:
+    """Make `store` the workspace storage of `namespace`: a Secret with its key, a labelled s3 Resource."""
+    cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "storage-key",
+        f"--from-literal=secretKey={store.secret_key}",
+        "-n",
+        namespace,
+    )
+    cluster.apply(
+        {
+            "apiVersion": "kubemill.dev/v1alpha1",
+            "kind": "Resource",
+            "metadata": {
+                "name": "storage",
+                "namespace": namespace,
+                "labels": {"kubemill.dev/workspace-storage": "true"},
+            },
+            "spec": {
+                "path": path,
+                "resourceType": "s3",
+                "value": store.value(),
+                "valueFrom": {"secretKey": {"secretKeyRef": {"name": "storage-key", "key": "secretKey"}}},
+            },
+        }
+    )
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from collections.abc import Callable, Sequence
 
 # subcommand -> (module, function, help). Each function takes the parsed args and returns an exit code.
 _COMMANDS: dict[str, tuple[str, str, str]] = {
-    "run": ("kubemill.local", "cli_run", "run a script or flow on this machine, without a cluster"),
+    "run": ("kubemill.local.cli", "cli_run", "run a script or flow on this machine, without a cluster"),
     "schema": ("kubemill.signatures", "cli_schema", "print the JSON Schema derived from a script's main"),
     "crds": ("kubemill.crdgen", "cli_crds", "print (or write) the CustomResourceDefinitions"),
     "operator": ("kubemill.operator", "cli_operator", "run the operator"),
+    "worker": ("kubemill.pool_worker", "cli_worker", "run a RunnerPool's worker agent (in its pod)"),
     "sync": ("kubemill.gitops", "cli_sync", "turn a Windmill-layout workspace into manifests"),
     "ui": ("kubemill.ui", "cli_ui", "serve the web UI and the webhook run endpoints"),
     "trigger": ("kubemill.triggers", "cli_trigger", "create the run for a schedule tick (CronJob pods)"),

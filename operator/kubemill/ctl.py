@@ -21,22 +21,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kubemill import constants
 from kubemill.errors import ApiRejected, ApiUnavailable, NotFound
-from kubemill.k8s import runlogs
+from kubemill.k8s import objectstore, runlogs
 from kubemill.k8s.client import Kube
 
-API = "kubemill.dev/v1alpha1"
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
-CANCEL = "kubemill.dev/cancel"
+API = constants.API_VERSION
+TERMINAL = constants.TERMINAL_PHASES
+CANCEL = constants.ANNOTATION_CANCEL
 APPROVE, REJECT, COMMENT, PAYLOAD = (
     "kubemill.dev/approve",
     "kubemill.dev/reject",
     "kubemill.dev/comment",
     "kubemill.dev/payload",
 )
-RETRY_OF = "kubemill.dev/retry-of"
-RETRY_FROM = "kubemill.dev/retry-from"
-FLOW_RUN_LABEL = "kubemill.dev/flow-run-uid"
+RETRY_OF = constants.ANNOTATION_RETRY_OF
+RETRY_FROM = constants.ANNOTATION_RETRY_FROM
+FLOW_RUN_LABEL = constants.LABEL_FLOW_RUN_UID
 EXIT = {"Succeeded": 0, "Failed": 1, "Cancelled": 3}
 POLL = 1.0
 
@@ -234,11 +235,22 @@ def watch(ctx: Ctx, kind: str, name: str, out: Any = None) -> int:
         time.sleep(POLL)
 
 
+def _where(ref: Mapping[str, Any]) -> str:
+    if ref.get("s3"):
+        return f"(in workspace storage, {ref['s3']}, {ref.get('bytes')} bytes)"
+    return f"(in ConfigMap {ref.get('name')})"
+
+
 def result_of(ctx: Ctx, run: Mapping[str, Any]) -> Any:
     status = run.get("status") or {}
     ref = status.get("resultRef")
     if not ref:
         return status.get("result")
+    if ref.get("s3"):  # over 1 MiB: in the namespace's workspace storage
+        storage = objectstore.read_storage(ctx.kube, ctx.namespace)
+        if storage is None:
+            raise NotFound(f"the result of {run['metadata']['name']} is in workspace storage, which is gone")
+        return json.loads(objectstore.get_object(storage, ref["s3"]))
     cm = ctx.kube.get("v1", "ConfigMap", ctx.namespace, ref["name"])
     return json.loads((cm.get("data") or {}).get(ref.get("key", "result.json"), "null"))
 
@@ -250,7 +262,13 @@ def add_arguments_get(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=("runs", "run"), help="runs: a table; run NAME: its tree of steps")
     parser.add_argument("name", nargs="?", help="the run (for `get run`)")
     parser.add_argument("-A", "--all", action="store_true", help="runs: include the steps' child runs")
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json", "result"),
+        default="text",
+        help="result: the run's result as JSON, read from its ConfigMap or the workspace storage when large",
+    )
     _common(parser)
 
 
@@ -345,7 +363,7 @@ def step_tree(run: Mapping[str, Any], now: datetime | None = None) -> str:
             + (
                 _short(status.get("result"), 200)
                 if not status.get("resultRef")
-                else f"(in ConfigMap {status['resultRef']['name']})"
+                else _where(status["resultRef"])
             )
         )
     if status.get("error"):
@@ -375,6 +393,9 @@ def _get(ctx: Ctx, args: argparse.Namespace) -> int:
     if not args.name:
         raise CtlError("get run: give the run's name")
     run = find_run(ctx, args.name)
+    if args.output == "result":
+        print(json.dumps(result_of(ctx, run)))
+        return 0
     print(json.dumps(run, indent=2) if args.output == "json" else step_tree(run))
     return 0
 

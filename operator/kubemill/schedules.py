@@ -14,7 +14,7 @@ handler. The operator, the trigger pod (kubemill.triggers) and tests share these
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -22,18 +22,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped]
 
+from kubemill import constants
 from kubemill.engine.naming import MAX_NAME, child_run_name, identity_digest
 from kubemill.models.common import API_VERSION
-from kubemill.models.schedules import ScheduleHook, ScheduleSpec
+from kubemill.models.schedules import STREAK_WINDOW, ScheduleHook, ScheduleSpec
 
-SCHEDULE_LABEL = "kubemill.dev/schedule"
+SCHEDULE_LABEL = constants.LABEL_SCHEDULE
 """Label on everything a schedule creates (trigger Jobs, runs, handler runs): the Schedule's name."""
-HOOK_LABEL = "kubemill.dev/schedule-hook"
+HOOK_LABEL = constants.LABEL_SCHEDULE_HOOK
 """Label on handler runs: `on-failure`, `on-recovery` or `on-success`."""
-PATH_ANNOTATION = "kubemill.dev/path"
+PATH_ANNOTATION = constants.ANNOTATION_PATH
 """Optional Windmill path of the Schedule itself (WM_SCHEDULE_PATH); by default the path of what it runs."""
 
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+TERMINAL_PHASES = constants.TERMINAL_PHASES
 
 
 class CronError(ValueError):
@@ -276,15 +277,30 @@ def hook_run(
     }
 
 
-def hooks_for(
-    spec: ScheduleSpec, phase: str, previous_phase: str | None
-) -> list[tuple[HookEvent, ScheduleHook]]:
-    """Which handlers a run finishing in `phase` starts, given the phase of the schedule's run before it."""
+def _streak(phases: Sequence[str], phase: str) -> int:
+    """How many of the last `phases` (most recent last) are `phase`, in a row."""
+    count = 0
+    for earlier in reversed(phases):
+        if earlier != phase:
+            break
+        count += 1
+    return count
+
+
+def hooks_for(spec: ScheduleSpec, phase: str, earlier: Sequence[str]) -> list[tuple[HookEvent, ScheduleHook]]:
+    """Which handlers a run finishing in `phase` starts, given the phases of the schedule's runs before it
+    (most recent last), as Windmill decides: `onFailure` once `onFailureTimes` runs in a row failed (with
+    `onFailureExact` only at exactly that many), `onRecovery` when `onRecoveryTimes` runs in a row succeeded
+    after a failure."""
     hooks: list[tuple[HookEvent, ScheduleHook]] = []
     if phase == "Failed" and spec.on_failure is not None:
-        hooks.append(("on-failure", spec.on_failure))
+        streak, times = 1 + _streak(earlier, "Failed"), spec.on_failure_times or 1
+        if streak == times or (streak > times and not spec.on_failure_exact):
+            hooks.append(("on-failure", spec.on_failure))
     if phase == "Succeeded":
-        if previous_phase == "Failed" and spec.on_recovery is not None:
+        times = spec.on_recovery_times or 1  # the run before this streak of `times` successes failed
+        recovered = _streak(earlier, "Succeeded") == times - 1 and earlier[-times:][:1] == ["Failed"]
+        if recovered and len(earlier) >= times and spec.on_recovery is not None:
             hooks.append(("on-recovery", spec.on_recovery))
         if spec.on_success is not None:
             hooks.append(("on-success", spec.on_success))
@@ -293,7 +309,7 @@ def hooks_for(
 
 # --- what a scheduled run's progress changes in the Schedule's status -------------------------------------
 
-RECENT_RUNS = 20
+RECENT_RUNS = STREAK_WINDOW
 
 
 @dataclass(frozen=True)
@@ -333,5 +349,5 @@ def record_run(
     if counter is not None:
         patch[counter] = int(status.get(counter) or 0) + 1
     patch["recentRuns"] = [*recent, {"name": run.name, "phase": run.phase}][-RECENT_RUNS:]
-    hooks = hooks_for(spec, run.phase, previous.get("phase") if previous else None)
+    hooks = hooks_for(spec, run.phase, [str(r.get("phase")) for r in recent])
     return RunRecord(patch, tuple(hooks), previous.get("name") if previous else None, lag)

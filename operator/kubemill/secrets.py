@@ -41,6 +41,7 @@ from urllib.parse import quote, quote_plus
 
 from pydantic import JsonValue
 
+from kubemill import constants
 from kubemill.models.common import SecretKeyRef
 from kubemill.models.resources import Resource, Variable
 from kubemill.runners.rundir import resource_files
@@ -56,6 +57,11 @@ MIN_FORM_LENGTH = 6
 MIN_MASKED_LENGTH = 3
 """Shorter secret values are not masked: masking `1` or `on` everywhere would garble every log."""
 _MAX_DEPTH = 8
+WORKSPACE_STORAGE_LABEL = constants.LABEL_WORKSPACE_STORAGE
+"""A Resource of type s3 with this label set to "true" is its namespace's workspace storage: every run gets
+its value (key WORKSPACE_STORAGE_KEY of the per-run Secret), for `wmill.load_s3_file`, `write_s3_file` and
+results over 1 MiB, as every script of a Windmill workspace may use the workspace's object storage."""
+WORKSPACE_STORAGE_KEY = "kubemill.workspace-storage.json"
 
 VAR_PREFIX = "$var:"
 RES_PREFIX = "$res:"
@@ -78,10 +84,15 @@ class ResolvedRun:
     resources: Mapping[str, JsonValue] = field(default_factory=dict)
     variables: Mapping[str, str] = field(default_factory=dict)
     masks: frozenset[str] = frozenset()
+    workspace_storage: JsonValue = None
+    args: Mapping[str, JsonValue] = field(default_factory=dict)
+    """The run's args with `$res:<path>` / `$var:<path>` strings replaced by those values (`resolve`)."""
 
     def secret_data(self) -> dict[str, str]:
         """The per-run Secret's `stringData`: a key per resource/variable (runner file names), the masks."""
         data = resource_files(self.resources, self.variables)
+        if self.workspace_storage is not None:
+            data[WORKSPACE_STORAGE_KEY] = json.dumps(self.workspace_storage)
         data[MASKS_KEY] = json.dumps(sorted(self.masks))
         data[MASK_FORMS_KEY] = json.dumps(mask_forms(self.masks))
         return data
@@ -207,12 +218,19 @@ def resolve(
     resources: Mapping[str, Resource],
     variables: Mapping[str, Variable],
     secrets: Mapping[str, Mapping[str, str]],
+    workspace_storage: str | None = None,
+    args: Mapping[str, JsonValue] | None = None,
 ) -> ResolvedRun:
-    """Resolve every declared path to a Resource, a Variable, or both (Windmill allows one of each per path).
+    """Resolve every declared path to a Resource, a Variable, or both (Windmill allows one of each per path),
+    and `workspace_storage` (the path of the namespace's workspace storage Resource, if it has one). In
+    `args`, a string `$res:<path>` or `$var:<path>` (at any depth, as Windmill's resource picker sends it)
+    becomes that resource's or variable's value, only for a path the script declares: anyone who may start
+    a run could otherwise read any resource by naming it (`ReferenceNotAllowed`).
 
     `resources`/`variables` are keyed by `spec.path`; `secrets` by Secret name (decoded data). Raises
     `UnresolvedReference` when a declared path names nothing, or a Secret or `$var:` target is missing."""
     resolver = _Resolver(resources, variables, secrets)
+    storage = None if workspace_storage is None else resolver.resource(workspace_storage)
     out_resources: dict[str, JsonValue] = {}
     out_variables: dict[str, str] = {}
     for path in declared:
@@ -226,7 +244,39 @@ def resolve(
             out_resources[path] = resolver.resource(path)
         if path in variables:
             out_variables[path] = resolver.variable(path)
-    return ResolvedRun(out_resources, out_variables, frozenset(resolver.masks))
+    resolved_args = {k: _arg(resolver, set(declared), v, k) for k, v in (args or {}).items()}
+    return ResolvedRun(out_resources, out_variables, frozenset(resolver.masks), storage, resolved_args)
+
+
+def is_reference(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith((VAR_PREFIX, RES_PREFIX))
+
+
+def has_references(value: Any) -> bool:
+    """Whether `value` holds a `$res:` or `$var:` string anywhere."""
+    if isinstance(value, Mapping):
+        return any(has_references(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_references(v) for v in value)
+    return is_reference(value)
+
+
+def _arg(resolver: _Resolver, declared: set[str], value: JsonValue, where: str) -> JsonValue:
+    if isinstance(value, dict):
+        return {k: _arg(resolver, declared, v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_arg(resolver, declared, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or not is_reference(value):
+        return value
+    kind = "variable" if value.startswith(VAR_PREFIX) else "resource"
+    path = value.split(":", 1)[1]
+    if path not in declared:
+        raise UnresolvedReference(
+            "ReferenceNotAllowed",
+            f"arg {where!r} names {kind} {path!r}, which the script does not declare in spec.resources: a "
+            f"run's args may name only the resources and variables its Script may read",
+        )
+    return resolver.variable(path) if kind == "variable" else resolver.resource(path)
 
 
 def decode_secret(data: Mapping[str, str] | None) -> dict[str, str]:

@@ -13,6 +13,7 @@ import sys
 PREFIX = "KUBEMILL_RESULT:"
 SUMMARY_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
 LOG_LIMIT = 1 << 20  # envelopes up to this size are also printed as the last line of stdout
+STORE_OVER = LOG_LIMIT - 8192  # larger envelopes go to workspace storage: the operator keeps < 1 MiB - 1 KiB
 ROOT = "/var/run/kubemill"
 
 
@@ -333,6 +334,25 @@ def _summary(text: str, envelope: dict) -> str:
     return json.dumps({"result": None, "error": error, "state": None, "truncated": True, "bytes": len(text)})
 
 
+def _result_to_storage(text: str) -> tuple:
+    """A result over 1 MiB goes to the namespace's workspace storage (wmill/s3.py) when it has one: the
+    envelope then carries `result_ref` {"s3": key, "bytes": n} instead (the result is masked already)."""
+    from wmill import s3
+
+    envelope = json.loads(text)
+    try:
+        result = json.dumps(envelope["result"], separators=(",", ":"))
+        ref = s3.store_result(result, _setting("KUBEMILL_RUN_NAME", "run"))
+    except (s3.S3Error, OSError, ValueError) as exc:
+        error = {**_error(exc, with_stack=False), "name": "ResultStoreFailed"}
+        envelope = {**envelope, "result": None, "error": error}
+        return envelope, json.dumps(envelope, separators=(",", ":"))
+    if ref is None:
+        return envelope, text
+    envelope = {**envelope, "result": None, "result_ref": ref}
+    return envelope, json.dumps(envelope, separators=(",", ":"))
+
+
 def main() -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     if here not in sys.path:
@@ -371,6 +391,8 @@ def main() -> int:
     if forms:  # what viewers can read (termination message, log line) never holds a secret
         envelope = _mask(json.loads(text), forms)
         text = json.dumps(envelope, separators=(",", ":"))
+    if len(text.encode()) > STORE_OVER and not envelope["error"]:
+        envelope, text = _result_to_storage(text)
     if wmill._state_changed():
         _write(state_file, json.dumps(envelope["state"], default=_jsonable))
     _write(result_file, text)

@@ -4,7 +4,8 @@ A 40-step sequential flow of trivial Python steps. On Kubernetes (the test contr
 running under its own ServiceAccount as in the integration tests) a watch on the run's ScriptRuns records
 when each child reaches `Succeeded` and when the next child is created, both as this process receives the
 events, so the watch's own delay cancels out: transition = next child ADDED - previous child Succeeded.
-Targets: p50 < 50 ms, p99 < 250 ms. Locally, the same flow's wall time through `kubemill run` (target < 3 s).
+Targets: p50 < 50 ms, p99 < 250 ms. Locally, the same flow's wall time through `kubemill run` (target
+<= 1.0 s, its steps forked from a warm interpreter).
 
     .venv/bin/python tests/bench/bench_flows.py
 """
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 STEPS = 40
+LOCAL_RUNS = 5
 STEP_CODE = "def main(n: int = 0):\n    return n + 1\n"
 
 
@@ -59,11 +61,13 @@ def bench_local() -> float:
         (root / "f/bench/forty.flow/flow.yaml").write_text(json.dumps({"value": {"modules": modules()}}))
         command = [str(REPO / ".venv/bin/kubemill"), "run", "f/bench/forty", "-w", str(root)]
         subprocess.run(command, capture_output=True, check=True, timeout=120)  # warm caches
-        started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
-        elapsed = time.perf_counter() - started
-        assert json.loads(done.stdout) == STEPS, done.stdout
-        return elapsed
+        walls = []
+        for _ in range(LOCAL_RUNS):
+            started = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
+            walls.append(time.perf_counter() - started)
+            assert json.loads(done.stdout) == STEPS, done.stdout
+        return statistics.median(walls)
 
 
 def bench_cluster(runs: int) -> tuple[list[float], list[float]]:
@@ -110,7 +114,9 @@ def bench_cluster(runs: int) -> tuple[list[float], list[float]]:
     return transitions, walls
 
 
-def one_run(cluster: Any, api: Any, namespace: str, name: str) -> tuple[list[float], float]:
+def one_run(
+    cluster: Any, api: Any, namespace: str, name: str, flow_path: str = "f/bench/forty"
+) -> tuple[list[float], float]:
     import kubernetes
 
     created: dict[str, float] = {}
@@ -149,7 +155,7 @@ def one_run(cluster: Any, api: Any, namespace: str, name: str) -> tuple[list[flo
             "apiVersion": "kubemill.dev/v1alpha1",
             "kind": "FlowRun",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"flowPath": "f/bench/forty", "args": {}},
+            "spec": {"flowPath": flow_path, "args": {}},
         }
     )
     if not finished.wait(600):
@@ -167,7 +173,10 @@ def one_run(cluster: Any, api: Any, namespace: str, name: str) -> tuple[list[flo
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     local = bench_local()
-    print(f"kubemill run, {STEPS} trivial Python steps: {local:.2f} s (target < 3 s)")
+    print(
+        f"kubemill run, {STEPS} trivial Python steps: {local:.2f} s, median of {LOCAL_RUNS} "
+        f"(target <= 1.0 s: one warm fork server for the flow)"
+    )
     gaps, walls = bench_cluster(runs)
     ms = [g * 1000 for g in gaps]
     print(

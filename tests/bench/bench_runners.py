@@ -1,7 +1,8 @@
 """Runner overhead: a wrapper's run of a trivial `main` against a bare start of the same interpreter.
 
 Plain script (`make bench`): prints one line per language with the medians of RUNS runs in milliseconds.
-Languages whose interpreter is missing here are reported as such. Target: < 50 ms for Python and Bash.
+Languages whose interpreter is missing here are reported as such. Target: < 50 ms for Python and Bash. For
+Python, one more line gives a run's whole cost through the warm fork server (target <= 20 ms).
 Go's wrapper time is a cached run (the script's binary already built; bare is `go version`); one more line
 gives the first run of a script not built yet (Go's own build cache warm).
 """
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from kubemill.runners import RunContext, build_run_files, env_for, write_run_files
+from kubemill.runners.forkserver import ForkServers
 from kubemill.runners.runtimes import RuntimeMissing, find_interpreter, local_command
 
 RUNS = int(os.environ.get("BENCH_RUNS", "20"))
@@ -28,6 +30,7 @@ TRIVIAL = {
     "go": ("package inner\n\nfunc main(x int) (interface{}, error) { return x, nil }\n", ["version"]),
 }
 TARGET_MS = {"python3": 50.0, "bash": 50.0}
+FORK_TARGET_MS = 20.0
 
 
 def _median_ms(command: list[str], env: dict[str, str]) -> float:
@@ -81,9 +84,33 @@ def _first_build_ms(command: list[str], env: dict[str, str], run_dir: str, code:
         return (time.perf_counter() - start) * 1000
 
 
+def bench_forkserver() -> str:
+    """The Python wrapper's whole cost per run through the fork server that `kubemill run` of a flow (and a
+    pool worker) keeps warm: request sent -> exit code back, the run's files already written."""
+    code, _ = TRIVIAL["python3"]
+    null = os.open(os.devnull, os.O_WRONLY)
+    with tempfile.TemporaryDirectory() as tmp, ForkServers() as servers:
+        write_run_files(Path(tmp), build_run_files("python3", code, {"x": 1}))
+        env = dict(os.environ) | env_for("python3", RunContext(workspace="bench", job_id="b"), run_dir=tmp)
+        env["KUBEMILL_LOG_RESULT"] = "0"
+        times = []
+        for i in range(RUNS + 1):
+            start = time.perf_counter()
+            exit_code = servers.run("python3", Path(tmp), env, null)
+            if i:  # the first run starts the server
+                times.append((time.perf_counter() - start) * 1000)
+            assert exit_code == 0, exit_code
+    os.close(null)
+    median = statistics.median(times)
+    verdict = "  ok" if median <= FORK_TARGET_MS else f"  OVER {FORK_TARGET_MS:.0f} ms target"
+    return f"python3  fork server: a run {median:7.1f} ms (median of {RUNS}, wrapper's whole cost){verdict}"
+
+
 def main() -> int:
     for language in sys.argv[1:] or list(TRIVIAL):
         print(bench(language), flush=True)
+        if language == "python3":
+            print(bench_forkserver(), flush=True)
     return 0
 
 

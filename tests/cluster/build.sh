@@ -7,6 +7,7 @@
 # The Kubernetes wrapper's `replace` block is generated from the upstream go.mod: every
 # `k8s.io/<m> => ./staging/src/k8s.io/<m>` line there becomes `k8s.io/<m> => k8s.io/<m> v0.<minor>.<patch>`.
 # A warm cache (all binaries present for the versions below) makes this a no-op.
+# `build.sh kubelet` also builds the kubelet (the real node: tests/cluster/realnode.py), from the same module.
 #
 # Prints the bin directory on stdout; progress goes to stderr.
 set -euo pipefail
@@ -19,7 +20,10 @@ BIN="$CACHE/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 log() { printf '[cluster-build] %s\n' "$*" >&2; }
 
 need=()
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd "$@"; do
+  case $b in kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | etcd | kubelet) ;;
+    *) log "unknown binary $b (only kubelet is optional)"; exit 2 ;;
+  esac
   [ -x "$BIN/$b" ] || need+=("$b")
 done
 if [ ${#need[@]} -eq 0 ]; then
@@ -62,6 +66,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 EOF
   local ld="-s -w" major=1 kminor=${minor%%.*} pkg
@@ -69,10 +74,10 @@ EOF
     ld="$ld -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$kminor"
     ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (cold: 10-25 min)"
-  (cd "$mod" && go build -trimpath -pgo=off -ldflags "$ld" -o "$BIN/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  local pkgs=() b
+  for b in "${need[@]}"; do [[ $b == etcd ]] || pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  log "building ${pkgs[*]##*/} $K8S_VERSION (cold: 10-25 min)"
+  (cd "$mod" && go build -trimpath -pgo=off -ldflags "$ld" -o "$BIN/" "${pkgs[@]}")
 }
 
 build_etcd() {

@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pki
+import realnode
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_NAME = "kubemill-node"
@@ -76,9 +77,12 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def build_binaries() -> Path:
+def build_binaries(kubelet: bool = False) -> Path:
     out = subprocess.run(
-        [str(REPO / "tests/cluster/build.sh")], check=True, stdout=subprocess.PIPE, text=True
+        [str(REPO / "tests/cluster/build.sh"), *(["kubelet"] if kubelet else [])],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     return Path(out.stdout.strip().splitlines()[-1])
 
@@ -91,6 +95,8 @@ class ControlPlane:
     tokens: dict[str, str] = field(default_factory=dict)
     api_port: int = 0
     node_port: int = 0
+    real_node: bool = False
+    node: realnode.RealNode | None = None
 
     # -- paths a caller uses -------------------------------------------------------------------------------
 
@@ -152,7 +158,9 @@ class ControlPlane:
             organizations=("kubeadm:cluster-admins",),
             client=True,
         )
-        node_serving = ca.issue("node", f"system:node:{NODE_NAME}", server=True, hosts=("127.0.0.1",))
+        node_serving = ca.issue(
+            "node", f"system:node:{NODE_NAME}", server=True, hosts=("127.0.0.1", realnode.NODE_IP)
+        )
         sa = pki.service_account_key(pkidir)
         self._write_tokens()
 
@@ -198,6 +206,8 @@ class ControlPlane:
                 f"--kubelet-client-key={kubelet_client.key}",
                 f"--kubelet-certificate-authority={ca.cert_path}",
                 "--kubelet-preferred-address-types=InternalIP",
+                # Webhooks through their Service's endpoints: no kube-proxy routes a ClusterIP here.
+                *(["--enable-aggregator-routing=true"] if self.real_node else []),
                 "--profiling=false",
                 "--v=0",
             ],
@@ -233,6 +243,37 @@ class ControlPlane:
                 "--v=0",
             ],
         )
+        if self.real_node:
+            self._start_real_node(ca.cert_path, node_serving, deadline)
+        else:
+            self._start_node_agent(ca.cert_path, node_serving)
+        self._wait(
+            "kube-controller-manager",
+            deadline,
+            lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
+        )
+        self._wait("kubelet" if self.real_node else "node-agent", deadline, self._node_ready)
+
+    def _start_real_node(self, ca_cert: Path, node_serving: pki.Pair, deadline: float) -> None:
+        self.node = realnode.RealNode(
+            state=self.state / "node",
+            bin_dir=self.bin_dir,
+            node_name=NODE_NAME,
+            port=self.node_port,
+            api_port=self.api_port,
+            kubeconfig=self._kubeconfig_file("node"),
+            client_ca=ca_cert,
+            serving_cert=node_serving.cert,
+            serving_key=node_serving.key,
+        )
+        self.node.start(self._spawn, lambda what, check: self._wait(what, deadline, check))
+        self._wait("containerd", deadline, self.node.containerd_ready)
+        started = time.monotonic()
+        self.node.import_images(realnode_images())
+        print(f"[with-cluster] images imported in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        self.node.start_kubelet(self._spawn)
+
+    def _start_node_agent(self, ca_cert: Path, node_serving: pki.Pair) -> None:
         self._spawn(
             "node-agent",
             [
@@ -243,7 +284,7 @@ class ControlPlane:
                 f"--port={self.node_port}",
                 f"--cert={node_serving.cert}",
                 f"--key={node_serving.key}",
-                f"--client-ca={ca.cert_path}",
+                f"--client-ca={ca_cert}",
                 f"--state-dir={self.state / 'node'}",
                 f"--api-server=127.0.0.1:{self.api_port}",
                 *(f"--image-mount={m}" for m in runner_image_mounts()),
@@ -252,14 +293,15 @@ class ControlPlane:
                 *(f"--keep-visible={d}" for d in node_extra_path() if not Path(d).is_relative_to(REPO)),
             ],
         )
-        self._wait(
-            "kube-controller-manager",
-            deadline,
-            lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
-        )
-        self._wait("node-agent", deadline, self._node_ready)
 
     def stop(self) -> None:
+        try:
+            if self.node is not None:
+                self._stop_real_node_pods()
+        finally:
+            self._stop_processes()
+
+    def _stop_processes(self) -> None:
         for name in reversed(list(self.processes)):
             proc = self.processes.pop(name)
             if proc.poll() is None:
@@ -271,6 +313,9 @@ class ControlPlane:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+        if self.node is not None:
+            self.node.cleanup_host()
+            self.node = None
         if os.environ.get("KUBEMILL_KEEP_CLUSTER_STATE"):
             print(f"cluster state kept in {self.state}", file=sys.stderr)
         else:
@@ -278,12 +323,48 @@ class ControlPlane:
 
     # -- internals ------------------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _stop_real_node_pods(self) -> None:
+        """Pods go through the kubelet first (it tears their sandboxes and networks down, runc drops their
+        cgroups), then whatever is left through containerd; the node's PID 1 goes last (stop's loop)."""
+        assert self.node is not None
+        node = self.processes.get("node")
+        if node is None or node.poll() is not None:
+            return
+        kubelet = self.processes.get("kubelet")
+        if kubelet is not None and kubelet.poll() is None and self.processes["kube-apiserver"].poll() is None:
+            for name in ("kube-controller-manager", "kube-scheduler"):  # no new pods while draining
+                proc = self.processes.pop(name, None)
+                if proc is not None and proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=15)
+            kubectl = [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}"]
+            with contextlib.suppress(subprocess.TimeoutExpired):  # Job pods keep a finalizer: no --wait
+                subprocess.run(
+                    [
+                        *kubectl,
+                        "delete",
+                        "pods",
+                        "--all",
+                        "-A",
+                        "--grace-period=0",
+                        "--force",
+                        "--wait=false",
+                    ],
+                    capture_output=True,
+                    timeout=60,
+                )
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and self.node.containers_left():
+                time.sleep(0.2)
+        self.node.stop_containers()
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.state / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.processes[name] = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
         log.close()
+        return self.processes[name]
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.state / "logs" / f"{name}.log"
@@ -383,6 +464,16 @@ def node_extra_path() -> list[str]:
     return dirs
 
 
+def realnode_images() -> list[str]:
+    """The images the real node is given (scripts/build-images builds them): the operator and every runner."""
+    version = "0.1.0"
+    names = [
+        "operator",
+        *(f"runner-{d.name}" for d in sorted((REPO / "runner_images").iterdir()) if d.is_dir()),
+    ]
+    return [f"ghcr.io/kubemill/{n}:{version}" for n in names]
+
+
 def runner_image_mounts() -> list[str]:
     """Runner images as the node agent sees them: the image's /opt/kubemill/runner is runner_images/<lang>.
 
@@ -396,10 +487,12 @@ def runner_image_mounts() -> list[str]:
 
 
 @contextlib.contextmanager
-def running(bin_dir: Path | None = None) -> Iterator[ControlPlane]:
-    cp = ControlPlane(bin_dir or build_binaries())
+def running(bin_dir: Path | None = None, real_node: bool = False) -> Iterator[ControlPlane]:
+    if real_node:
+        subprocess.run([str(REPO / "scripts/build-images")], check=True)
+    cp = ControlPlane(bin_dir or build_binaries(real_node), real_node=real_node)
     started = time.monotonic()
-    cp.start()
+    cp.start(timeout=600.0 if real_node else 180.0)  # the real node imports every image into containerd
     print(
         f"[with-cluster] control plane ready in {time.monotonic() - started:.1f}s at {cp.server}",
         file=sys.stderr,
@@ -412,6 +505,9 @@ def running(bin_dir: Path | None = None) -> Iterator[ControlPlane]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--real-node", action="store_true", help="run pods in containers: containerd, runc, CNI and a kubelet"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run (default: $SHELL)")
     args = parser.parse_args(argv)
     command = [c for c in args.command if c != "--"] or [os.environ.get("SHELL", "/bin/bash")]
@@ -419,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # started in the background by a non-interactive shell we inherit it ignored, and Python leaves it so.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
-    with running() as cp:
+    with running(real_node=args.real_node) as cp:
         try:
             return subprocess.run(command, env=cp.env()).returncode
         except KeyboardInterrupt:

@@ -78,6 +78,8 @@ class PodInputs:
             if v["hostPath"].get("type") in ("DirectoryOrCreate", None, ""):
                 host.mkdir(parents=True, exist_ok=True)
             return host
+        elif "persistentVolumeClaim" in v:
+            return self.claim_path(v["persistentVolumeClaim"]["claimName"])
         elif "configMap" in v:
             self._write_source(path, v["configMap"], self.configmap_data(v["configMap"]))
         elif "secret" in v:
@@ -110,6 +112,18 @@ class PodInputs:
                 "UnsupportedVolume", f"volume {v['name']!r}: {kinds} is not supported by the node agent"
             )
         return path
+
+    def claim_path(self, claim: str) -> Path:
+        """The host directory of a bound claim's volume (a `hostPath` or `local` PersistentVolume); a claim
+        not bound yet is retried like a missing ConfigMap (404)."""
+        pvc = self.core.read_namespaced_persistent_volume_claim(claim, self.namespace)
+        if not pvc.spec.volume_name or (pvc.status.phase or "") != "Bound":
+            raise ApiException(status=404, reason=f"persistentvolumeclaim {claim!r} is not bound")
+        pv = self.core.read_persistent_volume(pvc.spec.volume_name)
+        source = pv.spec.host_path or pv.spec.local
+        if source is None:
+            raise PodFailure("UnsupportedVolume", f"volume of claim {claim!r}: only hostPath and local")
+        return Path(source.path)
 
     def configmap_data(self, src: dict[str, Any]) -> dict[str, bytes] | None:
         try:

@@ -211,6 +211,8 @@ class PodWorker(threading.Thread):
         for v in self.spec.get("volumes") or []:
             if "hostPath" in v:
                 volumes[v["name"]] = Path(v["hostPath"]["path"])
+            elif "persistentVolumeClaim" in v:
+                volumes[v["name"]] = self.inputs.claim_path(v["persistentVolumeClaim"]["claimName"])
         started = now_iso()
         term_path = self.dir / "termination" / f"{name}-{restarts}"
         term_path.parent.mkdir(exist_ok=True)
@@ -236,8 +238,14 @@ class PodWorker(threading.Thread):
         # cluster's state, or the checkout with its virtualenv, lives under /tmp) would hide it. Such
         # mounts go last, and the hidden paths are bind-mounted aside first and put back on top afterwards
         # (the repository read-only), the way an image would have had them.
+        # Mounts inside such a mount (a volume at /tmp/shared) follow it, parents before children.
+        keeps = (self.dir, *self.agent.keep_visible)
+        covering = [Path(d) for _, d, _ in mounts if any(k.is_relative_to(Path(d)) for k in keeps)]
         mounts.sort(
-            key=lambda m: any(k.is_relative_to(Path(m[1])) for k in (self.dir, *self.agent.keep_visible))
+            key=lambda m: (
+                any(Path(m[1]).is_relative_to(c) for c in covering),
+                len(Path(m[1]).parts),
+            )
         )
         setup = ["set -e"]
         restore = []
@@ -251,10 +259,12 @@ class PodWorker(threading.Thread):
             restore.append(f"mount --bind {shlex.quote(str(stage))} {shlex.quote(str(keep))}")
             if keep != self.dir:
                 restore.append(f"mount -o remount,bind,ro {shlex.quote(str(keep))}")
-        for src, dst, ro in mounts:
+        for index, (src, dst, ro) in enumerate(mounts):
             target = Path(dst)
             if src.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
+                if any(target.is_relative_to(Path(m[1])) for m in mounts[:index]):  # inside a volume
+                    setup.append(f"mkdir -p {shlex.quote(dst)}")
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if not target.exists():

@@ -2,7 +2,8 @@
 tests expect. One YAML file per case under cases/:
 
 - `windmill`: the Windmill test the case comes from (file::test name), or `own case (...)` for a case
-  written from Windmill's documented semantics or an issue; `args`, `approve` (step ids),
+  written from Windmill's documented semantics or an issue; `args`, `approve` (step ids), `trigger_event`
+  (the run is started as by a trigger with this event: `--trigger-event`, a FlowRun's `spec.triggerEvent`),
 - `flow`: the OpenFlow document (`value`, `schema`), `scripts`: workspace scripts (`f/x/name.py`: code),
 - `expect`: `exit` (kubemill run's exit code), and `result` (the JSON on stdout, exactly) or `subset`
   (a dict/list pattern the result must contain) or `refused` (a text the refusal on stderr must contain),
@@ -35,6 +36,7 @@ class Case:
     approve: tuple[str, ...] = ()
     scripts: dict[str, str] = field(default_factory=dict)
     cluster: bool = False
+    trigger_event: dict[str, Any] | None = None
 
 
 def load_cases() -> list[Case]:
@@ -51,6 +53,7 @@ def load_cases() -> list[Case]:
                 approve=tuple(data.get("approve") or ()),
                 scripts=data.get("scripts") or {},
                 cluster=bool(data.get("cluster")),
+                trigger_event=data.get("trigger_event"),
             )
         )
     return cases
@@ -100,6 +103,8 @@ def run_locally(case: Case, folder: Path, kubemill: list[str] | None = None, ids
     command += ["--workspace", str(folder), "--input", json.dumps(case.args)]
     for step in case.approve:
         command += ["--approve", step]
+    if case.trigger_event is not None:
+        command += ["--trigger-event", json.dumps(case.trigger_event)]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=300, check=False, env=dict(os.environ), cwd=folder
     )

@@ -242,3 +242,61 @@ def test_approve_the_order_flow_as_alice_after_mallory_is_refused(
         "order-flow-step-log",
     ):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 0
+
+
+PICKED = """from typing import TypedDict
+
+
+class postgresql(TypedDict):
+    host: str
+    port: int
+    user: str
+    dbname: str
+    password: str
+
+
+def main(db: postgresql):
+    return {"host": db["host"], "password": db["password"]}
+"""
+
+
+def test_pick_a_resource_in_the_form_and_the_run_gets_its_value(
+    cluster: Cluster, namespace: str, running_operator: Operator, ui: UiServer, mock_api: str
+) -> None:
+    """The form's resource picker sends `$res:<path>` (as Windmill's does); the operator resolves it for a
+    path the Script declares, and the run gets the value (its secret field masked in the result)."""
+    from tests.adversarial.test_arg_references import APP_PASSWORD, resource
+
+    prepare(cluster, namespace, mock_api)
+    cluster.kubectl(
+        "create", "secret", "generic", "app-db", f"--from-literal=password={APP_PASSWORD}", "-n", namespace
+    )
+    cluster.apply(resource("app-db", "f/app/db", "app.internal", "app-db"), "-n", namespace)
+    script = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "Script",
+        "metadata": {"name": "picked"},
+        "spec": {"path": "f/app/picked", "language": "python3", "content": PICKED, "resources": ["f/app/db"]},
+    }
+    cluster.apply(script, "-n", namespace)
+    seen = browse(
+        "resource_picker",
+        {
+            "url": ui.url,
+            "namespace": namespace,
+            "tokens": {"alice": token(cluster, "alice")},
+            "path": "f/app/picked",
+            "picker": "#arg-db",
+            "choose": "f/app/db",
+            "timeoutMs": 300_000,
+        },
+        cluster,
+        running_operator,
+    )
+    assert ["$res:f/app/db", "f/app/db"] in seen["offered"]
+    assert all(value != "$res:u/admin/api_credentials" for value, _ in seen["offered"])  # another type
+    assert seen["phase"] == "Succeeded", seen["error"]
+    assert seen["result"] == {"host": "app.internal", "password": "***"}
+    run = cluster.get("scriptrun", seen["run"], "-n", namespace)
+    assert run["spec"]["args"] == {"db": "$res:f/app/db"}
+    assert (ARTIFACTS / "resource-picker-result.png").stat().st_size > 0

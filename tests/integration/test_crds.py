@@ -80,7 +80,7 @@ def test_kubectl_get_kubemill_lists_examples_with_useful_columns(crds: Cluster, 
     assert [s["metadata"]["name"] for s in selected] == ["deploy-service"]
     # Exactly the examples' definitions were stored. Runs are left out of the count: with the operator running
     # in the same session they start children, finish, and old ones are pruned by the history limit.
-    definitions = "scripts,flows,schedules,resourcetypes,resources,variables,httptriggers"
+    definitions = "scripts,flows,schedules,resourcetypes,resources,variables,httptriggers,runnerpools"
     applied = crds.get(definitions, "-n", namespace)["items"]
     runs = {"ScriptRun", "FlowRun"}
     assert len(applied) == sum(len(n) for kind, n in example_names().items() if kind not in runs)

@@ -20,18 +20,16 @@ pytestmark = pytest.mark.cluster
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "manifests"
 
 
-def test_the_brief_scripts_run_unchanged(
-    running_operator: Operator, cluster: Cluster, restricted_namespace: str
-) -> None:
-    ns = restricted_namespace
-    cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "workspace"))
-    for name in ("expense-approval", "webhook-handler", "deploy-service", "batch-processor"):
-        cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "scripts" / f"{name}.yaml"))
+BRIEF_SCRIPTS = ("expense-approval", "webhook-handler", "deploy-service", "batch-processor")
+
+
+def brief_runs() -> dict[str, tuple[str, dict[str, Any]]]:
+    """One run of each of the brief's four languages' scripts: name -> (script path, args)."""
     data = {"order_id": "o-1", "total": 12}
     signature = hmac.new(
         b"test-webhook-secret", json.dumps(data, separators=(",", ":")).encode(), hashlib.sha256
     ).hexdigest()
-    runs: dict[str, tuple[str, dict[str, Any]]] = {
+    return {
         "expense": (
             "f/approvals/expense_approval",
             {
@@ -70,13 +68,9 @@ def test_the_brief_scripts_run_unchanged(
             },
         ),
     }
-    for name, (path, args) in runs.items():
-        cluster.apply(script_run(f"brief-{name}", path, args), "-n", ns)
-    results = {}
-    for name in runs:
-        status = finished(running_operator, ns, f"brief-{name}", timeout=420)["status"]
-        assert status["phase"] == "Succeeded", (name, status)
-        results[name] = status["result"]
+
+
+def check_brief_results(results: dict[str, Any]) -> None:
     assert results["expense"]["status"] == "approved"
     assert results["webhook"] == {
         "processed": True,
@@ -93,3 +87,21 @@ def test_the_brief_scripts_run_unchanged(
         "successful": 2,
         "failed": 1,
     }
+
+
+def test_the_brief_scripts_run_unchanged(
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "workspace"))
+    for name in BRIEF_SCRIPTS:
+        cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "scripts" / f"{name}.yaml"))
+    runs = brief_runs()
+    for name, (path, args) in runs.items():
+        cluster.apply(script_run(f"brief-{name}", path, args), "-n", ns)
+    results = {}
+    for name in runs:
+        status = finished(running_operator, ns, f"brief-{name}", timeout=420)["status"]
+        assert status["phase"] == "Succeeded", (name, status)
+        results[name] = status["result"]
+    check_brief_results(results)

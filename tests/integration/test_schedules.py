@@ -258,6 +258,37 @@ def test_no_overlap_skips_and_on_failure_runs_with_the_error(
     wait_for(lambda: status(cluster, namespace, "nov").get("failureCount") == 1, 30, "failureCount")
 
 
+def test_on_failure_times_and_exact_start_the_handler_once_at_the_second_failure_in_a_row(
+    cluster: Cluster, namespace: str, running_operator: Operator
+) -> None:
+    """Windmill's `on_failure_times: 2` with `on_failure_exact`: three failed runs in a row (the script does
+    not exist), one handler run, started by the second."""
+    hook = {"scriptPath": "f/sched/alert"}
+    cluster.apply(schedule("streak", namespace, onFailure=hook, onFailureTimes=2, onFailureExact=True))
+    wait_for(lambda: cronjob(cluster, namespace, "streak"), 30, "CronJob")
+    now = int(time.time()) // 60 * 60
+
+    def handlers() -> list[str]:
+        found = runs(cluster, namespace, "streak")
+        return [
+            r["spec"]["args"]["job_id"]
+            for r in found
+            if r["metadata"]["labels"].get("kubemill.dev/schedule-hook")
+        ]
+
+    for count, tick in enumerate((now - 180, now - 120, now - 60), start=1):
+        job = fire(cluster, namespace, "streak", tick)
+        wait_for(lambda job=job: job_done(cluster, namespace, job), 90, f"trigger job {job}")
+        wait_for(
+            lambda count=count: status(cluster, namespace, "streak").get("failureCount") == count,
+            90,
+            f"failure {count}",
+        )
+        if count == 2:
+            assert wait_for(handlers, 60, "the onFailure handler run") == [f"streak-{now - 120}"]
+    assert handlers() == [f"streak-{now - 120}"]
+
+
 @pytest.mark.slow
 def test_every_minute_schedule_runs_within_its_minute(
     cluster: Cluster, namespace: str, running_operator: Operator

@@ -34,6 +34,16 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT_PATH = "f/hooks/double"
 FLOW_PATH = "f/hooks/flow"
 KEY = b"test-webhook-secret"
+PRE_FLOW_PATH = "f/hooks/preprocessed"
+PREPROCESSOR = {
+    "id": "preprocessor",
+    "value": {
+        "type": "rawscript",
+        "language": "python3",
+        "content": "def main(event: dict):\n    return event['body']\n",
+        "input_transforms": {"event": {"type": "javascript", "expr": "flow_input.event"}},
+    },
+}
 
 pytestmark = pytest.mark.cluster
 
@@ -158,6 +168,12 @@ def definitions(namespace: str) -> list[dict[str, Any]]:
             "metadata": {"name": "flow", "namespace": namespace},
             "spec": {"path": FLOW_PATH, "value": {"modules": [{"id": "a", "value": {"type": "identity"}}]}},
         },
+        {
+            "apiVersion": "kubemill.dev/v1alpha1",
+            "kind": "Flow",
+            "metadata": {"name": "preprocessed", "namespace": namespace},
+            "spec": {"path": PRE_FLOW_PATH, "value": {"preprocessor_module": PREPROCESSOR, "modules": []}},
+        },
     ]
 
 
@@ -217,6 +233,24 @@ def test_a_flow_run_is_created_from_the_f_endpoint(cluster: Cluster, hooks: tupl
     status, name = http(f"{server.url}/api/w/{ns}/jobs/run/f/{FLOW_PATH}", b"{}", bearer(cluster, "bob"))
     assert status == 201, name
     assert cluster.get("flowrun", name, "-n", ns)["spec"]["flowPath"] == FLOW_PATH
+
+
+def test_a_webhook_run_of_a_flow_with_a_preprocessor_carries_windmills_event_without_credentials(
+    cluster: Cluster, hooks: tuple[UiServer, str]
+) -> None:
+    server, ns = hooks
+    url = f"{server.url}/api/w/{ns}/jobs/run/f/{PRE_FLOW_PATH}?source=shop&token={token(cluster, 'alice')}"
+    status, name = http(url, b'{"order": 7}', {"X-Shop": "yes", **bearer(cluster, "bob")})
+    assert status == 201, name
+    spec = cluster.get("flowrun", name, "-n", ns)["spec"]
+    event = spec["triggerEvent"]
+    assert (spec["args"], event["kind"], event["body"], event["raw_string"]) == (
+        {"order": 7}, "webhook", {"order": 7}, '{"order": 7}'
+    )  # fmt: skip
+    assert event["query"] == {"source": "shop"} and event["headers"]["x-shop"] == "yes"
+    assert "authorization" not in event["headers"]
+    status, plain = http(f"{server.url}/api/w/{ns}/jobs/run/f/{FLOW_PATH}", b"{}", bearer(cluster, "bob"))
+    assert status == 201 and "triggerEvent" not in cluster.get("flowrun", plain, "-n", ns)["spec"]
 
 
 def test_the_token_may_come_as_a_query_parameter_like_windmill(
@@ -330,6 +364,26 @@ def test_a_signed_delivery_creates_one_run_with_the_body_and_chosen_headers_as_a
     again = http(f"{server.url}/api/h/{ns}/shop/orders", body, headers)
     assert again[0] == 409 and "already received" in again[1]
     assert len(runs(cluster, ns, selector="kubemill.dev/http-trigger=shop")) == 1
+
+
+def test_a_delivery_to_a_flow_carries_an_http_event_with_only_the_chosen_headers(
+    cluster: Cluster, hooks: tuple[UiServer, str]
+) -> None:
+    server, ns = hooks
+    cluster.apply(
+        trigger(ns, "pre", "shop/pre", scriptPath=None, flowPath=PRE_FLOW_PATH,
+                signature={"format": "stripe"}, headers=[{"name": "X-Shop-Event", "arg": "kind"}])
+    )  # fmt: skip
+    body = b'{"order": 8}'
+    headers = {**sign(SignatureSpec(format="stripe"), KEY, body, time.time()), "X-Shop-Event": "paid"}
+    status, answer = http(f"{server.url}/api/h/{ns}/shop/pre", body, headers)
+    assert status == 201, answer
+    event = cluster.get("flowrun", json.loads(answer)["run"], "-n", ns)["spec"]["triggerEvent"]
+    assert event == {
+        "kind": "http", "body": {"order": 8}, "raw_string": '{"order": 8}', "query": {},
+        "headers": {"x-shop-event": "paid"}, "route": "shop/pre", "path": "shop/pre", "method": "POST",
+        "params": {},
+    }  # fmt: skip
 
 
 def test_unsigned_wrongly_signed_replayed_and_oversized_deliveries_are_refused(

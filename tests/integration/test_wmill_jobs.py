@@ -55,20 +55,16 @@ def identity(cluster: Cluster, ns: str) -> None:
     )
 
 
-def test_a_script_fans_out_waits_and_gets_results_as_its_identity(
-    running_operator: Operator, cluster: Cluster, restricted_namespace: str
-) -> None:
-    ns = restricted_namespace
+def fan_out(op: Operator, cluster: Cluster, ns: str, run: str, language: str, code: str) -> str:
+    """Run a fan-out script (its identity may start runs); check its result; the run's uid."""
     identity(cluster, ns)
     cluster.apply(script("square", "f/jobs/square", "python3", SQUARE), "-n", ns)
     cluster.apply(two_step_flow(ns))
     cluster.apply(
-        script("fan-out", "f/jobs/fan_out", "python3", FAN_OUT, runner={"serviceAccountName": "fan-out"}),
-        "-n",
-        ns,
+        script(run, f"f/jobs/{run}", language, code, runner={"serviceAccountName": "fan-out"}), "-n", ns
     )
-    cluster.apply(script_run("fan-1", "f/jobs/fan_out"), "-n", ns)
-    status = finished(running_operator, ns, "fan-1", timeout=240)["status"]
+    cluster.apply(script_run(f"{run}-1", f"f/jobs/{run}"), "-n", ns)
+    status = finished(op, ns, f"{run}-1", timeout=240)["status"]
     assert status["phase"] == "Succeeded", status
     result = status["result"]
     assert result["squares"] == [0, 1, 4] and result["direct"] == 100 and result["flow"] == 4
@@ -77,7 +73,14 @@ def test_a_script_fans_out_waits_and_gets_results_as_its_identity(
         result["failed"].startswith("JobFailed: scriptrun square-")
         and "ValueError: negative" in result["failed"]
     )
-    parent_uid = cluster.get("scriptrun", "fan-1", "-n", ns)["metadata"]["uid"]
+    return str(cluster.get("scriptrun", f"{run}-1", "-n", ns)["metadata"]["uid"])
+
+
+def test_a_script_fans_out_waits_and_gets_results_as_its_identity(
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str
+) -> None:
+    ns = restricted_namespace
+    parent_uid = fan_out(running_operator, cluster, ns, "fan", "python3", FAN_OUT)
     children = [
         r
         for kind in ("scriptruns", "flowruns")
@@ -149,3 +152,107 @@ def test_cancelling_the_parent_cancels_the_runs_it_started(
     cluster.kubectl("annotate", "scriptrun", "parent-1", "kubemill.dev/cancel=true", "-n", ns)
     assert finished(running_operator, ns, "parent-1")["status"]["phase"] == "Cancelled"
     assert finished(running_operator, ns, child)["status"]["phase"] == "Cancelled"
+
+
+FAN_OUT_TS = """import * as wmill from "windmill-client";
+
+export async function main(n: number = 3) {
+  const ids = [];
+  for (let i = 0; i < n; i++) ids.push(await wmill.runScriptAsync("f/jobs/square", { x: i }));
+  const statuses = await Promise.all(ids.map((id) => wmill.getJobStatus(id)));
+  const squares = [];
+  for (const id of ids) squares.push(await wmill.waitJob(id));
+  const direct = await wmill.runScript("f/jobs/square", { x: 10 });
+  const flow = await wmill.runFlowAsync("f/day2/two_steps", { n: 1 });
+  await wmill.waitJob(flow);
+  let failed = null;
+  try {
+    await wmill.runScript("f/jobs/square", { x: -1 });
+  } catch (e) {
+    failed = `${(e as Error).name}: ${(e as Error).message}`;
+  }
+  const odd = statuses.filter((s) => !["WAITING", "RUNNING", "COMPLETED"].includes(s));
+  return { squares, direct, flow: await wmill.getResult(flow), failed, statuses: odd };
+}
+"""
+
+
+@pytest.mark.parametrize("language", ["deno", "bun"])
+def test_a_typescript_script_fans_out_waits_and_gets_results(
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str, language: str
+) -> None:
+    ns = restricted_namespace
+    uid = fan_out(running_operator, cluster, ns, "fan-ts", language, FAN_OUT_TS)
+    children = cluster.get("scriptruns", "-n", ns, "-l", f"kubemill.dev/parent-run-uid={uid}")["items"]
+    assert len(children) == 5 and all(c["metadata"]["ownerReferences"][0]["uid"] == uid for c in children)
+
+
+CANCEL_PY = """import time
+import wmill
+
+def main(cancel: bool = False):
+    if cancel:
+        return wmill.cancel_running()
+    time.sleep(120)
+"""
+CANCEL_TS = """import * as wmill from "windmill-client";
+
+export async function main(cancel: boolean = false) {
+  if (cancel) return await wmill.cancelRunning();
+  await new Promise((r) => setTimeout(r, 120000));
+}
+"""
+
+
+@pytest.mark.parametrize(("language", "code"), [("python3", CANCEL_PY), ("deno", CANCEL_TS)])
+def test_cancel_running_cancels_the_other_runs_of_the_same_script(
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str, language: str, code: str
+) -> None:
+    ns = restricted_namespace
+    cluster.kubectl("create", "serviceaccount", "canceller", "-n", ns)
+    role: dict[str, Any] = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "cancel-runs", "namespace": ns},
+        "rules": [{"apiGroups": ["kubemill.dev"], "resources": ["scriptruns"], "verbs": ["list", "patch"]}],
+    }
+    cluster.apply(role)
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "cancel-runs",
+        "--role=cancel-runs",
+        f"--serviceaccount={ns}:canceller",
+        "-n",
+        ns,
+    )
+    cluster.apply(
+        script("long", "f/jobs/long", language, code, runner={"serviceAccountName": "canceller"}), "-n", ns
+    )
+    cluster.apply(
+        script("other", "f/jobs/other", "python3", "import time\n\ndef main():\n    time.sleep(60)\n"),
+        "-n",
+        ns,
+    )
+    for name in ("long-1", "long-2"):
+        cluster.apply(script_run(name, "f/jobs/long"), "-n", ns)
+    cluster.apply(script_run("other-1", "f/jobs/other"), "-n", ns)
+
+    def both_running() -> bool:
+        phases = [
+            cluster.get("scriptrun", n, "-n", ns).get("status", {}).get("phase") for n in ("long-1", "long-2")
+        ]
+        return phases == ["Running", "Running"]
+
+    wait_for(both_running, 90, "long-1 and long-2 running")
+    cluster.apply(script_run("canceller-1", "f/jobs/long", {"cancel": True}), "-n", ns)
+    status = finished(running_operator, ns, "canceller-1", timeout=120)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert sorted(status["result"]["canceled"]) == ["long-1", "long-2"]
+    for name in ("long-1", "long-2"):
+        assert finished(running_operator, ns, name)["status"]["phase"] == "Cancelled"
+    assert cluster.get("scriptrun", "other-1", "-n", ns)["status"]["phase"] in (
+        "Pending",
+        "Running",
+        "Succeeded",
+    )

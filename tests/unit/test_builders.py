@@ -198,3 +198,37 @@ def test_the_scripts_state_is_mounted_read_only_when_there_is_one() -> None:
     assert mount == {"name": "state", "mountPath": "/var/run/kubemill/state", "readOnly": True}
     inline = builders.build_job(RUN, TARGET, 1, ["args.json"], RunContext(workspace="w", job_id="j"))
     assert all(v["name"] != "state" for v in inline["spec"]["template"]["spec"]["volumes"])
+
+
+def test_the_workspace_storage_is_mounted_only_when_the_run_secret_has_it() -> None:
+    from kubemill.secrets import WORKSPACE_STORAGE_KEY
+
+    def storage(body: dict[str, Any]) -> tuple[list[str], list[str]]:
+        spec = body["spec"]["template"]["spec"]
+        items = [i["key"] for v in spec["volumes"] for i in (v.get("secret") or {}).get("items") or []]
+        env = [
+            e["value"] for e in spec["containers"][0]["env"] if e["name"] == "KUBEMILL_WORKSPACE_STORAGE_FILE"
+        ]
+        return items, env
+
+    items, env = storage(job(keys=(WORKSPACE_STORAGE_KEY,)))
+    assert WORKSPACE_STORAGE_KEY in items and env == [f"/var/run/kubemill/input/{WORKSPACE_STORAGE_KEY}"]
+    items, env = storage(job())
+    assert WORKSPACE_STORAGE_KEY not in items and env == []
+
+
+def test_a_same_worker_step_mounts_the_runs_claim_at_shared_and_joins_its_running_peers_node() -> None:
+    built = builders.build_job(RUN, TARGET, 1, (), CONTEXT, shared_claim="order-1-shared")
+    pod = built["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert (mounts[builders.SHARED_DIR], pod["containers"][0]["workingDir"]) == ("shared", "/tmp")
+    assert volumes["shared"]["persistentVolumeClaim"] == {"claimName": "order-1-shared"}
+    label = built["spec"]["template"]["metadata"]["labels"][builders.LABEL_SHARED]
+    (term,) = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    selector = {"matchLabels": {builders.LABEL_SHARED: label}}
+    assert term == {"labelSelector": selector, "topologyKey": "kubernetes.io/hostname"}
+    other = builders.build_job(RUN, TARGET, 2, (), CONTEXT, shared_claim="order-1-shared")
+    assert other["spec"]["template"]["metadata"]["labels"][builders.LABEL_SHARED] == label
+    assert "affinity" not in job()["spec"]["template"]["spec"]
+    assert all("persistentVolumeClaim" not in v for v in job()["spec"]["template"]["spec"]["volumes"])

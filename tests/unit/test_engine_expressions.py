@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from kubemill.engine import ExpressionError, ExpressionTimeout, Problem, QuickJSEvaluator, validate_flow
+from kubemill.engine.validation import ACCEPTED_KEYS, admission_problems, describe
 from kubemill.models.openflow import load_flow_yaml
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -141,6 +142,10 @@ def _raw(step_id: str, content: str, **inputs: object) -> dict[str, object]:
     return {"id": step_id, "value": value}
 
 
+def _loop(iterator: dict[str, object], **extra: object) -> dict[str, object]:
+    return {"id": "l", "value": {"type": "forloopflow", "iterator": iterator, "modules": [], **extra}}
+
+
 @pytest.mark.parametrize(
     ("value", "said"),
     [
@@ -155,8 +160,16 @@ def _raw(step_id: str, content: str, **inputs: object) -> dict[str, object]:
             {"modules": [{**_raw("t", ""), "value": {**_raw("t", "")["value"], "tag": "gpu"}}]},
             "step t: tag: worker tags",
         ),
-        ({"preprocessor_module": _raw("pre", "def main():\n    pass\n")}, "preprocessor_module"),
-        ({"same_worker": True}, "same_worker: steps of a FlowRun run in separate pods"),
+        ({"paralel": True}, "value.paralel: not a key kubemill knows, so it would be ignored"),
+        ({"tag": "gpu"}, "value.tag: worker tags do not apply"),
+        (
+            {"modules": [_loop({"type": "static", "value": [], "exr": "x"})]},
+            "step l: value.modules[0].value.iterator.exr: not a key kubemill knows",
+        ),
+        (
+            {"modules": [_loop({"type": "static", "value": []}, squash=True)]},
+            "step l: value.modules[0].value.squash: squashing a loop's iterations",
+        ),
         (
             {"modules": [{"id": "i", "cache_ttl": 5, "value": {"type": "identity"}}]},
             "step i: cache_ttl: only script, rawscript and flow steps are cached, not a identity",
@@ -223,3 +236,30 @@ def test_cache_ttl_and_a_concurrency_window_are_accepted() -> None:
         "value": {"modules": [step], "cache_ttl": 60, "concurrent_limit": 1, "concurrency_time_window_s": 9}
     }
     assert validate_flow(document, set()) == []
+
+
+def test_the_windmill_keys_kubemill_accepts_on_purpose_are_listed_and_pass() -> None:
+    step = _raw("a", "def main():\n    return 1\n")
+    step["value"]["assets"] = [{"kind": "s3object", "path": "x"}]
+    document = {
+        "ws_error_handler_muted": True,
+        "visible_to_runner_only": False,
+        "value": {"modules": [step], "chat_input_enabled": False},
+    }
+    assert validate_flow(document, set()) == []
+    assert {key for keys in ACCEPTED_KEYS.values() for key in keys} == {
+        "ws_error_handler_muted", "visible_to_runner_only", "chat_input_enabled", "assets"
+    }  # fmt: skip
+
+
+def test_admission_refuses_what_kubemill_would_not_run_and_checks_keys_against_known_scripts() -> None:
+    step = {"id": "s", "value": {"type": "script", "path": "f/x/double", "input_transforms": {"false": {}}}}
+    step["value"]["input_transforms"] = {"false": {"type": "static", "value": 2}}
+    document = {"value": {"modules": [step], "concurrency_key": "k"}}
+    assert describe(admission_problems(document)).startswith("concurrency_key: a custom concurrency key")
+    said = describe(admission_problems(document, {"f/x/double": ["n"]}))
+    assert "step s: input_transforms key 'false' is not a parameter of the script (its parameters: n)" in said
+    assert describe(admission_problems({"value": {"modules": [{"id": "x", "value": {"type": "nope"}}]}})) == (
+        "step x: value.modules.0: Value error, step 'x': unknown module type 'nope' (expected one of: "
+        "rawscript, script, flow, forloopflow, whileloopflow, branchone, branchall, identity, approval)"
+    )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from kubemill.engine import ApprovalEvent, AwaitApproval, ChildObservation, CreateRun, RunError
-from kubemill.engine.local_driver import FakeClock, Run, drive
+from kubemill.local.driver import FakeClock, Run, drive
 from kubemill.models.openflow import OpenFlow, load_flow_yaml
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "histories"

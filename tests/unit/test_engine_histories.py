@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from kubemill.engine import ApprovalEvent, AwaitApproval, CreateRun, FlowRunStatus, Observations, advance
-from kubemill.engine.local_driver import FakeClock, drive
+from kubemill.local.driver import FakeClock, drive
 from kubemill.models.openflow import OpenFlow
 
 HISTORIES = Path(__file__).parent.parent / "fixtures" / "histories"

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kubemill.engine.local_driver import FlowFailed
-from kubemill.local_flows import flow_file, run_flow_file
+from kubemill.local.driver import FlowFailed
+from kubemill.local.flows import flow_file, run_flow_file
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "windmill"

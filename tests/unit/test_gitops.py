@@ -204,6 +204,7 @@ def test_schedules_map_windmill_fields(tmp_path: Path) -> None:
         "pausedUntil": "2030-01-01T00:00:00Z",
         "noOverlap": True,
         "onFailure": {"flowPath": "f/s/page_oncall"},
+        "onFailureTimes": 2,
         "onRecovery": {"scriptPath": "f/s/all_clear"},
         "onSuccess": {"scriptPath": "f/s/log_ok", "args": {"level": "info"}},
     }
@@ -408,8 +409,8 @@ def test_a_symlink_out_of_the_workspace_is_refused_and_not_read(tmp_path: Path) 
 
 
 def test_kubemill_run_refuses_an_inline_file_outside_the_flow_folder(tmp_path: Path) -> None:
-    from kubemill.local import InvalidRun
-    from kubemill.local_flows import inline_files
+    from kubemill.local.flows import inline_files
+    from kubemill.local.scripts import InvalidRun
 
     (tmp_path / "outside.py").write_text("x")
     folder = tmp_path / "f.flow"

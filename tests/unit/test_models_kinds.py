@@ -149,3 +149,13 @@ def test_typescript_is_run_by_deno() -> None:
     obj = parse_manifest(script(language="typescript", content="x"))
     assert isinstance(obj, Script)
     assert runtime_of(obj.spec.language) == "deno"
+
+
+def test_a_scriptrun_mounts_no_claim_but_its_own_flowruns() -> None:
+    from kubemill.models.scripts import ScriptRunSpec
+
+    spec = {"scriptPath": "f/x/y", "flowRun": "order-1", "sharedClaim": "order-1-shared"}
+    assert ScriptRunSpec.model_validate(spec).shared_claim == "order-1-shared"
+    for bad in ({**spec, "sharedClaim": "database-data"}, {"scriptPath": "f/x/y", "sharedClaim": "x-shared"}):
+        with pytest.raises(ValueError, match="only the claim of the step's own FlowRun"):
+            ScriptRunSpec.model_validate(bad)

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from kubemill.local import run_script
+from kubemill.local.scripts import run_script
 from kubemill.runners import Envelope, RunContext
 
 BRIEF = Path(__file__).parents[1] / "fixtures" / "brief"

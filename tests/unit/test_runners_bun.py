@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kubemill.local import run_script
+from kubemill.local.scripts import run_script
 
 SCRIPT = """import * as wmill from "windmill-client";
 import { getWorkspace } from 'npm:windmill-client@1';

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubemill.local import InvalidRun, run_script
+from kubemill.local.scripts import InvalidRun, run_script
 from kubemill.runners import (
     RESULT_PREFIX,
     Envelope,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubemill.local import run_script
+from kubemill.local.scripts import run_script
 from kubemill.runners import Envelope, RunContext, build_run_files, env_for, parse_envelope, write_run_files
 from kubemill.runners.runtimes import local_command
 

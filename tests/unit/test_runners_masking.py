@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from kubemill.local import run_script
+from kubemill.local.scripts import run_script
 from kubemill.secrets import mask_forms
 
 SECRET = "hunter2-masked-value"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kubemill.local import run_script
+from kubemill.local.scripts import run_script
 from kubemill.runners import Envelope
 
 

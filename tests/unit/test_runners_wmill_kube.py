@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from kubemill.local import run_script
+from kubemill.local.scripts import run_script
 
 REPO = Path(__file__).resolve().parents[2]
 

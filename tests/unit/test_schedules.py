@@ -145,6 +145,39 @@ def test_record_run_counts_once_and_starts_handlers() -> None:
     assert "lastRun" not in late.status  # an older tick finishing late does not become the last run
 
 
+def handlers_through(s: ScheduleSpec, phases: str) -> str:
+    """The handlers each run of a sequence starts (`F` failed, `S` succeeded, recorded one after another):
+    `f` on-failure, `r` on-recovery, `.` none."""
+    status: dict[str, Any] = {}
+    started = ""
+    for index, letter in enumerate(phases):
+        phase = {"F": "Failed", "S": "Succeeded"}[letter]
+        record = record_run(s, status, finished(f"r{index}", phase), utc(2024, 5, 1, 12, index))
+        status |= record.status
+        started += "".join(event[3] for event, _ in record.hooks) or "."
+    return started
+
+
+@pytest.mark.parametrize(
+    ("fields", "phases", "expected"),
+    [  # Windmill's on_failure_times / on_failure_exact / on_recovery_times
+        ({}, "FFS", "ffr"),
+        ({"onFailureTimes": 2}, "FFFSF", ".ffr."),
+        ({"onFailureTimes": 2, "onFailureExact": True}, "FFFSFF", ".f.r.f"),
+        ({"onRecoveryTimes": 2}, "FSSSFSFSS", "f.r.f.f.r"),
+    ],
+)
+def test_handlers_count_streaks_as_windmill_does(fields: dict[str, Any], phases: str, expected: str) -> None:
+    hook = {"scriptPath": "f/ops/alert"}
+    assert handlers_through(spec(onFailure=hook, onRecovery=hook, **fields), phases) == expected
+
+
+@pytest.mark.parametrize("field", ["onFailureTimes", "onFailureExact", "onRecoveryTimes"])
+def test_a_streak_count_without_its_handler_is_refused_naming_it(field: str) -> None:
+    with pytest.raises(ValueError, match=f"spec.{field} applies to spec.on"):
+        spec(**{field: True if field.endswith("Exact") else 2})
+
+
 def test_the_lag_is_measured_once_per_tick_from_the_tick_to_the_run() -> None:
     tick = utc(2024, 5, 1, 12)
     created = datetime(2024, 5, 1, 12, 0, 4, tzinfo=UTC)

@@ -12,6 +12,7 @@ from kubemill.models.resources import Resource, Variable
 from kubemill.secrets import (
     MASK_FORMS_KEY,
     MASKS_KEY,
+    WORKSPACE_STORAGE_KEY,
     UnresolvedReference,
     decode_secret,
     mask_forms,
@@ -206,3 +207,31 @@ def test_short_encoded_forms_are_not_masked() -> None:
     forms = mask_forms(["abc"])
     assert "abc" in forms and all(len(f) >= 3 for f in forms)
     assert mask_text("YWJj and abc", ["abc"]) == "YWJj and ***"
+
+
+def test_the_workspace_storage_goes_to_every_run_with_its_key_masked() -> None:
+    storage = resource("f/ops/storage", {"bucket": "b", "accessKeyId": "AK"}, {"secretKey": ("s3", "key")})
+    data = resolve([], {"f/ops/storage": storage}, {}, {"s3": {"key": "s3-secret-value"}}, "f/ops/storage")
+    files = data.secret_data()
+    assert json.loads(files[WORKSPACE_STORAGE_KEY]) == {
+        "bucket": "b",
+        "accessKeyId": "AK",
+        "secretKey": "s3-secret-value",
+    }
+    assert "s3-secret-value" in json.loads(files[MASKS_KEY])
+    assert not any(k.startswith("resource.") for k in files)  # not a resource the script may name
+    assert WORKSPACE_STORAGE_KEY not in resolve([], {}, {}, {}).secret_data()
+
+
+def test_res_and_var_in_args_resolve_only_for_declared_paths() -> None:
+    secrets = {"pg-credentials": {"password": "s3cr3t-pw"}, "tokens": {"slack": "xoxb-123456"}}
+    args = {"db": "$res:u/admin/pg", "deep": {"list": ["$var:f/ops/token", "plain"]}, "n": 3}
+    run = resolve(["u/admin/pg", "f/ops/token"], RESOURCES, VARIABLES, secrets, args=args)
+    assert run.args["db"]["password"] == "s3cr3t-pw" and run.args["db"]["dbname"] == "warehouse"
+    assert run.args["deep"] == {"list": ["xoxb-123456", "plain"]} and run.args["n"] == 3
+    assert {"s3cr3t-pw", "xoxb-123456"} <= run.masks
+    for bad in ({"db": "$res:u/admin/pg"}, {"x": {"y": ["$var:f/ops/token"]}}):
+        with pytest.raises(UnresolvedReference) as caught:
+            resolve(["f/ops/plain"], RESOURCES, VARIABLES, secrets, args=bad)
+        assert caught.value.reason == "ReferenceNotAllowed"
+        assert "does not declare" in caught.value.message and "s3cr3t-pw" not in caught.value.message

@@ -85,6 +85,26 @@ const scenarios = {
     };
   },
 
+  async resource_picker(browser) {
+    const page = await signIn(browser, settings.tokens.alice);
+    await page.goto(`${settings.url}/#/ns/${settings.namespace}/scripts`);
+    await page.click(`a:text-is("${settings.path}")`);
+    const picker = page.locator(settings.picker);
+    await picker.locator("option", { hasText: settings.choose }).waitFor({ state: "attached" });
+    const offered = await picker.locator("option").evaluateAll((els) => els.map((e) => [e.value, e.textContent]));
+    const run = await runFromForm(page, "scripts", settings.path, [[settings.picker, settings.choose]], "resource-picker");
+    const phase = await phaseOf(page, TERMINAL, settings.timeoutMs);
+    if (phase === "Succeeded") await page.waitForSelector("[data-testid=result]");
+    await shot(page, "resource-picker-result");
+    return {
+      run,
+      phase,
+      offered,
+      result: phase === "Succeeded" ? JSON.parse(await page.locator("[data-testid=result]").textContent()) : null,
+      error: (await page.locator("[data-testid=run-error]").count()) ? await page.locator("[data-testid=run-error]").textContent() : null,
+    };
+  },
+
   async approve_order(browser) {
     const alice = await signIn(browser, settings.tokens.alice);
     const run = await runFromForm(alice, "flows", settings.path, settings.fields, "order-flow");

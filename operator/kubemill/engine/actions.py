@@ -147,3 +147,6 @@ class Observations(Frozen):
     """Who started the run (for `self_approval_disabled`)."""
     cache: Mapping[str, CacheEntry] = Field(default_factory=dict)
     """Cached results by key (`cache_ttl`; engine/cache.py), as the executor holds them."""
+    trigger_event: Mapping[str, JsonValue] | None = None
+    """A run started by a trigger (a webhook, an HTTP route): the event (`kind`, `body`, `query`,
+    `headers`...). A flow's `preprocessor_module` runs on it first and returns the flow input."""

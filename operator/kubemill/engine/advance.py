@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+from pydantic import JsonValue
+
 from kubemill.engine import cache
 from kubemill.engine.actions import Action, Decision, EarlyReturn, Finish, Observations, RequeueAfter
+from kubemill.engine.containers import sequence
 from kubemill.engine.expressions import Evaluator
 from kubemill.engine.sandbox import IsolatedEvaluator
 from kubemill.engine.state import DONE_STEP_PHASES, FlowRunStatus, RunError, RunPhase
@@ -50,7 +53,8 @@ def advance(
     if status.phase == "Pending":
         if not observations.may_start:
             return Decision(status=status, actions=(RequeueAfter(seconds=WAIT_FOR_SLOT_SECONDS),))
-        problem = input_problem(flow.schema_, observations.args)
+        # With a preprocessor to run, the input is checked once the preprocessor returned it (_walk_flow).
+        problem = None if preprocesses(flow, observations) else input_problem(flow.schema_, observations.args)
         if problem is not None:
             error = RunError(name="InvalidInput", message=problem)
             return _finish(status.model_copy(update={"started_at": now}), "Failed", None, error, now, [])
@@ -83,9 +87,49 @@ def advance(
         return Decision(status=status, actions=(RequeueAfter(seconds=MISSING_CHILD_SECONDS),))
 
 
+def preprocesses(flow: OpenFlow, observations: Observations) -> bool:
+    """Windmill: a flow's `preprocessor_module` runs only for runs started by a trigger."""
+    return flow.value.preprocessor_module is not None and observations.trigger_event is not None
+
+
+def _preprocess(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> dict[str, JsonValue] | Decision:
+    """Run the preprocessor on `{"event": <the trigger's event>}`; its result (an object) is the flow input.
+    A Decision while it runs, or when it failed or returned something else (the run fails)."""
+    module = flow.value.preprocessor_module
+    assert module is not None and walk.obs.trigger_event is not None
+    event: dict[str, JsonValue] = {"event": dict(walk.obs.trigger_event)}
+    outcome = sequence(walk, (module,), Scope(prefix="", flow_input=event, results={}, previous=event))
+    if outcome.state == "running":
+        status = _with_walk(status, walk)
+        return Decision(status=status.model_copy(update={"phase": "Running"}), actions=tuple(walk.actions))
+    result = walk.resolve(outcome.result)
+    error = outcome.error or outcome.stop_error
+    if error is None and not isinstance(result, dict):
+        message = f"preprocessor_module must return an object (the flow input), not {json_type(result)}"
+        error = RunError(name="InvalidInput", message=message, step=module.id)
+    if error is None and isinstance(result, dict):
+        problem = input_problem(flow.schema_, result)
+        if problem is None:
+            return result
+        error = RunError(name="InvalidInput", message=f"the preprocessor's result: {problem}", step=module.id)
+    assert error is not None
+    walk.cancel_children("the flow run finished")
+    return _finish(_with_walk(status, walk), "Failed", error.as_result(), error, walk.now, walk.actions)
+
+
+def json_type(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def _walk_flow(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> Decision:
     now = walk.now
     args = dict(walk.obs.args)
+    if preprocesses(flow, walk.obs):
+        preprocessed = _preprocess(flow, status, walk)
+        if isinstance(preprocessed, Decision):
+            return preprocessed
+        args = preprocessed
     # Windmill: the first step's `previous_result` is the flow input.
     scope = Scope(prefix="", flow_input=args, results={}, previous=args)
     if not status.steps and flow.value.skip_expr:
@@ -95,7 +139,7 @@ def _walk_flow(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> Decision:
             return _finish(status, "Failed", None, failed.error, now, [])
         if skipped:  # Windmill's `skip_expr`: the run succeeds at once, with no result
             return _finish(status.model_copy(update={"skipped": True}), "Succeeded", None, None, now, [])
-    outcome = walk.sequence(flow.value.modules, scope)
+    outcome = sequence(walk, flow.value.modules, scope)
     early = flow.value.early_return
     if early is not None and not status.early_result_sent and early in scope.results:
         early_result = walk.resolve(scope.results[early])
@@ -135,7 +179,7 @@ def _run_failure_module(flow: OpenFlow, walk: Walk, scope: Scope, failed: Outcom
     assert module is not None and failed.error is not None
     error_scope = Scope(prefix="", flow_input=scope.flow_input, results=dict(scope.results))
     error_scope.previous = failed.error.as_result()
-    handled = walk.sequence((module,), error_scope)
+    handled = sequence(walk, (module,), error_scope)
     if handled.state == "running":
         return handled
     return Outcome("failed", handled.result if handled.state == "done" else failed.result, error=failed.error)

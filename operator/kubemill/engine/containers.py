@@ -14,15 +14,37 @@ from __future__ import annotations
 from pydantic import JsonValue
 
 from kubemill.engine.state import RunError, StepRecord
-from kubemill.engine.walk import RUNNING, Outcome, Scope, StepFailed, Walk, replace_record
+from kubemill.engine.walk import RUNNING, Outcome, Scope, StepFailed, Walk, is_loop, replace_record
 from kubemill.models.openflow import BranchAll, BranchOne, FlowModule, ForloopFlow, WhileloopFlow
 
 MAX_WHILE_ITERATIONS = 10_000
 """A whileloopflow that never stops fails after this many iterations instead of running forever."""
 
 
-def is_loop(module: FlowModule) -> bool:
-    return isinstance(module.value, ForloopFlow | WhileloopFlow)
+def sequence(walk: Walk, modules: tuple[FlowModule, ...], scope: Scope) -> Outcome:
+    """Run steps one after another; stop at the first that is not done. It lives here, with the containers
+    that call it for their bodies, so that `walk` (the leaves) does not import this module."""
+    last = Outcome("done", scope.previous)
+    for module in modules:
+        path = scope.path(module.id)
+        try:
+            outcome = run_container(walk, module, scope, path) or walk.leaf(module, scope, path)
+        except StepFailed as failed:
+            error = failed.error if failed.error.step else failed.error.model_copy(update={"step": path})
+            outcome = walk.fail(module, path, walk.records.get(path), error, retryable=False)
+        if outcome.state in ("running", "failed"):
+            return outcome
+        record = walk.records.get(path)
+        scope.results[module.id] = outcome.result
+        if not outcome.skipped:
+            scope.previous = outcome.result
+            last = outcome
+        if record is not None and (record.resume is not None or record.approvers):
+            scope.resume, scope.approvers = record.resume, record.approvers
+            scope.resumes = record.resumes or (record.resume,)
+        if outcome.state == "stopped":
+            return outcome
+    return Outcome("done", last.result)
 
 
 def run_container(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Outcome | None:
@@ -70,7 +92,7 @@ def branch_one(walk: Walk, value: BranchOne, scope: Scope, path: str, record: St
         walk.records[path] = record
     assert record.branch is not None
     modules = value.default if record.branch < 0 else value.branches[record.branch].modules
-    return walk.sequence(modules, scope)
+    return sequence(walk, modules, scope)
 
 
 def inner_prefix(path: str, record: StepRecord) -> str:
@@ -89,7 +111,7 @@ def branch_all(walk: Walk, value: BranchAll, scope: Scope, path: str) -> Outcome
     failure: RunError | None = None
     stop: Outcome | None = None
     for branch in value.branches:
-        outcome = walk.sequence(branch.modules, Scope(**{**scope.__dict__, "results": scope.results}))
+        outcome = sequence(walk, branch.modules, Scope(**{**scope.__dict__, "results": scope.results}))
         if outcome.state == "running":
             running = True
             if not value.parallel:
@@ -147,7 +169,7 @@ def loop(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Outcome:
         inner = Scope(
             f"{base}{index}/", flow_input, dict(scope.results), scope.previous, scope.resume, scope.approvers
         )
-        return walk.sequence(value.modules, inner)
+        return sequence(walk, value.modules, inner)
 
     def settle_iteration(index: int, outcome: Outcome) -> Outcome | None:
         """Record a finished iteration; an Outcome when it ends the loop."""

@@ -33,3 +33,21 @@ def child_run_name(run_name: str, step_path: str, attempt: int) -> str:
         step = f"{step}-{_slug(step_path.split('/')[-2])}"  # the iteration index keeps names readable
     prefix = f"{_slug(run_name)}-{step}".strip("-")[: MAX_NAME - _HASH_CHARS - 1].rstrip("-")
     return f"{prefix}-{digest}" if prefix else f"r-{digest}"
+
+
+def child_name(parent: str, suffix: str, *identity: str) -> str:
+    """`<parent>-<suffix>-<hash>`, a DNS-1123 label of at most 63 characters, stable for the same inputs (the
+    objects a ScriptRun owns: its attempts' Jobs, its result ConfigMap, its Secret)."""
+    tail = f"-{suffix}-{identity_digest(parent, suffix, *identity)[:8]}"
+    prefix = _INVALID.sub("-", parent.lower()).strip("-")[: MAX_NAME - len(tail)].rstrip("-")
+    return f"{prefix or 'run'}{tail}"
+
+
+def job_name(run_name: str, attempt: int) -> str:
+    """The Job of attempt `attempt` (1-based) of a run."""
+    return child_name(run_name, f"a{attempt}")
+
+
+def result_configmap_name(run_name: str) -> str:
+    """The ConfigMap holding a result too large for the status."""
+    return child_name(run_name, "result")

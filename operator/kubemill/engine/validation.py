@@ -19,10 +19,12 @@ from kubemill.engine.expressions import Evaluator, QuickJSEvaluator
 from kubemill.models.openflow import (
     BranchOne,
     FlowModule,
+    FlowValue,
     ForloopFlow,
     InputTransform,
     JavascriptTransform,
     OpenFlow,
+    OpenFlowModel,
     PathFlow,
     PathScript,
     RawScript,
@@ -86,8 +88,6 @@ def _expressions(module: FlowModule) -> Iterator[tuple[str, str]]:
 
 
 UNSUPPORTED_FIELDS = {
-    "preprocessor_module": "`preprocessor_module` is not supported by kubemill (runs are started with their "
-    "final input); remove it",
     "concurrency_key": "a custom concurrency key is not supported by kubemill (`concurrent_limit` counts the "
     "runs of this flow); remove it",
 }
@@ -111,23 +111,14 @@ _YAML_BOOLEANS = {
 }
 
 
-def field_problems(flow: OpenFlow, *, shared_folder: bool) -> list[Problem]:
-    """Fields kubemill would otherwise accept and not act on: each refused with a message naming it.
-    `shared_folder` says whether `same_worker` can be honoured (locally it can, on a cluster it cannot)."""
+def field_problems(flow: OpenFlow) -> list[Problem]:
+    """Fields kubemill would otherwise accept and not act on: each refused with a message naming it."""
     value = flow.value
     problems = [
         Problem(None, f"{name}: {why}") for name, why in UNSUPPORTED_FIELDS.items() if getattr(value, name)
     ]
     if value.priority is not None:
         problems.append(Problem(None, f"priority: {_MODULE_REFUSED['priority']}"))
-    if value.same_worker and not shared_folder:
-        problems.append(
-            Problem(
-                None,
-                "same_worker: steps of a FlowRun run in separate pods, so they cannot share a ./shared "
-                "folder; pass data between steps as results (or run the flow with `kubemill run`)",
-            )
-        )
     for module in value.all_modules():
         if module.cache_ttl is not None and not isinstance(module.value, _CACHED_KINDS):
             problems.append(
@@ -166,6 +157,54 @@ def field_problems(flow: OpenFlow, *, shared_folder: bool) -> list[Problem]:
                     module.id, "parallel: a whileloopflow runs its iterations one after another; remove it"
                 )
             )
+    return problems
+
+
+ACCEPTED_KEYS: Mapping[type, Mapping[str, str]] = {
+    OpenFlow: {
+        "ws_error_handler_muted": "Windmill's workspace error handler; kubemill has none: always muted",
+        "visible_to_runner_only": "who may see the flow in Windmill's UI; in kubemill RBAC decides",
+    },
+    FlowValue: {"chat_input_enabled": "how Windmill's UI asks for the input (a chat box); not the run's"},
+    RawScript: {"assets": "what Windmill's asset graph shows a step reads and writes; not the run's"},
+}
+"""Keys Windmill exports that kubemill accepts deliberately although they change nothing about a run (each
+with why); any other key the models do not know is refused (`unknown_key_problems`)."""
+
+_UNKNOWN_WHY = {
+    "tag": "worker tags do not apply in kubemill (runner pods are placed by Kubernetes; a Script's "
+    "spec.runner sets image and resources); remove it",
+    "dedicated_worker": "dedicated workers are a Windmill Enterprise feature (kubemill runs a pod per "
+    "step); remove it",
+    "squash": "squashing a loop's iterations into one job is not supported (each iteration is a run); "
+    "remove it",
+}
+_UNKNOWN = "not a key kubemill knows, so it would be ignored: check its spelling, or remove it"
+
+
+def unknown_key_problems(flow: OpenFlow) -> list[Problem]:
+    """Every key of the document no model knows (they would be ignored), with its path, e.g.
+    `value.modules[0].value.parralel`; the keys of `ACCEPTED_KEYS` excepted."""
+    problems: list[Problem] = []
+
+    def visit(node: object, where: str, step: str | None) -> None:
+        if isinstance(node, OpenFlowModel):
+            step = node.id if isinstance(node, FlowModule) else step
+            accepted = ACCEPTED_KEYS.get(type(node), {})
+            for key in node.model_extra or {}:
+                if key not in accepted:
+                    why = _UNKNOWN_WHY.get(key, _UNKNOWN)
+                    problems.append(Problem(step, f"{where}{key}: {why}"))
+            for name, info in type(node).model_fields.items():
+                visit(getattr(node, name), f"{where}{info.alias or name}.", step)
+        elif isinstance(node, tuple | list):
+            for index, item in enumerate(node):
+                visit(item, f"{where[:-1]}[{index}].", step)
+        elif isinstance(node, Mapping):
+            for key, item in node.items():
+                visit(item, f"{where}{key}.", step)
+
+    visit(flow, "", None)
     return problems
 
 
@@ -212,6 +251,23 @@ def input_key_problems(
     return problems
 
 
+def admission_problems(
+    document: Mapping[str, Any], script_params: Mapping[str, Collection[str]] | None = None
+) -> list[Problem]:
+    """What refuses a Flow document when it is applied, without I/O or expressions: its shape, refused
+    fields, unknown keys, input_transforms keys (`script_params`: the parameters of the Scripts known)."""
+    try:
+        flow = OpenFlow.model_validate(document)
+    except pydantic.ValidationError as exc:
+        return [_shape_problem(document, error) for error in exc.errors()]
+    return field_problems(flow) + unknown_key_problems(flow) + input_key_problems(flow, script_params)
+
+
+def describe(problems: Collection[Problem]) -> str:
+    """Problems as one message, each with its step (as the Flow's Ready condition says them)."""
+    return "; ".join(f"step {p.step_id}: {p.message}" if p.step_id else p.message for p in problems)
+
+
 def validate_flow(
     flow: OpenFlow | Mapping[str, Any],
     known_script_paths: Collection[str],
@@ -227,7 +283,7 @@ def validate_flow(
         except pydantic.ValidationError as exc:
             return [_shape_problem(document, error) for error in exc.errors()]
     evaluator = evaluator or QuickJSEvaluator()
-    problems = field_problems(flow, shared_folder=False) + input_key_problems(flow, script_params)
+    problems = field_problems(flow) + unknown_key_problems(flow) + input_key_problems(flow, script_params)
     value = flow.value
     for module in value.all_modules():
         step = module.value

@@ -3,8 +3,9 @@
 `advance()` re-derives the whole state of a run on every call (like Tekton's pipeline-run state): it walks the
 modules in order, and for each step reads its record, looks at its child run, starts what can start, and
 records what finished. A `Walk` holds the working copy of the records and collects actions; nothing is
-written anywhere else. Leaves (script, rawscript, flow, identity, approval) live here; branches and loops in
-`containers.py`. The life of a step: started -> (child run, retries) -> result -> (approval) -> (sleep) ->
+written anywhere else. Leaves (script, rawscript, flow, identity, approval) live here; branches, loops and
+`sequence` (which runs a body, so it calls both) in `containers.py`, which imports this module and never the
+reverse. The life of a step: started -> (child run, retries) -> result -> (approval) -> (sleep) ->
 stop_after_if -> done.
 """
 
@@ -42,6 +43,7 @@ from kubemill.engine.state import (
 from kubemill.models.openflow import (
     Approval,
     FlowModule,
+    ForloopFlow,
     Identity,
     InputTransform,
     OpenFlow,
@@ -49,6 +51,7 @@ from kubemill.models.openflow import (
     PathScript,
     RawScript,
     StaticTransform,
+    WhileloopFlow,
     walk_modules,
 )
 
@@ -180,32 +183,6 @@ class Walk:
 
     # --- sequences -----------------------------------------------------------------------------------------
 
-    def sequence(self, modules: tuple[FlowModule, ...], scope: Scope) -> Outcome:
-        """Run steps one after another; stop at the first that is not done."""
-        from kubemill.engine.containers import run_container  # containers build on this module
-
-        last = Outcome("done", scope.previous)
-        for module in modules:
-            path = scope.path(module.id)
-            try:
-                outcome = run_container(self, module, scope, path) or self.leaf(module, scope, path)
-            except StepFailed as failed:
-                error = failed.error if failed.error.step else failed.error.model_copy(update={"step": path})
-                outcome = self.fail(module, path, self.records.get(path), error, retryable=False)
-            if outcome.state in ("running", "failed"):
-                return outcome
-            record = self.records.get(path)
-            scope.results[module.id] = outcome.result
-            if not outcome.skipped:
-                scope.previous = outcome.result
-                last = outcome
-            if record is not None and (record.resume is not None or record.approvers):
-                scope.resume, scope.approvers = record.resume, record.approvers
-                scope.resumes = record.resumes or (record.resume,)
-            if outcome.state == "stopped":
-                return outcome
-        return Outcome("done", last.result)
-
     def done_outcome(self, module: FlowModule, record: StepRecord) -> Outcome:
         """The outcome of a step whose record says it is over."""
         if record.phase == "Skipped" and not record.stopped:
@@ -219,8 +196,6 @@ class Walk:
         return Outcome("done", record.result)
 
     def stop_outcome(self, module: FlowModule, record: StepRecord) -> Outcome:
-        from kubemill.engine.containers import is_loop
-
         stop = module.stop_after_all_iters_if if is_loop(module) else module.stop_after_if
         error = None
         if stop is not None and stop.error_message is not None:
@@ -477,8 +452,6 @@ class Walk:
         )
 
     def finish_step(self, module: FlowModule, scope: Scope, path: str, record: StepRecord) -> Outcome:
-        from kubemill.engine.containers import is_loop
-
         stop = module.stop_after_all_iters_if if is_loop(module) else module.stop_after_if
         stopped = False
         if stop is not None:
@@ -518,6 +491,10 @@ _FRESH_CONTAINER: dict[str, object] = {
 
 def child_kind(module: FlowModule) -> Literal["ScriptRun", "FlowRun"]:
     return "FlowRun" if isinstance(module.value, PathFlow) else "ScriptRun"
+
+
+def is_loop(module: FlowModule) -> bool:
+    return isinstance(module.value, ForloopFlow | WhileloopFlow)
 
 
 def replace_record(record: StepRecord, **changes: object) -> StepRecord:

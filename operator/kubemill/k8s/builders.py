@@ -22,25 +22,34 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kubemill import __version__
+from kubemill import __version__, constants
+from kubemill.engine.naming import child_name as child_name
+from kubemill.engine.naming import job_name as job_name
+from kubemill.engine.naming import result_configmap_name as result_configmap_name
+from kubemill.engine.scriptrun import RESULT_KEY as RESULT_KEY
 from kubemill.models.openflow import Retry
 from kubemill.models.scripts import EnvVar, RunnerSpec
 from kubemill.runners import code_filename, command_for, env_for
 from kubemill.runners.languages import RUN_ROOT, RunContext
-from kubemill.secrets import MASK_FORMS_KEY
+from kubemill.secrets import MASK_FORMS_KEY, WORKSPACE_STORAGE_KEY
 
 MAX_NAME = 63
 RUNNER_UID = 65532
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubemill"}
-LABEL_RUN_UID = "kubemill.dev/run-uid"
-LABEL_ATTEMPT = "kubemill.dev/attempt"
-LABEL_CODE = "kubemill.dev/code"
-ANNOTATION_RUN = "kubemill.dev/script-run"
-ANNOTATION_PATH = "kubemill.dev/script-path"
+LABEL_RUN_UID = constants.LABEL_RUN_UID
+LABEL_ATTEMPT = constants.LABEL_ATTEMPT
+LABEL_CODE = constants.LABEL_CODE
+LABEL_SHARED = constants.LABEL_SHARED_CLAIM
+"""On the pods of a `same_worker` flow's steps: a digest of their shared claim (pod affinity keeps the ones
+running at the same time on one node, as the ReadWriteOnce claim needs)."""
+SHARED_DIR = "/tmp/shared"
+"""`./shared` of a `same_worker` flow's steps (the runner's working directory is /tmp)."""
+ANNOTATION_RUN = constants.ANNOTATION_SCRIPT_RUN
+ANNOTATION_PATH = constants.ANNOTATION_SCRIPT_PATH
 ARGS_KEY = "args.json"
 FLOW_STATES_KEY = "flow-user-states.json"
 """In the per-run Secret of a flow step: the FlowRun's user states when the step started."""
-RESULT_KEY = "result.json"
+
 STATE_KEY = "state.json"
 CONTAINER = "runner"
 DEFAULT_IMAGE_TEMPLATE = "ghcr.io/kubemill/runner-{language}:{version}"
@@ -57,19 +66,6 @@ def _digest(*parts: str, length: int = 10) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:length]
 
 
-def child_name(parent: str, suffix: str, *identity: str) -> str:
-    """`<parent>-<suffix>-<hash>`, a DNS-1123 label of at most 63 characters, stable for the same inputs."""
-    digest = _digest(parent, suffix, *identity, length=8)
-    tail = f"-{suffix}-{digest}"
-    prefix = _INVALID.sub("-", parent.lower()).strip("-")[: MAX_NAME - len(tail)].rstrip("-")
-    return f"{prefix or 'run'}{tail}"
-
-
-def job_name(run_name: str, attempt: int) -> str:
-    """The Job of attempt `attempt` (1-based) of a run."""
-    return child_name(run_name, f"a{attempt}")
-
-
 RESUME_KEY = "resume-urls.json"
 
 
@@ -82,11 +78,6 @@ def resume_secret_name(run_name: str) -> str:
 def run_secret_name(run_name: str) -> str:
     """The per-run Secret (args, resources, variables), shared by the run's attempts."""
     return child_name(run_name, "input")
-
-
-def result_configmap_name(run_name: str) -> str:
-    """The ConfigMap holding a result too large for the status."""
-    return child_name(run_name, "result")
 
 
 def state_configmap_name(state_path: str) -> str:
@@ -207,6 +198,29 @@ def _resource_keys(files: Sequence[str]) -> list[str]:
     return sorted(k for k in files if k.startswith(("resource.", "variable.")))
 
 
+def restricted_container_security() -> dict[str, Any]:
+    """A runner container under the restricted Pod Security Standard: non-root, read-only, no capabilities."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUNNER_UID,
+        "runAsGroup": RUNNER_UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUNNER_UID,
+        "runAsGroup": RUNNER_UID,
+        "fsGroup": RUNNER_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def build_job(
     run: RunIdentity,
     target: RunTarget,
@@ -214,6 +228,7 @@ def build_job(
     secret_keys: Sequence[str],
     context: RunContext,
     options: JobOptions | None = None,
+    shared_claim: str | None = None,
 ) -> dict[str, Any]:
     """The Job running attempt `attempt` of `run`: one pod, never restarted (kubemill retries, Kubernetes
     does not); deadline = the script's timeout. `secret_keys`: the per-run Secret's keys. A flow step's resume
@@ -223,7 +238,8 @@ def build_job(
     A Script's `spec.runner.serviceAccountName` is an opt-in to an identity: the pod runs as that
     ServiceAccount with its token mounted, so `wmill` can change Resources and Variables as RBAC allows it
     (docs/resources.md). `KUBEMILL_SERVICE_ACCOUNT` (empty without one) tells the client it runs in a pod
-    and which identity it has."""
+    and which identity it has. A step of a `same_worker` flow mounts the FlowRun's claim `shared_claim` at
+    `./shared` (`share_claim`)."""
     options = options or JobOptions()
     runner = target.runner or RunnerSpec()
     name = job_name(run.name, attempt)
@@ -250,6 +266,11 @@ def build_job(
     if MASK_FORMS_KEY in secret_keys:  # the runner masks what it writes where viewers read
         items.append({"key": MASK_FORMS_KEY, "path": MASK_FORMS_FILE})
         container_env.append({"name": "KUBEMILL_MASKS_FILE", "value": f"{INPUT_DIR}/{MASK_FORMS_FILE}"})
+    if WORKSPACE_STORAGE_KEY in secret_keys:  # wmill's S3 helpers, and results over 1 MiB
+        items.append({"key": WORKSPACE_STORAGE_KEY, "path": WORKSPACE_STORAGE_KEY})
+        container_env.append(
+            {"name": "KUBEMILL_WORKSPACE_STORAGE_FILE", "value": f"{INPUT_DIR}/{WORKSPACE_STORAGE_KEY}"}
+        )
     if FLOW_STATES_KEY in secret_keys:  # a flow step: wmill.get_flow_user_state reads them
         items.append({"key": FLOW_STATES_KEY, "path": FLOW_STATES_KEY})
         container_env.append(
@@ -264,15 +285,7 @@ def build_job(
         "workingDir": "/tmp",
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNNER_UID,
-            "runAsGroup": RUNNER_UID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_container_security(),
         "volumeMounts": [
             {"name": "code", "mountPath": f"{RUN_ROOT}/code", "readOnly": True},
             {"name": "input", "mountPath": INPUT_DIR, "readOnly": True},
@@ -288,13 +301,7 @@ def build_job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNNER_UID,
-            "runAsGroup": RUNNER_UID,
-            "fsGroup": RUNNER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_pod_security(),
         "containers": [container],
         "volumes": [
             {
@@ -332,6 +339,9 @@ def build_job(
                 },
             }
         )
+    if shared_claim is not None:
+        labels[LABEL_SHARED] = _digest(shared_claim, length=16)
+        share_claim(container, pod_spec, shared_claim, labels[LABEL_SHARED])
     if runner.service_account_name:
         pod_spec["serviceAccountName"] = runner.service_account_name
         pod_spec["automountServiceAccountToken"] = True
@@ -351,6 +361,16 @@ def build_job(
         "metadata": _meta(name, run.namespace, run, labels=labels, annotations=annotations),
         "spec": spec,
     }
+
+
+def share_claim(container: dict[str, Any], pod_spec: dict[str, Any], claim: str, label: str) -> None:
+    """Mount `claim` at `./shared` and require the node of any running pod with the same claim: steps of a
+    `same_worker` flow in flight at the same time share one node, as Windmill runs them on one worker (and
+    a ReadWriteOnce volume attaches to one node at a time)."""
+    container["volumeMounts"].append({"name": "shared", "mountPath": SHARED_DIR})
+    pod_spec["volumes"].append({"name": "shared", "persistentVolumeClaim": {"claimName": claim}})
+    term = {"labelSelector": {"matchLabels": {LABEL_SHARED: label}}, "topologyKey": "kubernetes.io/hostname"}
+    pod_spec["affinity"] = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
 
 
 def build_result_configmap(run: RunIdentity, result_json: str) -> dict[str, Any]:

@@ -26,8 +26,11 @@ from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
 from kubemill.errors import ApiRejected, ApiUnavailable, Conflict, NotFound, NotOurs
+from kubemill.k8s.api import JSON_PATCH as JSON_PATCH
+from kubemill.k8s.api import MERGE_PATCH as MERGE_PATCH
+from kubemill.k8s.api import Body as Body
+from kubemill.k8s.api import KubeApi
 
-Body = dict[str, Any]
 Observer = Callable[[str, str, int, float], None]
 """Called after each request with (verb, resource plural, HTTP status or 0 on connection error, seconds)."""
 
@@ -36,8 +39,6 @@ _PLURALS = {
     "NetworkPolicy": "networkpolicies",
     "PodDisruptionBudget": "poddisruptionbudgets",
 }
-MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 
 
 def plural_of(kind: str) -> str:
@@ -68,7 +69,7 @@ def load_configuration(kubeconfig: str | None = None) -> Configuration:
 
 
 class Kube:
-    """A thin, typed-enough REST client over the Kubernetes API."""
+    """A thin, typed-enough REST client over the Kubernetes API; the real `k8s.api.KubeApi`."""
 
     def __init__(self, configuration: Configuration, observe: Observer | None = None, timeout: float = 30.0):
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, 32)
@@ -142,11 +143,22 @@ class Kube:
             return None
 
     def list(
-        self, api_version: str, kind: str, namespace: str | None, *, labels: Mapping[str, str] | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> list[Body]:
-        """The items of a collection, optionally filtered by equality label selectors."""
-        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
-        result = self.request("GET", object_path(api_version, plural_of(kind), namespace), query=query)
+        """The items of a collection, optionally filtered by equality label and field selectors."""
+        query: dict[str, str | int | bool] = {}
+        if labels:
+            query["labelSelector"] = ",".join(f"{k}={v}" for k, v in labels.items())
+        if fields:
+            query["fieldSelector"] = ",".join(f"{k}={v}" for k, v in fields.items())
+        path = object_path(api_version, plural_of(kind), namespace)
+        result = self.request("GET", path, query=query or None)
         items: list[Body] = result.get("items", [])
         return items
 
@@ -237,6 +249,10 @@ class Kube:
             self.create(body)
         except Exception:  # an event we could not post is not an error of the run
             return
+
+
+def _conforms(kube: Kube) -> KubeApi:
+    return kube  # mypy checks here that the client implements the whole protocol
 
 
 def holds(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> str | None:

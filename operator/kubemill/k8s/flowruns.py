@@ -11,23 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, get_args
 
 import pydantic
 
+from kubemill import constants
 from kubemill.engine.actions import CacheEntry, ChildObservation, ChildPhase, CreateRun, StoreCache
 from kubemill.models.common import API_VERSION
 from kubemill.models.flows import FlowRun, FlowRunStatus
 from kubemill.models.openflow import OpenFlow
 from kubemill.models.scripts import ResultRef, RunError
 
-PARENT_UID_LABEL = "kubemill.dev/flow-run-uid"
+PARENT_UID_LABEL = constants.LABEL_FLOW_RUN_UID
 """On every child run: the uid of the FlowRun that created it (label values are limited to 63 characters,
 so the uid, not the name)."""
-STEP_ANNOTATION = "kubemill.dev/step"
-CANCEL_ANNOTATION = "kubemill.dev/cancel"
+STEP_ANNOTATION = constants.ANNOTATION_STEP
+CANCEL_ANNOTATION = constants.ANNOTATION_CANCEL
 """Any value on a FlowRun asks for it to be cancelled (children in flight are deleted)."""
 RESULT_INLINE_LIMIT = 16 * 1024
 """A FlowRun result whose JSON is larger than this goes to a ConfigMap (`status.resultRef`)."""
@@ -73,10 +75,48 @@ def flow_snapshot(run: FlowRun, text: str, digest: str) -> Body:
     }
 
 
+SHARED_SIZE_ENV = "KUBEMILL_SHARED_STORAGE_SIZE"
+SHARED_CLASS_ENV = "KUBEMILL_SHARED_STORAGE_CLASS"
+
+
+def shared_claim_name(run: FlowRun) -> str:
+    """The PersistentVolumeClaim of a `same_worker` FlowRun: its steps' `./shared` folder."""
+    return f"{run.metadata.name}-shared"  # what ScriptRunSpec's rule accepts as a step's sharedClaim
+
+
+def shared_claim(run: FlowRun, env: Mapping[str, str] | None = None) -> Body:
+    """The per-run claim (owned by the run) mounted at `./shared` in every step pod of a `same_worker` flow:
+    ReadWriteOnce (one node: the step pods follow each other there, builders.build_job); size and class
+    from `KUBEMILL_SHARED_STORAGE_SIZE` (default 1Gi) and `KUBEMILL_SHARED_STORAGE_CLASS` (default: the
+    cluster's default class)."""
+    env = os.environ if env is None else env
+    spec: Body = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": env.get(SHARED_SIZE_ENV) or "1Gi"}},
+    }
+    if env.get(SHARED_CLASS_ENV):
+        spec["storageClassName"] = env[SHARED_CLASS_ENV]
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": shared_claim_name(run),
+            "namespace": run.metadata.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "kubemill", PARENT_UID_LABEL: run.metadata.uid or ""},
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": spec,
+    }
+
+
 def child_run_manifest(
-    action: CreateRun, parent: FlowRun, annotations: Mapping[str, str] | None = None
+    action: CreateRun,
+    parent: FlowRun,
+    annotations: Mapping[str, str] | None = None,
+    shared_claim: str | None = None,
 ) -> Body:
-    """The child ScriptRun or FlowRun for one `CreateRun` action (`annotations` added to its own)."""
+    """The child ScriptRun or FlowRun for one `CreateRun` action (`annotations` added to its own); a step
+    of a `same_worker` flow mounts `shared_claim` at `./shared`."""
     spec: Body = {"args": dict(action.args), "flowRun": parent.metadata.name, "stepId": action.step}
     if action.kind == "FlowRun":
         spec["flowPath"] = action.flow_path
@@ -86,6 +126,8 @@ def child_run_manifest(
         spec["scriptPath"] = action.script_path
     if action.kind == "ScriptRun":
         spec["flowUserStates"] = dict(action.flow_user_states)
+        if shared_claim is not None:
+            spec["sharedClaim"] = shared_claim
     if action.timeout_seconds and action.kind == "ScriptRun":
         spec["timeoutSeconds"] = max(1, int(action.timeout_seconds))
     if parent.spec.schedule_path is not None:
@@ -140,7 +182,10 @@ def observe_child(body: Mapping[str, Any], read_ref: Any) -> ChildObservation:
         phase = "Pending"
     result = status.get("result")
     ref = status.get("resultRef")
-    if phase == "Succeeded" and result is None and isinstance(ref, Mapping) and ref.get("name"):
+    if phase == "Succeeded" and result is None and isinstance(ref, Mapping) and ref.get("s3"):
+        # over 1 MiB, in the workspace storage: later steps get Windmill's S3Object (wmill.load_s3_file)
+        result = {"s3": ref["s3"]}
+    elif phase == "Succeeded" and result is None and isinstance(ref, Mapping) and ref.get("name"):
         result = read_ref(ref["name"], ref.get("key") or RESULT_KEY)
     error = None
     if status.get("error"):
@@ -172,7 +217,7 @@ def observe_children(bodies: Iterable[Mapping[str, Any]], read_ref: Any) -> dict
     return observed
 
 
-TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
+TERMINAL = constants.TERMINAL_PHASES
 
 
 def status_body(status: FlowRunStatus) -> Body:
@@ -181,9 +226,9 @@ def status_body(status: FlowRunStatus) -> Body:
     return body
 
 
-CACHE_LABEL = "kubemill.dev/cache"
+CACHE_LABEL = constants.LABEL_CACHE
 """On the ConfigMaps holding `cache_ttl` results (value `result`); the key is in the name."""
-CACHE_EXPIRES_ANNOTATION = "kubemill.dev/expires-at"
+CACHE_EXPIRES_ANNOTATION = constants.ANNOTATION_EXPIRES_AT
 CACHE_PREFIX = "kubemill-cache-"
 
 

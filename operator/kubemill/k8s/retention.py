@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-AFTER_SUCCESS = "kubemill.dev/ttl-seconds-after-success"
-AFTER_FAILURE = "kubemill.dev/ttl-seconds-after-failure"
-MAX_FINISHED = "kubemill.dev/max-finished-runs"
+from kubemill import constants
+
+AFTER_SUCCESS = constants.ANNOTATION_TTL_SECONDS_AFTER_SUCCESS
+AFTER_FAILURE = constants.ANNOTATION_TTL_SECONDS_AFTER_FAILURE
+MAX_FINISHED = constants.ANNOTATION_MAX_FINISHED_RUNS
 FINISHED = ("Succeeded", "Failed", "Cancelled")
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kubemill import constants
 from kubemill.k8s.builders import LABEL_RUN_UID, MANAGED_BY, RunIdentity, child_name, owner_reference
 from kubemill.runners.envelope import RESULT_PREFIX
 from kubemill.secrets import mask_text
@@ -28,10 +29,10 @@ LOG_MAX = 256 * 1024
 """Bytes of (uncompressed) output kept per run: the tail, with a line saying how much was cut before it."""
 POD_LOG_LINES = 50_000
 """Lines asked of the API server per attempt (the byte bound is applied after masking)."""
-LABEL_LOG_OF = "kubemill.dev/log-of"
-ANNOTATION_BYTES = "kubemill.dev/log-bytes"
-ANNOTATION_CUT = "kubemill.dev/log-cut-bytes"
-ANNOTATION_FINAL = "kubemill.dev/log-final"
+LABEL_LOG_OF = constants.LABEL_LOG_OF
+ANNOTATION_BYTES = constants.ANNOTATION_LOG_BYTES
+ANNOTATION_CUT = constants.ANNOTATION_LOG_CUT_BYTES
+ANNOTATION_FINAL = constants.ANNOTATION_LOG_FINAL
 CUT_PREFIX = "[kubemill: "
 
 

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
-GROUP = "kubemill.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from kubemill import constants
+
+GROUP, VERSION, API_VERSION = constants.GROUP, constants.VERSION, constants.API_VERSION
 
 JsonObject = Mapping[str, JsonValue]
 """An open-ended JSON object (args, results, resource values, JSON Schemas)."""

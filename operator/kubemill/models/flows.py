@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, JsonValue
 
+from kubemill import constants
 from kubemill.models.common import (
     IMMUTABLE,
     Conditions,
@@ -41,7 +42,7 @@ class FlowSpec(KubemillModel):
     def openflow(self) -> OpenFlow:
         """The OpenFlow document alone (what `flow.yaml` would hold)."""
         return OpenFlow(
-            summary=self.summary, description=self.description, value=self.value, schema=self.schema_
+            summary=self.summary, description=self.description, value=self.value, schema_=self.schema_
         )
 
 
@@ -79,6 +80,9 @@ class FlowRunSpec(KubemillModel):
     step_id: str | None = None
     schedule_path: WindmillPath | None = None
     scheduled_for: datetime | None = None
+    trigger_event: JsonObject | None = None
+    """Set by a trigger (a webhook, an HttpTrigger): the event (`kind`, `body`, `query`, `headers`...) a
+    flow's `preprocessor_module` turns into the flow input, as in Windmill; ignored by flows without one."""
 
 
 StepPhase = Literal[
@@ -89,7 +93,7 @@ StepPhase = Literal[
     "Failed",
     "Skipped",
 ]
-TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
+TERMINAL_PHASES: frozenset[str] = constants.TERMINAL_PHASES
 DONE_STEP_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Skipped"})
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from kubemill.models.common import API_VERSION
 from kubemill.models.flows import Flow, FlowRun, FlowRunSpec, FlowRunStatus, FlowSpec, FlowStatus
+from kubemill.models.pools import RunnerPool, RunnerPoolSpec, RunnerPoolStatus
 from kubemill.models.resources import (
     DefinitionStatus,
     Resource,
@@ -224,12 +225,38 @@ KINDS: tuple[Kind, ...] = (
         ),
         (".spec.route",),
     ),
+    Kind(
+        RunnerPool,
+        RunnerPoolSpec,
+        RunnerPoolStatus,
+        "runnerpools",
+        ("rp",),
+        (
+            Column("Language", ".spec.language"),
+            Column("Desired", ".spec.replicas", "integer", "workers asked for"),
+            Column("Ready", ".status.readyReplicas", "integer", "workers ready to claim runs"),
+            Column("Busy", ".status.busy", "integer", "workers running a claimed run"),
+            Column("Queued", ".status.queued", "integer", "runs offered to the pool, not yet claimed"),
+            Column("Default", ".spec.default", "boolean", "serves the language's Scripts that name no pool"),
+            AGE,
+        ),
+        (".spec.language",),
+    ),
 )
 
 KINDS_BY_NAME: Mapping[str, Kind] = {kind.name: kind for kind in KINDS}
 
 KubemillObject = (
-    Script | Flow | Schedule | ResourceType | Resource | Variable | ScriptRun | FlowRun | HttpTrigger
+    Script
+    | Flow
+    | Schedule
+    | ResourceType
+    | Resource
+    | Variable
+    | ScriptRun
+    | FlowRun
+    | HttpTrigger
+    | RunnerPool
 )
 
 

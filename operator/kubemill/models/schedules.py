@@ -58,6 +58,17 @@ TimeZone = Annotated[str, AfterValidator(_check_timezone), Field(min_length=1, m
 EXACTLY_ONE_TARGET = "set exactly one of spec.scriptPath or spec.flowPath"
 EXACTLY_ONE_HOOK_TARGET = "set exactly one of scriptPath or flowPath in onFailure, onRecovery and onSuccess"
 TARGET_RULE = "has(self.scriptPath) != has(self.flowPath)"
+STREAK_WINDOW = 20
+"""How many finished runs a Schedule remembers (`status.recentRuns`): the longest streak it can count."""
+HOOK_COUNTS = (
+    ("onFailureTimes", "onFailure"),
+    ("onFailureExact", "onFailure"),
+    ("onRecoveryTimes", "onRecovery"),
+)
+
+
+def _needs(field: str, hook: str) -> str:
+    return f"spec.{field} applies to spec.{hook}: set {hook}, or remove {field}"
 
 
 class ScheduleHook(KubemillModel):
@@ -78,7 +89,12 @@ class ScheduleHook(KubemillModel):
 class ScheduleSpec(KubemillModel):
     """When to run (`schedule`, `timezone`), what (`scriptPath` or `flowPath`, `args`), what to do after."""
 
-    model_config = ConfigDict(json_schema_extra=validations(rule(TARGET_RULE, EXACTLY_ONE_TARGET)))
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(TARGET_RULE, EXACTLY_ONE_TARGET),
+            *(rule(f"!has(self.{f}) || has(self.{hook})", _needs(f, hook)) for f, hook in HOOK_COUNTS),
+        )
+    )
 
     schedule: Cron
     timezone: Annotated[TimeZone, Field(json_schema_extra=SERVER_DEFAULT)] = "UTC"
@@ -93,11 +109,26 @@ class ScheduleSpec(KubemillModel):
     on_failure: ScheduleHook | None = None
     on_recovery: ScheduleHook | None = None
     on_success: ScheduleHook | None = None
+    on_failure_times: Annotated[int, Field(ge=1, le=STREAK_WINDOW)] | None = None
+    """Windmill's `on_failure_times`: `onFailure` runs once this many runs in a row failed (default 1)."""
+    on_failure_exact: bool | None = None
+    """Windmill's `on_failure_exact`: `onFailure` runs only when the streak is exactly `onFailureTimes`, not
+    again for every later failure of the same streak."""
+    on_recovery_times: Annotated[int, Field(ge=1, le=STREAK_WINDOW - 1)] | None = None
+    """Windmill's `on_recovery_times`: `onRecovery` runs when this many runs in a row succeeded after a
+    failure (default 1)."""
 
     @model_validator(mode="after")
     def _one_target(self) -> ScheduleSpec:
         exactly_one({"s": self.script_path, "f": self.flow_path}, EXACTLY_ONE_TARGET)
+        for field, hook in HOOK_COUNTS:
+            if getattr(self, _snake(field)) is not None and getattr(self, _snake(hook)) is None:
+                raise ValueError(_needs(field, hook))
         return self
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
 class LastRun(StatusModel):

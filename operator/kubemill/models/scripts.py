@@ -52,6 +52,8 @@ class RunnerSpec(KubemillModel):
     node_selector: dict[str, str] | None = None
     tolerations: tuple[JsonObject, ...] | None = None
     service_account_name: Name | None = None
+    pool: Name | None = None
+    """A RunnerPool of the namespace whose warm workers run this Script's runs (docs/pools.md)."""
 
 
 EXACTLY_ONE_CONTENT = (
@@ -139,10 +141,13 @@ class RunError(KubemillModel):
 
 
 class ResultRef(KubemillModel):
-    """A result too large for the status: the ConfigMap (owned by the run) and key holding it."""
+    """A result too large for the status: the ConfigMap (owned by the run) and key holding it, or, for a
+    result over 1 MiB, the object (`s3`, its key) in the namespace's workspace storage and its size."""
 
-    name: Name
+    name: Name | None = None
     key: str = "result.json"
+    s3: Annotated[str, Field(max_length=1024)] | None = None
+    bytes: int | None = None
 
 
 class ObjectRef(KubemillModel):
@@ -153,6 +158,10 @@ class ObjectRef(KubemillModel):
 
 
 EXACTLY_ONE_TARGET = "set exactly one of spec.scriptPath (a Script's path) or spec.script (inline code)"
+SHARED_CLAIM_RULE = (
+    "!has(self.sharedClaim) || (has(self.flowRun) && self.sharedClaim == self.flowRun + '-shared')"
+)
+SHARED_CLAIM = "spec.sharedClaim is only the claim of the step's own FlowRun (<spec.flowRun>-shared)"
 
 
 class ScriptRunSpec(KubemillModel):
@@ -160,7 +169,9 @@ class ScriptRunSpec(KubemillModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            rule("has(self.scriptPath) != has(self.script)", EXACTLY_ONE_TARGET), IMMUTABLE
+            rule("has(self.scriptPath) != has(self.script)", EXACTLY_ONE_TARGET),
+            rule(SHARED_CLAIM_RULE, SHARED_CLAIM),
+            IMMUTABLE,
         )
     )
 
@@ -175,10 +186,14 @@ class ScriptRunSpec(KubemillModel):
     scheduled_for: datetime | None = None
     flow_user_states: JsonObject | None = None
     """A flow step: the FlowRun's user states when the step started (`wmill.get_flow_user_state`)."""
+    shared_claim: Name | None = None
+    """A step of a `same_worker` flow: the FlowRun's PersistentVolumeClaim, mounted at `./shared`."""
 
     @model_validator(mode="after")
     def _one_target(self) -> ScriptRunSpec:
         exactly_one({"scriptPath": self.script_path, "script": self.script}, EXACTLY_ONE_TARGET)
+        if self.shared_claim is not None and self.shared_claim != f"{self.flow_run}-shared":
+            raise ValueError(SHARED_CLAIM)  # a run mounts no other claim of the namespace
         return self
 
 

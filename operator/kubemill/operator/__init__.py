@@ -3,8 +3,8 @@
 Each kind's handlers live in one module of this package (`scripts`, `flows`, `approvals`, `schedules`,
 `resources`); this module wires them up: it imports those that exist (by name, so a build without one still
 runs), configures Kopf (annotations under `kubemill.dev`, no peering, no event batching delay), serves
-`/healthz` (Kopf's liveness probe) and `/metrics` (Prometheus), and hands every handler the one API client
-through `kube()`.
+`/healthz` (Kopf's liveness probe) and `/metrics` (Prometheus), and builds the one `runtime.Operator`
+(options, API client, caches) that every handler gets through Kopf's memo.
 """
 
 from __future__ import annotations
@@ -14,34 +14,23 @@ import importlib
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
 
 import kopf
 
+from kubemill import constants
 from kubemill.k8s.builders import DEFAULT_IMAGE_TEMPLATE
 from kubemill.k8s.client import Kube
 from kubemill.k8s.retention import Policy
 from kubemill.operator import metrics
-
-
-@dataclass
-class Settings:
-    """Operator-wide options from the command line, read by the handler modules."""
-
-    runner_image_template: str = DEFAULT_IMAGE_TEMPLATE
-    run_history_limit: int = 100
-    live_log_seconds: float = 5.0
-    retention: Policy = field(default_factory=Policy)
-    retention_interval: float = 60.0
-    workers: int = 16
-    runner_env: dict[str, str] = field(default_factory=dict)
-
+from kubemill.operator.runtime import Operator, Settings
 
 settings = Settings()
+"""The options of this process (the same object as its `Operator.settings`), for the handler modules that do
+not take the Operator from Kopf's memo yet."""
 
-HANDLER_MODULES = ("scripts", "flows", "approvals", "schedules", "resources", "retention")
+HANDLER_MODULES = ("scripts", "flows", "approvals", "schedules", "resources", "retention", "pools")
 ANNOTATION_PREFIX = "kopf.kubemill.dev"
-FINALIZER = "kubemill.dev/finalizer"
+FINALIZER = constants.FINALIZER
 
 _kube: Kube | None = None
 _kube_lock = threading.Lock()
@@ -51,7 +40,8 @@ log = logging.getLogger("kubemill.operator")
 
 
 def kube() -> Kube:
-    """The operator's API client (created on first use, from `--kubeconfig` or the in-cluster identity)."""
+    """The operator's API client (created on first use, from `--kubeconfig` or the in-cluster identity), for
+    the handler modules that do not take the Operator from Kopf's memo yet (the Operator holds this one)."""
     global _kube
     with _kube_lock:
         if _kube is None:
@@ -108,6 +98,11 @@ def add_arguments_operator(parser: argparse.ArgumentParser) -> None:
         help="runner image template ({language}, {version}); default: %(default)s",
     )
     parser.add_argument(
+        "--pool-agent-image",
+        default="",
+        help="image of RunnerPool workers' agent container (default: ghcr.io/kubemill/kubemill:<version>)",
+    )
+    parser.add_argument(
         "--run-history-limit",
         type=int,
         default=100,
@@ -158,6 +153,7 @@ def cli_operator(args: argparse.Namespace) -> int:
         _kubeconfig = args.kubeconfig
         os.environ["KUBECONFIG"] = args.kubeconfig  # Kopf's own login reads it too
     options.runner_image_template = args.runner_image
+    options.pool_agent_image = args.pool_agent_image
     options.run_history_limit = args.run_history_limit
     options.live_log_seconds = args.live_log_seconds
     for flag in ("ttl_seconds_after_success", "ttl_seconds_after_failure", "max_finished_runs"):
@@ -180,8 +176,10 @@ def cli_operator(args: argparse.Namespace) -> int:
         metrics.serve(args.metrics_port, args.bind)
     kopf_settings = kopf.OperatorSettings()
     configure_settings(kopf_settings, args.workers)
+    operator = Operator.build(options, kube())
     kopf.run(
         settings=kopf_settings,
+        memo=operator.memo(),
         standalone=True,
         clusterwide=not args.namespace,
         namespaces=args.namespace,

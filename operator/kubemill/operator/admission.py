@@ -29,6 +29,7 @@ from typing import Any
 
 import kopf
 
+from kubemill.engine.validation import admission_problems, describe
 from kubemill.errors import NotFound
 
 log = logging.getLogger("kubemill.admission")
@@ -55,6 +56,11 @@ VALIDATE_WHEN = (
 (every status write of the operator, every other change, never leaves the API server)."""
 
 
+SPEC_CHANGED = "oldObject == null || object.spec != oldObject.spec"
+"""Only a new Flow, or a change of its spec, is checked (metadata and status writes never leave the API
+server, so a Flow that became invalid later can still be labelled or cleaned up)."""
+
+
 def webhook_configurations(client_config: dict[str, Any]) -> list[dict[str, Any]]:
     """The mutating webhooks (approve/reject -> a decision naming the requester; the requester stamped on
     CREATE) and the validating one (decision and requester annotations are the API server's view of who
@@ -67,6 +73,7 @@ def webhook_configurations(client_config: dict[str, Any]) -> list[dict[str, Any]
         *,
         subresources: bool = False,
         failure: str = "Fail",
+        resource: str = "flowruns",
     ) -> dict[str, Any]:
         config = dict(client_config)
         if "url" in config:
@@ -78,7 +85,7 @@ def webhook_configurations(client_config: dict[str, Any]) -> list[dict[str, Any]
                 {
                     "apiGroups": ["kubemill.dev"],
                     "apiVersions": ["v1alpha1"],
-                    "resources": ["flowruns", "flowruns/status"] if subresources else ["flowruns"],
+                    "resources": [resource, f"{resource}/status"] if subresources else [resource],
                     "operations": operations,
                     "scope": "Namespaced",
                 }
@@ -90,7 +97,8 @@ def webhook_configurations(client_config: dict[str, Any]) -> list[dict[str, Any]
             "matchPolicy": "Equivalent",
         }
         if expression is not None:
-            found["matchConditions"] = [{"name": "touches-approvals", "expression": expression}]
+            condition = "touches-approvals" if resource == "flowruns" else "changes-the-spec"
+            found["matchConditions"] = [{"name": condition, "expression": expression}]
         return found
 
     meta = {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/part-of": "kubemill"}}
@@ -111,9 +119,42 @@ def webhook_configurations(client_config: dict[str, Any]) -> list[dict[str, Any]
             "apiVersion": ADMISSION,
             "kind": "ValidatingWebhookConfiguration",
             "metadata": meta,
-            "webhooks": [webhook("decisions", ["CREATE", "UPDATE"], VALIDATE_WHEN, subresources=True)],
+            "webhooks": [
+                webhook("decisions", ["CREATE", "UPDATE"], VALIDATE_WHEN, subresources=True),
+                # Ignore: applying a Flow must not depend on the operator being up; its Ready condition and
+                # the run's own check at start say the same then.
+                webhook("flows", ["CREATE", "UPDATE"], SPEC_CHANGED, failure="Ignore", resource="flows"),
+            ],
         },
     ]
+
+
+@kopf.index("kubemill.dev", "v1alpha1", "scripts")
+def script_parameters_index(
+    namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], list[str]]:
+    """(namespace, path) -> the parameters of the Script's `main`, once its schema is derived."""
+    schema = status.get("schema")
+    path = spec.get("path")
+    if (
+        not isinstance(path, str)
+        or not isinstance(schema, dict)
+        or not isinstance(schema.get("properties"), dict)
+    ):
+        return {}
+    return {(namespace or "", path): list(schema["properties"])}
+
+
+@kopf.on.validate("kubemill.dev", "v1alpha1", "flows", operations=["CREATE", "UPDATE"], id="flows")
+async def refuse_flow(spec: kopf.Spec, namespace: str | None, **kwargs: Any) -> None:
+    """Refuse a Flow kubemill would not run as written (the fields named; the Scripts known to the operator's
+    index, so a step's input_transforms keys are checked against the Script when it exists)."""
+    document = {k: v for k, v in dict(spec).items() if k != "path"}
+    index: kopf.Index[tuple[str, str], list[str]] = kwargs["script_parameters_index"]
+    params = {path: next(iter(found)) for (where, path), found in index.items() if where == (namespace or "")}
+    problems = admission_problems(document, params)
+    if problems:
+        raise kopf.AdmissionError(f"the Flow is not valid: {describe(problems)}", code=422)
 
 
 def apply_configurations(client_config: dict[str, Any]) -> None:

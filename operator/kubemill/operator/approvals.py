@@ -40,6 +40,7 @@ from typing import Any
 import jsonschema
 import kopf
 
+from kubemill import constants
 from kubemill.engine import ApprovalEvent, PendingApproval
 from kubemill.engine.approvals import may_decide
 from kubemill.errors import KubemillError
@@ -48,11 +49,11 @@ from kubemill.operator import admission
 
 log = logging.getLogger("kubemill.approvals")
 GROUP, VERSION = API_VERSION.split("/")
-APPROVE = "kubemill.dev/approve"
-REJECT = "kubemill.dev/reject"
-COMMENT = "kubemill.dev/comment"
-PAYLOAD = "kubemill.dev/payload"
-REQUESTED_BY = "kubemill.dev/requested-by"
+APPROVE = constants.ANNOTATION_APPROVE
+REJECT = constants.ANNOTATION_REJECT
+COMMENT = constants.ANNOTATION_COMMENT
+PAYLOAD = constants.ANNOTATION_PAYLOAD
+REQUESTED_BY = constants.ANNOTATION_REQUESTED_BY
 REQUEST_ANNOTATIONS = (APPROVE, REJECT, COMMENT, PAYLOAD)
 DECISION_PREFIX = "approval.kubemill.dev/"
 MAX_PAYLOAD = 16 * 1024

@@ -22,6 +22,7 @@ from typing import Any
 import kopf
 import pydantic
 
+from kubemill import constants
 from kubemill.engine import (
     CacheEntry,
     CreateRun,
@@ -37,9 +38,10 @@ from kubemill.engine import (
 )
 from kubemill.engine.cache import uses_cache
 from kubemill.engine.state import RunError
+from kubemill.engine.validation import field_problems, input_key_problems, unknown_key_problems
 from kubemill.errors import NotFound, NotOurs
+from kubemill.k8s.api import KubeApi
 from kubemill.k8s.builders import resume_secret_name
-from kubemill.k8s.client import Kube, object_path
 from kubemill.k8s.flowruns import (
     CACHE_LABEL,
     CANCEL_ANNOTATION,
@@ -53,11 +55,13 @@ from kubemill.k8s.flowruns import (
     flow_snapshot,
     observe_children,
     offload_result,
+    shared_claim,
+    shared_claim_name,
     status_body,
 )
 from kubemill.models.common import API_VERSION, Condition
 from kubemill.models.flows import MAX_SUBFLOW_DEPTH, Flow, FlowPin, FlowRun, FlowRunStatus
-from kubemill.models.openflow import OpenFlow, PathFlow
+from kubemill.models.openflow import OpenFlow, PathFlow, PathScript
 from kubemill.operator import kube, metrics
 from kubemill.operator.approvals import approval_events, requester_of
 from kubemill.operator.resume_urls import resume_secret, resume_urls_document
@@ -92,20 +96,16 @@ class Observed:
 OBSERVED = Observed()
 
 
-def find_flow(api: Kube, namespace: str, path: str) -> dict[str, Any] | None:
+def find_flow(api: KubeApi, namespace: str, path: str) -> dict[str, Any] | None:
     cached = OBSERVED.flows.get((namespace, path))
     if cached is not None:
         return cached
-    query = {"fieldSelector": f"spec.path={path}"}
-    found = api.request("GET", object_path(API_VERSION, "flows", namespace), query=query)
-    items: list[dict[str, Any]] = found.get("items", [])
+    items = api.list(API_VERSION, "Flow", namespace, fields={"spec.path": path})
     return items[0] if items else None
 
 
-def read_result_ref(api: Kube, namespace: str) -> Callable[[str, str], Any]:
+def read_result_ref(api: KubeApi, namespace: str) -> Callable[[str, str], Any]:
     def read(name: str, key: str) -> Any:
-        import json
-
         config_map = api.get("v1", "ConfigMap", namespace, name)
         text = (config_map.get("data") or {}).get(key)
         return json.loads(text) if text is not None else None
@@ -113,7 +113,7 @@ def read_result_ref(api: Kube, namespace: str) -> Callable[[str, str], Any]:
     return read
 
 
-def list_children(api: Kube, run: FlowRun, flow: OpenFlow) -> list[dict[str, Any]]:
+def list_children(api: KubeApi, run: FlowRun, flow: OpenFlow) -> list[dict[str, Any]]:
     """Every child of the run: listed once per run and process, then kept current from the children's own
     watch events (and our creates), so a step transition reads nothing."""
     uid = run.metadata.uid or ""
@@ -192,6 +192,7 @@ def _reconcile_run(namespace: str, name: str) -> float | None:
         requester=requester_of(body),
         may_start=started.phase != "Pending" or has_slot(api, body, flow, now),
         cache=read_cache(api, namespace_of(body), now) if uses_cache(flow) else {},
+        trigger_event=run.spec.trigger_event,
     )
     decision = advance(flow, started, observations, now)
     new_status = decision.status
@@ -218,6 +219,8 @@ def _reconcile_run(namespace: str, name: str) -> float | None:
             new_status, config_map = offload_result(new_status, run)
             if config_map is not None:
                 api.create(config_map)
+            if flow.value.same_worker:  # Windmill's ./shared lives as long as the flow
+                api.delete("v1", "PersistentVolumeClaim", namespace, shared_claim_name(run))
     if new_status != status:
         _write_status(api, body, new_status)
     if new_status.done:
@@ -234,7 +237,7 @@ def key_of(body: dict[str, Any]) -> tuple[str, str]:
     return namespace_of(body), str(body["metadata"]["name"])
 
 
-def read_cache(api: Kube, namespace: str, now: datetime) -> dict[str, CacheEntry]:
+def read_cache(api: KubeApi, namespace: str, now: datetime) -> dict[str, CacheEntry]:
     """The namespace's live `cache_ttl` results; expired ones are deleted on the way."""
     entries, expired = cache_entries(
         api.list("v1", "ConfigMap", namespace, labels={CACHE_LABEL: "result"}), now
@@ -244,7 +247,7 @@ def read_cache(api: Kube, namespace: str, now: datetime) -> dict[str, CacheEntry
     return entries
 
 
-def store_cache(api: Kube, namespace: str, action: StoreCache) -> None:
+def store_cache(api: KubeApi, namespace: str, action: StoreCache) -> None:
     """Keep a cached result (a later run of the same key overwrites an older entry)."""
     desired = cache_config_map(namespace, action)
     _, created = api.create(desired, adopt_any=True)
@@ -253,7 +256,7 @@ def store_cache(api: Kube, namespace: str, action: StoreCache) -> None:
         api.patch("v1", "ConfigMap", namespace, desired["metadata"]["name"], patch)
 
 
-def has_slot(api: Kube, body: dict[str, Any], flow: OpenFlow, now: datetime) -> bool:
+def has_slot(api: KubeApi, body: dict[str, Any], flow: OpenFlow, now: datetime) -> bool:
     """Whether a Pending run may start under its flow's `concurrent_limit`: fewer than the limit of the other
     runs of the same flow path are ahead of it (started and not finished, or Pending and created before it;
     with `concurrency_time_window_s`, also those that started within that many seconds, as Windmill counts).
@@ -285,7 +288,7 @@ def has_slot(api: Kube, body: dict[str, Any], flow: OpenFlow, now: datetime) -> 
 
 
 def _pinned_flow(
-    api: Kube, body: dict[str, Any], run: FlowRun, status: FlowRunStatus, now: datetime
+    api: KubeApi, body: dict[str, Any], run: FlowRun, status: FlowRunStatus, now: datetime
 ) -> tuple[OpenFlow, FlowRunStatus] | RunError:
     """The Flow this run runs, and its status with the pin: on the first reconcile, the Flow as it is now
     (snapshotted into an immutable ConfigMap owned by the run, its hash and generation in the status, and the
@@ -320,6 +323,9 @@ def _pinned_flow(
             message=f"subflows nest deeper than {MAX_SUBFLOW_DEPTH} (does {run.spec.flow_path} call itself?)",
         )
     flow = Flow.model_validate(flow_body).spec.openflow()
+    invalid = _start_problems(api, namespace, flow)
+    if invalid is not None:
+        return invalid
     text, digest = flow_document(flow)
     snapshot = flow_snapshot(run, text, digest)
     stored, created = api.create(snapshot, adopt_any=True)  # checked here, to fail the run with a reason
@@ -345,7 +351,20 @@ def _pinned_flow(
     return flow, status.model_copy(update=update)
 
 
-def _retry_seed(api: Kube, run: FlowRun, flow: OpenFlow, digest: str) -> dict[str, Any] | RunError:
+def _start_problems(api: KubeApi, namespace: str, flow: OpenFlow) -> RunError | None:
+    """What the Flow's Ready condition would say, checked again as the run starts (the condition may not be
+    written yet, or a Script may have changed since): refused fields, unknown keys, input_transforms keys
+    that name no parameter of the step's script, with the condition's message."""
+    uses_scripts = any(isinstance(m.value, PathScript) for m in flow.value.all_modules())
+    params = _script_params(api.list(API_VERSION, "Script", namespace)) if uses_scripts else None
+    problems = field_problems(flow) + unknown_key_problems(flow) + input_key_problems(flow, params)
+    if not problems:
+        return None
+    said = "; ".join(f"step {p.step_id}: {p.message}" if p.step_id else p.message for p in problems)
+    return RunError(name="InvalidFlow", message=said)
+
+
+def _retry_seed(api: KubeApi, run: FlowRun, flow: OpenFlow, digest: str) -> dict[str, Any] | RunError:
     """A retry from the failed step (`kubemill.dev/retry-from: failed-step`, `kubemill.dev/retry-of: <run>`):
     the failed run's reusable step records (kubemill.engine.restart) and flow user states."""
     namespace = run.metadata.namespace or ""
@@ -363,8 +382,8 @@ def _retry_seed(api: Kube, run: FlowRun, flow: OpenFlow, digest: str) -> dict[st
     return {"steps": restart.reusable_steps(flow, old_status), "user_states": dict(old_status.user_states)}
 
 
-RETRY_OF = "kubemill.dev/retry-of"
-RETRY_FROM = "kubemill.dev/retry-from"
+RETRY_OF = constants.ANNOTATION_RETRY_OF
+RETRY_FROM = constants.ANNOTATION_RETRY_FROM
 
 
 def _parse_flow(body: dict[str, Any]) -> OpenFlow | None:
@@ -374,7 +393,7 @@ def _parse_flow(body: dict[str, Any]) -> OpenFlow | None:
         return None
 
 
-def _snapshot(api: Kube, namespace: str, name: str, digest: str) -> OpenFlow | RunError:
+def _snapshot(api: KubeApi, namespace: str, name: str, digest: str) -> OpenFlow | RunError:
     """The pinned document from its ConfigMap, checked against the hash in the status."""
     lost = RunError(
         name="FlowChanged",
@@ -391,7 +410,7 @@ def _snapshot(api: Kube, namespace: str, name: str, digest: str) -> OpenFlow | R
     return OpenFlow.model_validate(json.loads(text))
 
 
-def _depth_of(api: Kube, body: dict[str, Any]) -> int:
+def _depth_of(api: KubeApi, body: dict[str, Any]) -> int:
     """0 for a run no flow started; else the length of its chain of parent FlowRuns, walked through the
     controller references (each parent checked by uid), so it does not depend on a parent's status having been
     written yet. A run cannot make itself shallower than the chain it is in (it can only lie itself deeper);
@@ -419,12 +438,18 @@ def _depth_of(api: Kube, body: dict[str, Any]) -> int:
 
 
 def _create_child(
-    api: Kube, body: dict[str, Any], run: FlowRun, flow: OpenFlow, action: CreateRun, now: datetime
+    api: KubeApi, body: dict[str, Any], run: FlowRun, flow: OpenFlow, action: CreateRun, now: datetime
 ) -> RunError | None:
     """Create one child (its resume URLs first, so its pod finds them). A child of that name that someone
     else created is never adopted: it must be the very run this step asks for, or the flow fails."""
-    manifest = child_run_manifest(action, run)
     namespace, uid = str(body["metadata"]["namespace"]), run.metadata.uid or ""
+    claim = None
+    if flow.value.same_worker and action.kind == "ScriptRun":  # ./shared: the run's own volume
+        try:
+            claim = api.create(shared_claim(run))[0]["metadata"]["name"]
+        except NotOurs as exc:
+            return RunError(name="NotOurs", message=f"step {action.step}: same_worker: {exc}")
+    manifest = child_run_manifest(action, run, shared_claim=claim)
     urls = resume_urls_document(flow, action.step, namespace, str(body["metadata"]["name"]), uid, now)
     if urls is not None:
         existing = api.get_or_none(API_VERSION, action.kind, namespace, action.name)
@@ -489,7 +514,7 @@ def _flow_failure(flow_body: dict[str, Any] | None, path: str) -> RunError | Non
     return None
 
 
-def _write_status(api: Kube, body: dict[str, Any], status: FlowRunStatus) -> None:
+def _write_status(api: KubeApi, body: dict[str, Any], status: FlowRunStatus) -> None:
     """Replace the whole status, guarded by the resourceVersion read at the start of the reconcile."""
     meta = body["metadata"]
     update = {
@@ -577,7 +602,7 @@ def react_at_once(settings: kopf.OperatorSettings, **_: Any) -> None:
 # --- Flow readiness ----------------------------------------------------------------------------------------
 
 
-def _paths(api: Kube, namespace: str, kind: str) -> set[str]:
+def _paths(api: KubeApi, namespace: str, kind: str) -> set[str]:
     return {
         str(item["spec"]["path"])
         for item in api.list(API_VERSION, kind, namespace)
@@ -597,7 +622,7 @@ def _script_params(items: list[dict[str, Any]]) -> dict[str, list[str]]:
     return found
 
 
-def flow_conditions(body: dict[str, Any], api: Kube) -> dict[str, Any]:
+def flow_conditions(body: dict[str, Any], api: KubeApi) -> dict[str, Any]:
     """The Flow's status: `Ready` (problems named by step id) and the paths it references."""
     namespace = body["metadata"]["namespace"]
     spec = dict(body.get("spec") or {})

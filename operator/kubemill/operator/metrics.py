@@ -18,6 +18,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from kubemill import constants
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _RUN_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
@@ -104,6 +106,39 @@ SCHEDULE_LAG = Histogram(
     registry=REGISTRY,
 )
 
+# Warm runner pools (docs/pools.md), kept current by operator/pools.py and pool_dispatch.py.
+POOL_QUEUE_DEPTH = Gauge(
+    "kubemill_pool_queue_depth",
+    "Runs offered to a RunnerPool and not yet claimed",
+    ["namespace", "pool"],
+    registry=REGISTRY,
+)
+POOL_BUSY = Gauge(
+    "kubemill_pool_busy_workers",
+    "Workers of a RunnerPool running a claimed run",
+    ["namespace", "pool"],
+    registry=REGISTRY,
+)
+POOL_READY = Gauge(
+    "kubemill_pool_ready_workers",
+    "Workers of a RunnerPool ready to claim runs",
+    ["namespace", "pool"],
+    registry=REGISTRY,
+)
+POOL_CLAIM_LATENCY = Histogram(
+    "kubemill_pool_claim_latency_seconds",
+    "Time from a run's offer to a worker's claim",
+    ["namespace", "pool"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+POOL_ATTEMPTS = Counter(
+    "kubemill_pool_attempts_total",
+    "Attempts offered to a RunnerPool, by how they ended (reported, lost, fell back to a Job)",
+    ["namespace", "pool", "outcome"],
+    registry=REGISTRY,
+)
+
 
 def observe_api_request(verb: str, resource: str, status: int, seconds: float) -> None:
     """The `kubemill.k8s.client.Observer` hook."""
@@ -113,7 +148,7 @@ def observe_api_request(verb: str, resource: str, status: int, seconds: float) -
 
 # --- pending approvals ------------------------------------------------------------------------------------
 
-_FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+_FINAL_PHASES = constants.TERMINAL_PHASES
 
 
 @dataclass(frozen=True)

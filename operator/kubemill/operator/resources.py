@@ -20,7 +20,7 @@ import kopf
 import pydantic
 
 from kubemill.errors import KubemillError
-from kubemill.k8s.client import Kube
+from kubemill.k8s.api import KubeApi
 from kubemill.models.common import API_VERSION, SecretKeyRef, ready_condition
 from kubemill.models.resources import Resource, ResourceType, Variable
 from kubemill.operator import kube
@@ -35,7 +35,7 @@ def _ready(body: Mapping[str, Any], ok: bool, reason: str, message: str) -> dict
     )
 
 
-def _write(api: Kube, kind: str, body: Mapping[str, Any], ok: bool, reason: str, message: str) -> None:
+def _write(api: KubeApi, kind: str, body: Mapping[str, Any], ok: bool, reason: str, message: str) -> None:
     status = {
         "observedGeneration": body["metadata"].get("generation"),
         "conditions": [_ready(body, ok, reason, message)],
@@ -55,7 +55,7 @@ def _invalid(exc: pydantic.ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
-def missing_keys(api: Kube, namespace: str, refs: Iterable[tuple[str, SecretKeyRef]]) -> list[str]:
+def missing_keys(api: KubeApi, namespace: str, refs: Iterable[tuple[str, SecretKeyRef]]) -> list[str]:
     """For each (what, ref) whose Secret or key does not exist, a sentence saying so."""
     problems = []
     cache: dict[str, Mapping[str, Any] | None] = {}
@@ -72,7 +72,7 @@ def missing_keys(api: Kube, namespace: str, refs: Iterable[tuple[str, SecretKeyR
     return problems
 
 
-def _namespace_types(api: Kube, namespace: str) -> dict[str, ResourceType]:
+def _namespace_types(api: KubeApi, namespace: str) -> dict[str, ResourceType]:
     types = {}
     for item in api.list(API_VERSION, "ResourceType", namespace):
         try:
@@ -83,7 +83,7 @@ def _namespace_types(api: Kube, namespace: str) -> dict[str, ResourceType]:
     return types
 
 
-def reconcile_resource_type(api: Kube, body: Mapping[str, Any]) -> None:
+def reconcile_resource_type(api: KubeApi, body: Mapping[str, Any]) -> None:
     try:
         parsed = ResourceType.model_validate(body)
     except pydantic.ValidationError as exc:
@@ -96,7 +96,7 @@ def reconcile_resource_type(api: Kube, body: Mapping[str, Any]) -> None:
         _write(api, "ResourceType", body, True, "Valid", f"resource type {type_name(parsed)}")
 
 
-def reconcile_resource(api: Kube, body: Mapping[str, Any]) -> None:
+def reconcile_resource(api: KubeApi, body: Mapping[str, Any]) -> None:
     namespace = body["metadata"]["namespace"]
     try:
         resource = Resource.model_validate(body)
@@ -125,7 +125,7 @@ def reconcile_resource(api: Kube, body: Mapping[str, Any]) -> None:
     _write(api, "Resource", body, True, "Valid", f"a {spec.resource_type} resource")
 
 
-def reconcile_variable(api: Kube, body: Mapping[str, Any]) -> None:
+def reconcile_variable(api: KubeApi, body: Mapping[str, Any]) -> None:
     try:
         variable = Variable.model_validate(body)
     except pydantic.ValidationError as exc:

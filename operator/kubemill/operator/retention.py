@@ -12,18 +12,18 @@ from typing import Any
 
 import kopf
 
+from kubemill import constants
 from kubemill.errors import KubemillError
 from kubemill.k8s import retention
-from kubemill.operator import kube, settings
+from kubemill.operator.runtime import Operator, of
 
 log = logging.getLogger("kubemill.retention")
-API = "kubemill.dev/v1alpha1"
-_warned: set[tuple[str, str]] = set()
+API = constants.API_VERSION
 
 
-def sweep(now: datetime | None = None) -> list[tuple[str, str, str]]:
+def sweep(op: Operator, now: datetime | None = None) -> list[tuple[str, str, str]]:
     """One pass over every namespace's finished runs; returns (namespace, kind, name) of those deleted."""
-    api = kube()
+    api, settings = op.kube, op.settings
     now = now or datetime.now(UTC)
     by_namespace: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for kind in ("ScriptRun", "FlowRun"):
@@ -37,8 +37,8 @@ def sweep(now: datetime | None = None) -> list[tuple[str, str, str]]:
             ((ns or {}).get("metadata") or {}).get("annotations"), settings.retention
         )
         for problem in policy.problems:
-            if (namespace, problem) not in _warned:
-                _warned.add((namespace, problem))
+            if (namespace, problem) not in op.warned:
+                op.warned.add((namespace, problem))
                 log.warning("namespace %s: %s", namespace, problem)
         if not policy.active:
             continue
@@ -49,25 +49,24 @@ def sweep(now: datetime | None = None) -> list[tuple[str, str, str]]:
     return deleted
 
 
-def _loop(stop: threading.Event) -> None:
-    while not stop.wait(settings.retention_interval):
+def _loop(op: Operator) -> None:
+    interval = op.settings.retention_interval
+    while not op.stopping.wait(interval):
         try:
-            sweep()
+            sweep(op)
         except KubemillError as exc:
-            log.warning("retention sweep failed (next in %ss): %s", settings.retention_interval, exc)
+            log.warning("retention sweep failed (next in %ss): %s", interval, exc)
         except Exception:
             log.exception("retention sweep failed")
 
 
-_stop = threading.Event()
-
-
 @kopf.on.startup()
-def start_retention(**_: Any) -> None:
-    if settings.retention_interval > 0:
-        threading.Thread(target=_loop, args=(_stop,), name="kubemill-retention", daemon=True).start()
+def start_retention(memo: kopf.Memo, **_: Any) -> None:
+    op = of(memo)
+    if op.settings.retention_interval > 0:
+        threading.Thread(target=_loop, args=(op,), name="kubemill-retention", daemon=True).start()
 
 
 @kopf.on.cleanup()
-def stop_retention(**_: Any) -> None:
-    _stop.set()
+def stop_retention(memo: kopf.Memo, **_: Any) -> None:
+    of(memo).stopping.set()

@@ -1,4 +1,4 @@
-"""Carries out ScriptRun decisions: gathers what `kubemill.k8s.scriptruns.decide` needs, acts on what it says.
+"""Carries out ScriptRun decisions: gathers what `engine.scriptrun.decide` needs, acts on what it says.
 
 Every trigger (the run changed, its Job or Pod changed, a wake-up came due) ends in `RunExecutor.reconcile`,
 level-triggered and serialised per run: read the run, find what it executes, observe the current attempt,
@@ -6,6 +6,11 @@ decide, then act in an order that survives a crash at any point: objects a statu
 before the status is written (a Job before `status.job`, a result ConfigMap before `status.resultRef`), and
 cleanup (finished Jobs, the per-run Secret) happens after. The status write carries the run's
 resourceVersion, so two writers can never both record a result: the loser re-reads and finds it recorded.
+
+resourceVersions are compared for equality only (Kubernetes promises nothing more). An event's body is the
+freshest picture unless this process wrote the run since: then a body with the version it last wrote is
+that write's echo, one with a version it read or wrote before is older (the watch delivers in order), and
+one with a version it never saw is another writer's, which a read from the API server settles.
 """
 
 from __future__ import annotations
@@ -17,27 +22,43 @@ from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
-from kubemill.errors import ApiRejected, ApiUnavailable, Conflict, NotFound, NotOurs
-from kubemill.k8s import builders, runlogs, scriptruns
+from kubemill import constants
+from kubemill.engine import scriptrun
+from kubemill.engine.actions import RequeueAfter
+from kubemill.engine.scriptrun import (
+    Decision,
+    DeleteJob,
+    DeleteRunSecret,
+    Failure,
+    Inputs,
+    Observation,
+    StartAttempt,
+    StoreResult,
+    StoreState,
+    status_data,
+)
+from kubemill.errors import Conflict, NotFound, NotOurs
+from kubemill.k8s import builders, scriptruns
+from kubemill.k8s.api import Body, KubeApi
 from kubemill.k8s.builders import JobOptions, RunIdentity, RunTarget
-from kubemill.k8s.client import Body, Kube
-from kubemill.k8s.scriptruns import Decision, Failure, Inputs, Observation
-from kubemill.models.scripts import ScriptRun
+from kubemill.models.scripts import ScriptRun, ScriptRunStatus
 from kubemill.operator import metrics
+from kubemill.operator.pool_dispatch import PoolDispatcher
 from kubemill.operator.requeue import Requeue
 from kubemill.operator.run_inputs import run_secret_files
+from kubemill.operator.run_logs import StoredLogs
 from kubemill.operator.script_catalog import ScriptCatalog
 from kubemill.runners.languages import RunContext
 from kubemill.runners.validation import args_for_language, run_args
 from kubemill.secrets import UnresolvedReference, decode_secret, masks_from_secret_data
 
 log = logging.getLogger(__name__)
-API = "kubemill.dev/v1alpha1"
-HISTORY_ANNOTATION = "kubemill.dev/history-limit"
-FLOW_RUN_LABEL = "kubemill.dev/flow-run-uid"
-PARENT_RUN_LABEL = "kubemill.dev/parent-run-uid"
+API = constants.API_VERSION
+HISTORY_ANNOTATION = constants.ANNOTATION_HISTORY_LIMIT
+FLOW_RUN_LABEL = constants.LABEL_FLOW_RUN_UID
+PARENT_RUN_LABEL = constants.LABEL_PARENT_RUN_UID
 """On runs a script started through `wmill` (runner_images/python3/wmill/jobs.py): the starting run's uid."""
 RunKey = tuple[str, str]
 
@@ -58,7 +79,7 @@ class RunExecutor:
 
     def __init__(
         self,
-        kube: Kube,
+        kube: KubeApi,
         catalog: ScriptCatalog,
         options: JobOptions | None = None,
         history_limit: int = 100,
@@ -72,17 +93,19 @@ class RunExecutor:
         self.history_limit = history_limit
         self.clock = clock
         self.live_log_seconds = live_log_seconds
-        self._log_due: dict[RunKey, float] = {}
-        self._logs_written: set[RunKey] = set()  # runs whose log ConfigMap this process wrote
         self._locks: dict[RunKey, threading.Lock] = {}
         self._script_locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self._runs: dict[RunKey, RunRecord] = {}
         self._written: dict[RunKey, Body] = {}  # the last body written, while the run is not final
-        self._final: dict[RunKey, int] = {}  # resourceVersion at which a run became final (no body kept)
+        self._final: dict[RunKey, str] = {}  # resourceVersion at which a run became final (no body kept)
+        self._seen: dict[RunKey, set[str]] = {}  # versions read or written before the last write
         self._masks: dict[RunKey, frozenset[str]] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kubemill-requeued")
         self.requeue = Requeue(self._requeued)
+        wake = lambda key: self.requeue.after(key, live_log_seconds)  # noqa: E731 - reads self.requeue late
+        self.logs = StoredLogs(kube, self._masks_for, wake, clock, live_log_seconds)
+        self.pools = PoolDispatcher(kube, clock, self.requeue.after)  # warm runner pools (docs/pools.md)
 
     # --- triggers ------------------------------------------------------------------------------------
 
@@ -107,10 +130,10 @@ class RunExecutor:
                 self._set_phase(key, record, "")
             self._written.pop(key, None)
             self._final.pop(key, None)
+            self._seen.pop(key, None)
             self._masks.pop(key, None)
-            self._log_due.pop(key, None)
-            self._logs_written.discard(key)
             self._locks.pop(key, None)
+        self.logs.forget(key)
 
     def _lock(self, key: RunKey) -> threading.Lock:
         with self._guard:
@@ -132,8 +155,12 @@ class RunExecutor:
         """Bring one run a step forward: decide on its freshest body, act, write its status once."""
         key = (namespace, name)
         with self._lock(key):
-            if body is not None and _rv(body) < self._final.get(key, 0):
-                return  # an event older than the final status this process wrote: nothing left to do
+            if body is not None and key in self._final:
+                if _rv(body) == self._final[key]:  # the echo of the final status this process wrote
+                    self._seen.pop(key, None)
+                    return
+                if _rv(body) in self._seen.get(key, ()):
+                    return  # an event from before the final status this process wrote: nothing left to do
             current = self._freshest(key, body)
             for _ in range(3):
                 if current is None:
@@ -148,8 +175,8 @@ class RunExecutor:
                     current = None
 
     def collect_job(self, namespace: str, run_name: str, job_name: str) -> None:
-        """Delete a Job its run no longer needs (the run finished, or moved on to a later attempt): what a
-        crash between recording a result and deleting the Job leaves behind."""
+        """Delete a Job its run no longer needs (the run finished, or moved on to a later attempt), and a
+        finished run's Secret: what a crash between recording a result and the cleanup leaves behind."""
         key = (namespace, run_name)
         with self._lock(key):
             body = self._written.get(key) or self._freshest(key, None)
@@ -158,24 +185,33 @@ class RunExecutor:
             status = body.get("status") or {}
             current = (status.get("job") or {}).get("name")
             earlier = {builders.job_name(run_name, n) for n in range(1, int(status.get("attempts", 0)))}
-            if status.get("phase") in scriptruns.TERMINAL or (job_name in earlier and job_name != current):
+            if status.get("phase") in scriptrun.TERMINAL:  # its Secret goes first, as in the decision
+                self.kube.delete("v1", "Secret", namespace, builders.run_secret_name(run_name))
+            if status.get("phase") in scriptrun.TERMINAL or (job_name in earlier and job_name != current):
                 self.kube.delete("batch/v1", "Job", namespace, job_name, propagation="Background")
 
     def _freshest(self, key: RunKey, body: Mapping[str, Any] | None) -> Body | None:
-        written = self._written.get(key)
+        """The run as it is now: the event's body, what this process last wrote, or (when neither can be
+        known to be current) a fresh read."""
         if body is None:
             return self.kube.get_or_none(API, "ScriptRun", key[0], key[1])
-        if written is not None and _rv(written) > _rv(body):
-            return written
-        return dict(body)
+        written = self._written.get(key)
+        if written is None and key not in self._final:
+            return dict(body)  # nothing written by this process since its last event: the event is current
+        version = _rv(body)
+        if written is not None and version == _rv(written):
+            return dict(body)  # the echo of this process's last write
+        if written is not None and version in self._seen.get(key, ()):
+            return written  # an event from before this process's last write
+        return self.kube.get_or_none(API, "ScriptRun", key[0], key[1])  # another writer's version
 
     def _step(self, key: RunKey, body: Body, pod: Mapping[str, Any] | None) -> None:
         """One decision, carried out."""
         run = ScriptRun.model_validate(body)
-        status = scriptruns.current_status(run)
-        phase = status.get("phase", "Pending")
+        status = scriptrun.current_status(run)
+        phase = status.phase
         self._remember(key, run, phase)
-        if phase in scriptruns.TERMINAL:
+        if phase in scriptrun.TERMINAL:
             return
         target, problem = self.catalog.target_for(run)
         inputs = Inputs(now=self.clock(), target=target, target_problem=problem)
@@ -188,16 +224,19 @@ class RunExecutor:
             with self._script_lock(key[0], target.path):
                 running = self._running_count(key, target.path)
                 inputs = replace(inputs, slot_free=running < target.concurrency_limit, running_count=running)
-                self._act(key, run, body, target, scriptruns.decide(run, inputs))
+                self._act(key, run, body, target, scriptrun.decide(run, inputs))
             return
-        self._act(key, run, body, target, scriptruns.decide(run, inputs))
+        self._act(key, run, body, target, scriptrun.decide(run, inputs))
 
     def _observe(
-        self, run: ScriptRun, status: Mapping[str, Any], timeout: int | None, pod: Mapping[str, Any] | None
+        self, run: ScriptRun, status: ScriptRunStatus, timeout: int | None, pod: Mapping[str, Any] | None
     ) -> Observation:
         namespace = run.metadata.namespace or ""
-        job_name = (status.get("job") or {}).get("name")
+        job_name = status.job.name if status.job is not None else None
         job = self.kube.get_or_none("batch/v1", "Job", namespace, job_name) if job_name else None
+        pooled = self.pools.observe((namespace, run.metadata.name or ""), job)
+        if pooled is not None:  # a pool worker runs this attempt: its claim on the Job says how it goes
+            return pooled
         # The triggering pod event's body serves only if it is this Job's pod and at least as far along as
         # the Job: a Job already finished with a pod body from before its end needs the pod read afresh.
         if job is not None and not scriptruns.pod_is_current(job, pod, job_name):
@@ -266,120 +305,59 @@ class RunExecutor:
     ) -> None:
         namespace, name = key
         identity = RunIdentity(namespace, name, run.metadata.uid or "")
-        old = scriptruns.current_status(run)
-        new_status = decision.status
-        for action in decision.actions:
-            if isinstance(action, scriptruns.StartAttempt) and target is not None:
-                started = self._start(key, run, identity, target, action.attempt)
-                if started is not None:  # resources could not be resolved: the run fails instead
-                    new_status = started
-            elif isinstance(action, scriptruns.StoreResult):
-                self.kube.create(builders.build_result_configmap(identity, action.result_json))
-            elif isinstance(action, scriptruns.StoreState):
-                self._store_state(namespace, action)
+        old = status_data(scriptrun.current_status(run))
+        new_status = status_data(decision.status)
+        for action in decision.actions:  # what the status to be written will point at, first
+            match action:
+                case StartAttempt(attempt=attempt) if target is not None:
+                    started = self._start(key, run, identity, target, attempt)
+                    if started is not None:  # resources could not be resolved: the run fails instead
+                        new_status = started
+                case StoreResult(result_json=result_json):
+                    self.kube.create(builders.build_result_configmap(identity, result_json))
+                case StoreState():
+                    self._store_state(namespace, action)
+                case StartAttempt() | DeleteJob() | DeleteRunSecret() | RequeueAfter():
+                    pass  # after the write
+                case _:
+                    assert_never(action)
         if old.get("phase") == "Running" and new_status.get("phase") != "Running":
             # The attempt ended: keep its output before its Job (and pod) are deleted.
             ended = {**old, "pod": new_status.get("pod") or old.get("pod")}
-            self._store_log(key, identity, ended, final=decision.finished)
+            self.logs.store(key, identity, ended, final=decision.finished)
         elif new_status.get("phase") == "Running" and self.live_log_seconds > 0 and new_status.get("pod"):
-            self._live_log(key, identity, new_status)
+            self.logs.live(key, identity, new_status)
         changed = new_status != old
         if changed:
             written = self.kube.replace({**body, "status": new_status}, status=True)
+            seen = self._seen.setdefault(key, set())
+            seen.add(_rv(body))
+            if key in self._written:
+                seen.add(_rv(self._written[key]))
             if decision.finished:
                 self._written.pop(key, None)
                 self._final[key] = _rv(written)
             else:
                 self._written[key] = written
             self._after_transition(key, run, old, new_status, target, decision)
-        for action in decision.actions:
-            if isinstance(action, scriptruns.DeleteJob):
-                self.kube.delete("batch/v1", "Job", namespace, action.name, propagation="Background")
-            elif isinstance(action, scriptruns.DeleteRunSecret):
-                self.kube.delete("v1", "Secret", namespace, builders.run_secret_name(name))
-            elif isinstance(action, scriptruns.Requeue):
-                self.requeue.after(key, action.seconds)
+        for action in decision.actions:  # cleanup and wake-ups, after the write
+            match action:
+                case DeleteJob(name=job):
+                    self.kube.delete("batch/v1", "Job", namespace, job, propagation="Background")
+                case DeleteRunSecret():
+                    self.kube.delete("v1", "Secret", namespace, builders.run_secret_name(name))
+                case RequeueAfter(seconds=seconds):
+                    self.requeue.after(key, seconds)
+                case StartAttempt() | StoreResult() | StoreState():
+                    pass  # before the write
+                case _:
+                    assert_never(action)
         if decision.event is not None and changed:
             reason, message = decision.event
             warning = new_status.get("phase") == "Failed"
             self.kube.event(builders.build_event(identity, reason, message, warning, self.clock()))
 
-    def _live_log(self, key: RunKey, identity: RunIdentity, status: Mapping[str, Any]) -> None:
-        """While an attempt runs, refresh its stored log every `live_log_seconds` (`kubemill logs -f` and
-        the UI follow the stored, masked log, never the raw pod log)."""
-        now = self.clock().timestamp()
-        with self._guard:
-            due = self._log_due.get(key)
-            if (
-                due is None
-            ):  # the first refresh one interval in: most runs are over by then (no extra requests)
-                self._log_due[key] = now + self.live_log_seconds
-                self.requeue.after(key, self.live_log_seconds)
-                return
-            if now < due:
-                return
-            self._log_due[key] = now + self.live_log_seconds
-        self._store_log(key, identity, status, final=False)
-        self.requeue.after(key, self.live_log_seconds)
-
-    def _store_log(self, key: RunKey, identity: RunIdentity, status: Mapping[str, Any], final: bool) -> None:
-        """Append the current attempt's output (masked, bounded) to the run's stored log. Best effort: a log
-        that cannot be read (the pod is gone) or written never changes how the run ends."""
-        namespace, name = key
-        pod = (status.get("pod") or {}).get("name")
-        attempt = int(status.get("attempts", 0) or 0)
-        if not pod or attempt < 1:
-            return
-        try:
-            raw = self.kube.pod_log(
-                namespace, pod, container=builders.CONTAINER, tail_lines=runlogs.POD_LOG_LINES
-            )
-        except (NotFound, ApiRejected, ApiUnavailable):
-            log.info("scriptrun %s/%s: the log of pod %s is gone; none stored", namespace, name, pod)
-            return
-        text = runlogs.run_log_text(attempt, raw, self._masks_for(key))
-        cm_name = runlogs.log_configmap_name(name)
-        try:
-            if attempt == 1 and key not in self._logs_written:
-                # Nothing stored for this run by this process: usually nothing at all, so try creating first
-                # (one request); anything already there is dealt with below.
-                bounded, cut = runlogs.bound(text, runlogs.LOG_MAX)
-                try:
-                    _, created = self.kube.create(runlogs.build_log_configmap(identity, bounded, cut, final))
-                except NotOurs:
-                    created = False
-                if created:
-                    self._logs_written.add(key)
-                    return
-            previous = self.kube.get_or_none("v1", "ConfigMap", namespace, cm_name)
-            owners = ((previous or {}).get("metadata") or {}).get("ownerReferences") or []
-            if previous is not None and not any(o.get("uid") == identity.uid for o in owners):
-                # Not this run's (planted before it, or left by an earlier run of the same name): replace it.
-                self.kube.delete("v1", "ConfigMap", namespace, cm_name)
-                previous = None
-            cut = 0
-            if previous is not None:
-                stored = runlogs.read_log_configmap(previous)
-                header = runlogs.attempt_header(attempt)
-                kept = runlogs.strip_notice(stored.text)
-                if header in kept:  # this attempt was stored already (a crash before the status write)
-                    kept = kept[: kept.index(header)]
-                text, cut = kept + text, stored.cut_bytes
-            text, cut = runlogs.bound(text, runlogs.LOG_MAX, cut)
-            cm = runlogs.build_log_configmap(identity, text, cut, final)
-            if previous is not None and previous.get("binaryData") == cm["binaryData"] and not final:
-                return
-            if previous is None:
-                self.kube.create(cm)
-            else:
-                patch = {k: cm[k] for k in ("binaryData",)}
-                patch["metadata"] = {"annotations": cm["metadata"]["annotations"]}
-                self.kube.patch("v1", "ConfigMap", namespace, cm_name, patch)
-            self._logs_written.add(key)
-        except (ApiRejected, ApiUnavailable, NotOurs) as exc:
-            log.warning("scriptrun %s/%s: its log could not be stored: %s", namespace, name, exc)
-
-    def _store_state(self, namespace: str, action: scriptruns.StoreState) -> None:
+    def _store_state(self, namespace: str, action: StoreState) -> None:
         owner = self.catalog.owner_of(namespace, action.state_path)
         cm = builders.build_state_configmap(namespace, action.state_path, action.state_json, owner)
         existing, created = self.kube.create(cm, adopt_any=True)  # the state is overwritten just below
@@ -394,7 +372,7 @@ class RunExecutor:
             return self._create_attempt(key, run, identity, target, attempt)
         except NotOurs as exc:  # something planted under a name we compute: never run with it
             inputs = Inputs(now=self.clock(), target=None, target_problem=Failure("NotOurs", str(exc)))
-            return scriptruns.decide(run, inputs).status
+            return status_data(scriptrun.decide(run, inputs).status)
 
     def _create_attempt(
         self, key: RunKey, run: ScriptRun, identity: RunIdentity, target: RunTarget, attempt: int
@@ -402,16 +380,16 @@ class RunExecutor:
         namespace, name = key
         script_owner = self.catalog.owner_of(namespace, target.path)
         self.catalog.ensure_code(namespace, target, script_owner or identity)
-        try:
-            files = run_secret_files(self.kube, namespace, target.resources)
-        except UnresolvedReference as exc:
-            failure = Failure(exc.reason, exc.message)
-            inputs = Inputs(now=self.clock(), target=None, target_problem=failure)
-            return scriptruns.decide(run, inputs).status
-        self._masks[key] = masks_from_secret_data(files)
         args = args_for_language(target.language, run.spec.args)
         if target.schema is not None:
             args = run_args(target.schema, args)  # optional nulls left out, so the script's defaults apply
+        try:  # `$res:`/`$var:` in args resolved here, into the per-run Secret (never into the status)
+            files, args = run_secret_files(self.kube, namespace, target.resources, args)
+        except UnresolvedReference as exc:
+            failure = Failure(exc.reason, exc.message)
+            inputs = Inputs(now=self.clock(), target=None, target_problem=failure)
+            return status_data(scriptrun.decide(run, inputs).status)
+        self._masks[key] = masks_from_secret_data(files)
         if run.spec.flow_user_states is not None:
             files = {**files, builders.FLOW_STATES_KEY: json.dumps(run.spec.flow_user_states)}
         secret = builders.build_run_secret(identity, args, files)
@@ -420,7 +398,7 @@ class RunExecutor:
             workspace=namespace,
             job_id=run.metadata.uid or name,
             job_path=target.path,
-            flow_job_id=(run.metadata.labels or {}).get("kubemill.dev/flow-run-uid", ""),
+            flow_job_id=(run.metadata.labels or {}).get(FLOW_RUN_LABEL, ""),
             flow_step_id=run.spec.step_id or "",
             schedule_path=run.spec.schedule_path or "",
             scheduled_for=run.spec.scheduled_for.isoformat() if run.spec.scheduled_for else "",
@@ -432,7 +410,9 @@ class RunExecutor:
             list(secret["stringData"]),
             context,
             self.options,
+            shared_claim=run.spec.shared_claim,
         )
+        job = self.pools.offer(identity, target, job)  # a suspended Job a pool worker claims, if it can
         _, created = self.kube.create(job)
         if created:
             metrics.RUNS_STARTED.labels(namespace, target.language, target.path).inc()
@@ -474,8 +454,7 @@ class RunExecutor:
                 if record is not None:
                     record.finished = str(new.get("finishedAt", ""))
                 self._masks.pop(key, None)
-                self._log_due.pop(key, None)
-                self._logs_written.discard(key)
+            self.logs.forget(key)
             self._trim_history(namespace, path)
 
     def _cancel_started_runs(self, namespace: str, uid: str) -> None:
@@ -485,9 +464,9 @@ class RunExecutor:
             return
         for kind in ("ScriptRun", "FlowRun"):
             for child in self.kube.list(API, kind, namespace, labels={PARENT_RUN_LABEL: uid}):
-                if (child.get("status") or {}).get("phase") in scriptruns.TERMINAL:
+                if (child.get("status") or {}).get("phase") in scriptrun.TERMINAL:
                     continue
-                patch = {"metadata": {"annotations": {scriptruns.CANCEL_ANNOTATION: "true"}}}
+                patch = {"metadata": {"annotations": {scriptrun.CANCEL_ANNOTATION: "true"}}}
                 try:
                     self.kube.patch(API, kind, namespace, child["metadata"]["name"], patch)
                 except NotFound:
@@ -521,7 +500,7 @@ class RunExecutor:
                 for k, r in self._runs.items()
                 if k[0] == namespace
                 and r.script_path == path
-                and r.phase in scriptruns.TERMINAL
+                and r.phase in scriptrun.TERMINAL
                 and r.finished
                 and not r.kept_by_parent
             )
@@ -530,11 +509,9 @@ class RunExecutor:
             self.forget(ns, name)
 
 
-def _rv(body: Mapping[str, Any]) -> int:
-    try:
-        return int(body.get("metadata", {}).get("resourceVersion", 0))
-    except (TypeError, ValueError):
-        return 0
+def _rv(body: Mapping[str, Any]) -> str:
+    """An object's resourceVersion: an opaque string, compared for equality only."""
+    return str(body.get("metadata", {}).get("resourceVersion", ""))
 
 
 def _parse_time(text: str) -> datetime:

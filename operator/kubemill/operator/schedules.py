@@ -27,6 +27,7 @@ from typing import Any
 import kopf
 import pydantic
 
+from kubemill import constants
 from kubemill.engine.naming import identity_digest
 from kubemill.errors import KubemillError, NotFound, NotOurs
 from kubemill.k8s.client import Kube, holds
@@ -61,7 +62,7 @@ log = logging.getLogger("kubemill.schedules")
 GROUP, VERSION = API_VERSION.split("/")
 IMAGE_ENV = "KUBEMILL_TRIGGER_IMAGE"
 SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
-SPEC_HASH = "kubemill.dev/spec-hash"
+SPEC_HASH = constants.ANNOTATION_SPEC_HASH
 REFRESH_SECONDS = 20.0
 
 _guard = threading.Lock()

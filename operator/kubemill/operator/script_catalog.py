@@ -15,22 +15,24 @@ from typing import Any
 
 import pydantic
 
+from kubemill import constants
+from kubemill.engine.scriptrun import Failure
 from kubemill.errors import NotFound, NotOurs
 from kubemill.k8s import builders
+from kubemill.k8s.api import KubeApi
 from kubemill.k8s.builders import RunIdentity, RunTarget
-from kubemill.k8s.client import Kube, holds
-from kubemill.k8s.scriptruns import Failure
+from kubemill.k8s.client import holds
 from kubemill.models.scripts import Script, ScriptRun, runtime_of
 from kubemill.runners import canonical_language
 from kubemill.signatures import SignatureError, derive_schema
 
-API = "kubemill.dev/v1alpha1"
+API = constants.API_VERSION
 
 
 class ScriptCatalog:
     """Scripts by (namespace, path); thread-safe."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
         self._scripts: dict[tuple[str, str], Script] = {}
         self._schemas: dict[str, dict[str, Any] | SignatureError] = {}

@@ -2,8 +2,9 @@
 
 A Script event refreshes the script catalog and writes the Script's status (schema derived from `main`,
 content hash, `Ready` naming the line of a syntax error) and its content-addressed code ConfigMap. Every
-ScriptRun, Job and Pod event of a run hands the run to the executor (`run_executor.RunExecutor`), which
-decides with the pure `kubemill.k8s.scriptruns` and acts through the one API client. Watching events (not
+ScriptRun, Job and Pod event of a run hands the run to the executor (`run_executor.RunExecutor`, held by the
+`runtime.Operator` every handler gets through Kopf's memo), which
+decides with the pure `kubemill.engine.scriptrun` and acts through the one API client. Watching events (not
 Kopf's change handlers) keeps Kopf's own bookkeeping off the runs: no annotations, no finalizers, no extra
 writes between a ScriptRun's creation and its Job; after a restart the initial listing re-delivers every
 object, which is all the resumption a level-triggered reconcile needs.
@@ -12,52 +13,23 @@ object, which is all the resumption a level-triggered reconcile needs.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 import pydantic
 
+from kubemill import constants
 from kubemill.errors import Conflict, KubemillError
 from kubemill.k8s import builders
 from kubemill.models.scripts import Script
-from kubemill.operator import kube, metrics, settings
-from kubemill.operator.run_executor import RunExecutor
-from kubemill.operator.script_catalog import ScriptCatalog
+from kubemill.operator import metrics
+from kubemill.operator.runtime import Operator, of
 from kubemill.signatures import SignatureError
 
 log = logging.getLogger(__name__)
-GROUP, VERSION = "kubemill.dev", "v1alpha1"
+GROUP, VERSION = constants.GROUP, constants.VERSION
 RUN_LABELS = {builders.LABEL_RUN_UID: kopf.PRESENT}
-
-_lock = threading.Lock()
-_state: dict[str, Any] = {}
-
-
-def catalog() -> ScriptCatalog:
-    with _lock:
-        if "catalog" not in _state:
-            _state["catalog"] = ScriptCatalog(kube())
-        return _state["catalog"]  # type: ignore[no-any-return]
-
-
-def executor() -> RunExecutor:
-    cat = catalog()
-    with _lock:
-        if "executor" not in _state:
-            options = builders.JobOptions(
-                image_template=settings.runner_image_template, extra_env=dict(settings.runner_env)
-            )
-            _state["executor"] = RunExecutor(
-                kube(),
-                cat,
-                options,
-                history_limit=settings.run_history_limit,
-                workers=settings.workers,
-                live_log_seconds=settings.live_log_seconds,
-            )
-        return _state["executor"]  # type: ignore[no-any-return]
 
 
 def _now() -> str:
@@ -68,17 +40,18 @@ def _now() -> str:
 
 
 @kopf.on.event(GROUP, VERSION, "scripts")
-def script_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+def script_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    op = of(memo)
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     if type == "DELETED":
-        catalog().remove(namespace, name)
+        op.catalog.remove(namespace, name)
         return
     try:
         script = Script.model_validate(dict(body))
     except pydantic.ValidationError as exc:
         log.warning("Script %s/%s does not parse: %s", namespace, name, exc)
         return
-    cat = catalog()
+    cat = op.catalog
     cat.put(script)
     digest = schema = problem = None
     try:
@@ -102,10 +75,10 @@ def script_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         if new == old:
             return
         try:
-            kube().replace({**current, "status": new}, status=True)
+            op.kube.replace({**current, "status": new}, status=True)
             return
         except Conflict:  # something else changed the Script (metadata): write on the fresh body
-            current = kube().get_or_none(f"{GROUP}/{VERSION}", "Script", namespace, name)
+            current = op.kube.get_or_none(f"{GROUP}/{VERSION}", "Script", namespace, name)
         except KubemillError as exc:
             metrics.RECONCILE_ERRORS.labels("Script", exc.__class__.__name__).inc()
             return
@@ -114,8 +87,8 @@ def script_event(type: str | None, body: kopf.Body, **_: Any) -> None:
 # --- ScriptRuns and what runs them -------------------------------------------------------------------------
 
 
-def _reconcile(namespace: str, name: str, body: Any = None, pod: Any = None) -> None:
-    ex = executor()
+def _reconcile(op: Operator, namespace: str, name: str, body: Any = None, pod: Any = None) -> None:
+    ex = op.executor
     try:
         ex.reconcile(namespace, name, body, pod)
     except Exception as exc:
@@ -125,27 +98,29 @@ def _reconcile(namespace: str, name: str, body: Any = None, pod: Any = None) -> 
 
 
 @kopf.on.event(GROUP, VERSION, "scriptruns")
-def scriptrun_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+def scriptrun_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    op = of(memo)
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     if type == "DELETED":
-        executor().forget(namespace, name)
+        op.executor.forget(namespace, name)
         return
-    _reconcile(namespace, name, dict(body))
+    _reconcile(op, namespace, name, dict(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=RUN_LABELS)
-def job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    op = of(memo)
     namespace = body.metadata.namespace or ""
     run = body.metadata.annotations.get(builders.ANNOTATION_RUN)
     if run:
-        _reconcile(namespace, run)
+        _reconcile(op, namespace, run)
         if type != "DELETED":
-            executor().collect_job(namespace, run, body.metadata.name or "")
+            op.executor.collect_job(namespace, run, body.metadata.name or "")
 
 
 @kopf.on.event("", "v1", "pods", labels=RUN_LABELS)
-def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     namespace = body.metadata.namespace or ""
     run = body.metadata.annotations.get(builders.ANNOTATION_RUN)
     if run and type != "DELETED":
-        _reconcile(namespace, run, pod=dict(body))
+        _reconcile(of(memo), namespace, run, pod=dict(body))

@@ -36,6 +36,8 @@ class Envelope:
     bytes: int | None = None
     flow_user_states: dict[str, Any] | None = None
     """A flow step's flow user states after it ran, when it set one (`wmill.set_flow_user_state`)."""
+    result_ref: dict[str, Any] | None = None
+    """`{"s3": key, "bytes": n}`: the runner put the result (over 1 MiB) in the workspace storage."""
 
     @property
     def ok(self) -> bool:
@@ -71,7 +73,12 @@ def parse_envelope(text: str) -> Envelope:
     states = data.get("flow_user_states")
     if states is not None and not isinstance(states, dict):
         raise ValueError("the runner's envelope is malformed: 'flow_user_states' is not an object")
-    return Envelope(data["result"], _error(data["error"]), data.get("state"), truncated, size, states)
+    ref = data.get("result_ref")
+    if ref is not None and not (
+        isinstance(ref, dict) and isinstance(ref.get("s3"), str) and isinstance(ref.get("bytes"), int)
+    ):
+        raise ValueError("the runner's envelope is malformed: 'result_ref' needs string 's3' and int 'bytes'")
+    return Envelope(data["result"], _error(data["error"]), data.get("state"), truncated, size, states, ref)
 
 
 def envelope_from_logs(logs: str) -> Envelope | None:

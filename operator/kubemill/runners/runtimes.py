@@ -8,6 +8,7 @@ scripts/install-runtimes fills (~/.cache/kubemill/runtimes). `local_command` swa
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -60,6 +61,7 @@ def find_interpreter(language: str) -> str:
     return found
 
 
+@functools.cache
 def find_uv() -> str | None:
     try:
         import uv

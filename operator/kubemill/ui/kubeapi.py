@@ -16,10 +16,11 @@ from typing import Any
 
 import aiohttp
 
+from kubemill import constants
 from kubemill.k8s.client import load_configuration, object_path, plural_of
 
 Body = dict[str, Any]
-KUBEMILL = "kubemill.dev/v1alpha1"
+KUBEMILL = constants.API_VERSION
 
 
 class ApiError(Exception):

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import JsonValue, ValidationError
 
+from kubemill import constants
 from kubemill.models.common import API_VERSION
 from kubemill.models.triggers import HttpTrigger
 from kubemill.ui.kubeapi import ApiError, Body, KubeApi
 from kubemill.ui.signing import Refused, TokenBucket, replay_name, verify
 
-TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
+TERMINAL = constants.TERMINAL_PHASES
 RUN_KINDS = {"p": ("ScriptRun", "Script", "scriptPath"), "f": ("FlowRun", "Flow", "flowPath")}
 TRIGGER_CACHE_SECONDS = 5.0
 NOT_AN_OBJECT = "the body must be a JSON object (or set spec.bodyArg to take any body)"
@@ -95,6 +96,36 @@ def run_manifest(
     }
 
 
+PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-forwarded-access-token"})
+"""Left out of a trigger event (a run's spec is readable by whoever can read the run)."""
+
+
+def trigger_event(
+    kind: str, body: bytes, parsed: JsonValue, query: Mapping[str, str], headers: Mapping[str, str]
+) -> dict[str, JsonValue]:
+    """Windmill's preprocessor `event` for a webhook or an HTTP route: `kind`, `body` (parsed), `raw_string`,
+    `query` and `headers` (credentials left out); goes to the FlowRun's `spec.triggerEvent`."""
+    return {
+        "kind": kind,
+        "body": parsed,
+        "raw_string": body.decode("utf-8", errors="replace") if body else None,
+        "query": {k: v for k, v in query.items() if k != "token"},  # Windmill's ?token= is a credential
+        "headers": {k.lower(): v for k, v in headers.items() if k.lower() not in PRIVATE_HEADERS},
+    }
+
+
+def json_or_text(body: bytes) -> JsonValue:
+    try:
+        parsed: JsonValue = json.loads(body) if body.strip() else None
+    except ValueError:
+        return body.decode("utf-8", errors="replace")
+    return parsed
+
+
+def has_preprocessor(definition: Body) -> bool:
+    return bool(((definition.get("spec") or {}).get("value") or {}).get("preprocessor_module"))
+
+
 async def json_args(request: web.Request) -> dict[str, JsonValue]:
     body = await request.read()
     if not body.strip():
@@ -118,7 +149,12 @@ async def start_run(request: web.Request) -> tuple[KubeApi, str, Body]:
     found = await api.list(token, definition, namespace, field_selector=f"spec.path={path}")
     if not found:
         raise web.HTTPNotFound(text=f"no {definition} with path {path} in namespace {namespace}")
-    created = await api.create(token, run_manifest(target, namespace, path, args))
+    manifest = run_manifest(target, namespace, path, args)
+    if target == "f" and has_preprocessor(found[0]):  # Windmill: a webhook run goes through the preprocessor
+        body = await request.read()
+        event = trigger_event("webhook", body, args, request.query, request.headers)
+        manifest["spec"]["triggerEvent"] = event
+    created = await api.create(token, manifest)
     return api, token, created
 
 
@@ -137,6 +173,8 @@ async def run_result(api: KubeApi, token: str, run: Body) -> JsonValue:
     if not ref:
         result: JsonValue = status.get("result")
         return result
+    if ref.get("s3"):  # over 1 MiB: Windmill's S3Object for the workspace storage (docs/decisions.md)
+        return {"s3": str(ref["s3"])}
     config_map = await api.get(token, "ConfigMap", run["metadata"]["namespace"], ref["name"], "v1")
     value: JsonValue = json.loads((config_map.get("data") or {}).get(ref.get("key", "result.json"), "null"))
     return value
@@ -326,6 +364,14 @@ async def deliver(request: web.Request) -> web.StreamResponse:
             labels={"kubemill.dev/http-trigger": cached.manifest["metadata"]["name"]},
             owner=cached.manifest,
         )
+        if target == "f":  # for the flow's preprocessor_module, if it has one (this server cannot read Flows)
+            chosen = {h.name.lower() for h in spec.headers}
+            parsed = json_or_text(body)
+            event = trigger_event(
+                "http", body, parsed, request.query, {k: headers[k] for k in chosen & set(headers)}
+            )
+            event |= {"route": spec.route, "path": route, "method": request.method, "params": {}}
+            manifest["spec"]["triggerEvent"] = event
     except Refused as exc:
         return refuse(exc.status, exc.message)
     except ApiError as exc:

@@ -6,6 +6,9 @@
  */
 import { readFileSync } from "node:fs";
 import process from "node:process";
+import { getObject, newUploadKey, putObject, type S3Object, workspaceStorage, endpointUrl } from "./s3.ts";
+
+export type { S3Object };
 
 const ROOT = "/var/run/kubemill";
 const env = (name: string): string | undefined => process.env[name] || undefined;
@@ -141,6 +144,70 @@ export async function whoami(): Promise<Record<string, unknown>> {
   return { email: env("WM_EMAIL") ?? "", username: env("WM_USERNAME") ?? "", workspace_id: getWorkspace() };
 }
 
+// --- object storage (s3.ts): Windmill's S3 helpers --------------------------------------------------------
+
+// deno-lint-ignore no-explicit-any
+function s3Settings(s3ResourcePath?: string): any {
+  if (s3ResourcePath) return getResourceSync(s3ResourcePath);
+  const storage = workspaceStorage();
+  if (!storage) {
+    throw new ResourceNotFound(
+      "this namespace has no workspace storage: label a Resource of type s3 kubemill.dev/workspace-storage=true, " +
+        "or pass s3ResourcePath (a resource the Script declares)",
+    );
+  }
+  return storage;
+}
+
+function s3Key(s3object: S3Object | string): string {
+  const key = typeof s3object === "string" ? s3object : s3object?.s3;
+  if (typeof key !== "string" || !key) throw new Error('an S3Object is { s3: "<key>" } with a non-empty key');
+  return key;
+}
+
+/** The content of the object `s3object` names, from the workspace storage or `s3ResourcePath`. */
+export async function loadS3File(s3object: S3Object | string, s3ResourcePath?: string): Promise<Uint8Array> {
+  return await getObject(s3Settings(s3ResourcePath), s3Key(s3object));
+}
+
+export async function loadS3FileStream(s3object: S3Object | string, s3ResourcePath?: string): Promise<Blob> {
+  return new Blob([(await loadS3File(s3object, s3ResourcePath)) as BlobPart]);
+}
+
+/** Write `fileContent` to the object `s3object` names (a new key under windmill_uploads/ when undefined). */
+export async function writeS3File(
+  s3object: S3Object | string | undefined,
+  fileContent: string | Blob | Uint8Array,
+  s3ResourcePath?: string,
+  contentType?: string,
+  _contentDisposition?: string,
+): Promise<S3Object> {
+  const key = s3object ? s3Key(s3object) : newUploadKey();
+  const body = typeof fileContent === "string"
+    ? new TextEncoder().encode(fileContent)
+    : fileContent instanceof Blob
+    ? new Uint8Array(await fileContent.arrayBuffer())
+    : fileContent;
+  await putObject(s3Settings(s3ResourcePath), key, body, contentType);
+  return { s3: key };
+}
+
+/** Settings for an S3 client (Windmill's `denoS3LightClientSettings`: endPoint, region, bucket, keys...). */
+export async function denoS3LightClientSettings(s3ResourcePath?: string): Promise<Record<string, unknown>> {
+  const s = s3Settings(s3ResourcePath);
+  const url = new URL(endpointUrl(s));
+  return {
+    endPoint: url.hostname,
+    port: url.port ? Number(url.port) : undefined,
+    useSSL: url.protocol === "https:",
+    region: s.region || "us-east-1",
+    bucket: s.bucket,
+    accessKey: s.accessKeyId,
+    secretKey: s.secretKey,
+    pathStyle: s.pathStyle ?? true,
+  };
+}
+
 function unsupported(name: string) {
   return async (..._args: unknown[]): Promise<never> => {
     throw new NotSupported(
@@ -151,9 +218,18 @@ function unsupported(name: string) {
 }
 export const setResource = unsupported("setResource");
 export const setVariable = unsupported("setVariable");
-export const runScript = unsupported("runScript");
-export const runScriptAsync = unsupported("runScriptAsync");
-export const runFlowAsync = unsupported("runFlowAsync");
+export {
+  cancelRunning,
+  getJobStatus,
+  getResult,
+  JobFailed,
+  PermissionDenied,
+  runFlow,
+  runFlowAsync,
+  runScript,
+  runScriptAsync,
+  waitJob,
+} from "./jobs.ts";
 
 /** For the runner: the state to put in the envelope, and whether the script changed it. */
 export function _envelopeState(): { state: unknown; changed: boolean } {

@@ -10,11 +10,14 @@ import process from "node:process";
 import { pathToFileURL } from "node:url";
 import { format } from "node:util";
 import { _envelopeState } from "./mod.ts";
+import { storeResult } from "./s3.ts";
 
 const ROOT = "/var/run/kubemill";
 const PREFIX = "KUBEMILL_RESULT:";
 const SUMMARY_LIMIT = 4096;
 const LOG_LIMIT = 1 << 20;
+/** Larger envelopes go to workspace storage: the operator keeps results under 1 MiB - 1 KiB. */
+const STORE_OVER = LOG_LIMIT - 8192;
 const setting = (name: string, fallback: string) => process.env[name] || fallback;
 
 /** Parameter names of a function, from its source: `main(a, b = {...}, c?)` -> [a, b, c]. */
@@ -140,6 +143,20 @@ export async function runMain(): Promise<number> {
     // what viewers can read (termination message, log line) never holds a secret
     envelope = mask(JSON.parse(text), forms) as typeof envelope;
     text = JSON.stringify(envelope);
+  }
+  if (!envelope.error && new TextEncoder().encode(text).length > STORE_OVER) {
+    // over 1 MiB: into the workspace storage when the namespace has one (the result is masked already)
+    try {
+      const ref = await storeResult(JSON.stringify(envelope.result), setting("KUBEMILL_RUN_NAME", "run"));
+      if (ref) {
+        envelope = { ...envelope, result: null, result_ref: ref } as typeof envelope;
+        text = JSON.stringify(envelope);
+      }
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      envelope = { ...envelope, result: null, error: { name: "ResultStoreFailed", message, stack: null } };
+      text = JSON.stringify(envelope);
+    }
   }
   const { changed } = _envelopeState();
   if (changed && envelope.state !== null) write(stateFile, JSON.stringify(envelope.state));

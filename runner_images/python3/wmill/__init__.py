@@ -29,8 +29,11 @@ __all__ = [
     "ResourceExists",
     "ResourceNotFound",
     "ResourceRejected",
+    "S3Object",
+    "cancel_running",
     "create_resource",
     "delete_resource",
+    "get_boto3_connection_settings",
     "get_flow_user_state",
     "get_job_status",
     "get_progress",
@@ -44,6 +47,8 @@ __all__ = [
     "get_variable",
     "get_workspace",
     "list_resources",
+    "load_s3_file",
+    "load_s3_file_reader",
     "run_flow",
     "run_flow_async",
     "run_script",
@@ -56,6 +61,7 @@ __all__ = [
     "update_resource",
     "wait_job",
     "whoami",
+    "write_s3_file",
 ]
 
 ROOT = "/var/run/kubemill"
@@ -328,6 +334,83 @@ for _name in (
     globals()[_name] = _unsupported(_name)
 
 
+# --- object storage (wmill/s3.py): Windmill's S3 helpers ---------------------------------------------------
+
+S3Object = dict  # Windmill's TypedDict {"s3": "<key>"} (and "storage", which kubemill does not use)
+
+
+def _s3_settings(s3_resource_path: str | None) -> dict[str, Any]:
+    from wmill import s3
+
+    if s3_resource_path:
+        value = get_resource(s3_resource_path)
+        if not isinstance(value, dict):
+            raise ValueError(f"resource {s3_resource_path!r} is not an object of type s3")
+        return value
+    storage = s3.workspace_storage()
+    if storage is None:
+        raise ResourceNotFound(
+            "this namespace has no workspace storage: label a Resource of type s3 "
+            "kubemill.dev/workspace-storage=true, or pass s3_resource_path (a resource the Script declares)"
+        )
+    return storage
+
+
+def _s3_key(s3object: Any) -> str:
+    key = s3object.get("s3") if isinstance(s3object, dict) else s3object
+    if not isinstance(key, str) or not key:
+        raise ValueError('an S3Object is {"s3": "<key>"} with a non-empty key')
+    return key
+
+
+def get_boto3_connection_settings(s3_resource_path: str | None = "") -> dict[str, Any]:
+    """boto3's `client("s3", **settings)` arguments for the workspace storage or `s3_resource_path`."""
+    from wmill import s3
+
+    settings = _s3_settings(s3_resource_path)
+    return {
+        "endpoint_url": s3.endpoint_url(settings),
+        "region_name": settings.get("region") or "us-east-1",
+        "use_ssl": settings.get("useSSL", True) is not False,
+        "aws_access_key_id": settings.get("accessKeyId"),
+        "aws_secret_access_key": settings.get("secretKey"),
+    }
+
+
+def load_s3_file(s3object: Any, s3_resource_path: str | None = None) -> bytes:
+    """The content of the object `s3object` names ({"s3": key}, or the key itself)."""
+    from wmill import s3
+
+    return s3.Client(_s3_settings(s3_resource_path)).get(_s3_key(s3object))
+
+
+def load_s3_file_reader(s3object: Any, s3_resource_path: str | None = None) -> Any:
+    import io
+
+    return io.BufferedReader(io.BytesIO(load_s3_file(s3object, s3_resource_path)))  # type: ignore[arg-type]
+
+
+def write_s3_file(
+    s3object: Any,
+    file_content: Any,
+    s3_resource_path: str | None = None,
+    content_type: str | None = None,
+    content_disposition: str | None = None,
+) -> dict[str, str]:
+    """Write `file_content` (bytes, str or a binary reader) to the object `s3object` names (a new key under
+    windmill_uploads/ when None); returns its S3Object."""
+    import uuid
+
+    from wmill import s3
+
+    key = _s3_key(s3object) if s3object else f"windmill_uploads/{uuid.uuid4().hex}"
+    if hasattr(file_content, "read"):
+        file_content = file_content.read()
+    body = file_content.encode() if isinstance(file_content, str) else bytes(file_content)
+    s3.Client(_s3_settings(s3_resource_path)).put(key, body, content_type)
+    return {"s3": key}
+
+
 # --- runs started by scripts (a run with a ServiceAccount; wmill/jobs.py) ---------------------------------
 
 
@@ -385,6 +468,12 @@ def get_result(job_id: str, **_: Any) -> Any:
     jobs, api = _jobs("get_result")
     _, run = jobs.get_run(api, job_id)
     return jobs.result_of(api, run)
+
+
+def cancel_running(**_: Any) -> dict[str, Any]:
+    """Cancel the other running executions of this script (Windmill's `cancel_running`)."""
+    jobs, api = _jobs("cancel_running")
+    return jobs.cancel_running(api)
 
 
 def get_job_status(job_id: str, **_: Any) -> str:

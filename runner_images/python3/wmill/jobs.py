@@ -22,6 +22,7 @@ from wmill.kube_api import GROUP_VERSION, KubeApi
 
 PARENT_LABEL = "kubemill.dev/parent-run-uid"
 PARENT_ANNOTATION = "kubemill.dev/parent-run"
+CANCEL_ANNOTATION = "kubemill.dev/cancel"
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 _kinds: dict[str, str] = {}  # job id -> kind, for the runs this script started
@@ -83,6 +84,13 @@ def result_of(api: KubeApi, run: dict[str, Any]) -> Any:
     ref = status.get("resultRef")
     if not ref:
         return status.get("result")
+    if ref.get("s3"):  # over 1 MiB: in the workspace storage, which this run is given too
+        from wmill import s3
+
+        storage = s3.workspace_storage()
+        if storage is None:
+            raise KeyError(f"the result of {run['metadata']['name']} is in workspace storage, not given")
+        return json.loads(s3.Client(storage).get(ref["s3"]))
     ns = urllib.parse.quote(api.creds.namespace)
     cm = _request(
         api, "GET", f"/api/v1/namespaces/{ns}/configmaps/{ref['name']}", "get", "configmap", ref["name"]
@@ -119,3 +127,33 @@ def wait(api: KubeApi, job_id: str, timeout: float | None = None) -> Any:
             )
         time.sleep(delay)
         delay = min(delay * 1.5, 3.0)
+
+
+def cancel_running(api: KubeApi) -> dict[str, Any]:
+    """Windmill's `cancel_running`: cancel the other unfinished runs of this script (WM_JOB_PATH) in this
+    namespace (the `kubemill.dev/cancel` annotation, as `kubemill cancel` sets it); needs `list` and
+    `patch` on scriptruns. Returns {"canceled": [names]}."""
+    path, me = os.environ.get("WM_JOB_PATH", ""), os.environ.get("KUBEMILL_RUN_NAME", "")
+    if not path:
+        raise ValueError("cancel_running: this run has no script path (WM_JOB_PATH)")
+    found = _request(api, "GET", _runs_path(api, "scriptruns"), "list", "scriptrun", path) or {}
+    canceled = []
+    for run in found.get("items") or []:
+        name = run["metadata"]["name"]
+        if name == me or (run.get("spec") or {}).get("scriptPath") != path:
+            continue
+        if (run.get("status") or {}).get("phase") in TERMINAL:
+            continue
+        patch = {"metadata": {"annotations": {CANCEL_ANNOTATION: "true"}}}
+        api.request(
+            "PATCH",
+            _runs_path(api, "scriptruns", name),
+            "patch",
+            "scriptrun",
+            path,
+            patch,
+            missing_ok=True,
+            content_type="application/merge-patch+json",
+        )
+        canceled.append(name)
+    return {"canceled": canceled}

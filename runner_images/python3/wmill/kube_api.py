@@ -267,6 +267,7 @@ class KubeApi:
         path: str,
         body: Any = None,
         missing_ok: bool = False,
+        content_type: str = "application/json",
     ) -> Any:
         """One request to `url` (a path on the API server); None for a 404 with `missing_ok`."""
         with open(self.creds.token_file, encoding="utf-8") as f:  # projected tokens rotate: read each time
@@ -275,7 +276,7 @@ class KubeApi:
         data = None
         if body is not None:
             data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         import urllib.request
 
         request = urllib.request.Request(self.creds.server + url, data=data, method=method, headers=headers)

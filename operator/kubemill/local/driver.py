@@ -111,10 +111,12 @@ def drive(
     max_cycles: int = 1_000_000,
     cache: MutableMapping[str, CacheEntry] | None = None,
     on_early_return: Callable[[JsonValue], None] | None = None,
+    trigger_event: dict[str, JsonValue] | None = None,
 ) -> Run:
     """Call `advance()` until the run finishes, carrying out its actions locally. `cache` holds `cache_ttl`
     results (a dict for this run only by default); `on_early_return` gets the `early_return` step's result
-    as soon as that step is done (the flow goes on)."""
+    as soon as that step is done (the flow goes on). `trigger_event`: the run was started by a trigger with
+    this event (a `preprocessor_module` turns it into the flow input)."""
     cache = {} if cache is None else cache
     status = FlowRunStatus()
     children: dict[str, ChildObservation] = {}
@@ -128,6 +130,7 @@ def drive(
             approvals=tuple(approvals),
             requester=requester,
             cache=dict(cache),
+            trigger_event=trigger_event,
         )
         now = clock.now()
         history.append(Cycle(observations, now))

@@ -1,4 +1,6 @@
-"""The pure ScriptRun lifecycle: observing an attempt from its Job and Pod, and deciding what comes next."""
+"""The pure ScriptRun lifecycle: observing an attempt from its Job and Pod, and deciding what comes next.
+
+Decisions are checked on the status as written to the API (`wire`): the typed engine keeps the wire format."""
 
 from __future__ import annotations
 
@@ -7,11 +9,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from kubemill.engine import scriptrun
+from kubemill.engine.actions import RequeueAfter
+from kubemill.engine.scriptrun import Decision, Failure, Inputs, Observation, decide, status_data
 from kubemill.k8s import builders, scriptruns
 from kubemill.k8s.builders import RunTarget
-from kubemill.k8s.scriptruns import Failure, Inputs, Observation, decide, observe_attempt
+from kubemill.k8s.scriptruns import observe_attempt
 from kubemill.models.openflow import Retry
 from kubemill.models.scripts import ScriptRun
+from kubemill.runners.envelope import parse_envelope
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 TARGET = RunTarget(
@@ -48,6 +54,10 @@ def pod(message: str | None = None, exit_code: int = 0) -> dict[str, Any]:
         terminated["message"] = message
     state = {"terminated": terminated} if message is not None or exit_code else {"running": {}}
     return {"metadata": {"name": "r1-pod"}, "status": {"containerStatuses": [{"state": state}]}}
+
+
+def wire(decision: Decision) -> dict[str, Any]:
+    return status_data(decision.status)
 
 
 def envelope(result: Any = None, error: dict[str, str] | None = None) -> str:
@@ -105,52 +115,74 @@ def test_a_crash_without_envelope_names_the_exit_code() -> None:
 
 def test_a_new_run_with_valid_args_starts_attempt_one() -> None:
     d = decide(run(), Inputs(now=NOW, target=TARGET))
-    assert d.actions == (scriptruns.StartAttempt(1),)
-    assert d.status["phase"] == "Running" and d.status["attempts"] == 1
-    assert d.status["job"]["name"] == builders.job_name("r1", 1)
-    assert d.status["startedAt"] == "2026-01-02T03:04:05Z"
+    assert d.actions == (scriptrun.StartAttempt(1),)
+    assert wire(d)["phase"] == "Running" and wire(d)["attempts"] == 1
+    assert wire(d)["job"]["name"] == builders.job_name("r1", 1)
+    assert wire(d)["startedAt"] == "2026-01-02T03:04:05Z"
 
 
 def test_invalid_args_fail_at_once_naming_the_field() -> None:
     d = decide(run(args={"name": 3}), Inputs(now=NOW, target=TARGET))
-    assert d.status["phase"] == "Failed" and d.actions == ()
-    assert d.status["error"]["name"] == "InvalidArgs" and "name" in d.status["error"]["message"]
+    assert wire(d)["phase"] == "Failed" and d.actions == ()
+    assert wire(d)["error"]["name"] == "InvalidArgs" and "name" in wire(d)["error"]["message"]
 
 
 def test_a_full_script_keeps_the_run_pending_with_a_reason() -> None:
     d = decide(run(), Inputs(now=NOW, target=TARGET, slot_free=False, running_count=2))
-    assert d.status["phase"] == "Pending" and d.actions == ()
-    assert d.status["conditions"][0]["reason"] == "ConcurrencyLimit"
+    assert wire(d)["phase"] == "Pending" and d.actions == ()
+    assert wire(d)["conditions"][0]["reason"] == "ConcurrencyLimit"
 
 
 def test_a_small_result_goes_inline_and_cleans_up() -> None:
     obs = Observation("succeeded", "p", result_json='{"ok":true}')
     d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=obs))
-    assert d.status["phase"] == "Succeeded" and d.status["result"] == {"ok": True}
-    assert d.status["pod"] == {"name": "p", "kind": "Pod"}
-    assert d.actions == (scriptruns.DeleteJob(builders.job_name("r1", 1)), scriptruns.DeleteRunSecret())
+    assert wire(d)["phase"] == "Succeeded" and wire(d)["result"] == {"ok": True}
+    assert wire(d)["pod"] == {"name": "p", "kind": "Pod"}
+    assert d.actions == (scriptrun.DeleteRunSecret(), scriptrun.DeleteJob(builders.job_name("r1", 1)))
 
 
 @pytest.mark.parametrize(("size", "where"), [(20_000, "resultRef"), (2_000_000, "error")])
 def test_large_results_go_to_a_configmap_and_too_large_ones_fail(size: int, where: str) -> None:
     obs = Observation("succeeded", "p", result_json=json.dumps("x" * size))
     d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=obs))
-    assert where in d.status and "result" not in d.status
+    assert where in wire(d) and "result" not in wire(d)
     if where == "resultRef":
-        assert isinstance(d.actions[0], scriptruns.StoreResult) and d.status["phase"] == "Succeeded"
+        assert isinstance(d.actions[0], scriptrun.StoreResult) and wire(d)["phase"] == "Succeeded"
     else:
-        assert d.status["error"]["name"] == "ResultTooLarge" and d.status["phase"] == "Failed"
+        assert wire(d)["error"]["name"] == "ResultTooLarge" and wire(d)["phase"] == "Failed"
+
+
+def test_a_result_the_runner_put_in_workspace_storage_is_a_reference_in_the_status() -> None:
+    ref = {"s3": "kubemill/results/ns/r1/result.json", "bytes": 3_000_000}
+    message = json.dumps({"result": None, "error": None, "state": None, "result_ref": ref})
+    obs = observe_attempt(job(("Complete", "")), pod(message))
+    assert (obs.state, obs.result_json, obs.result_ref) == ("succeeded", None, ref)
+    d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=obs))
+    status = wire(d)
+    assert (
+        status["phase"] == "Succeeded" and status["resultRef"]["s3"] == ref["s3"] and "result" not in status
+    )
+    assert status["resultRef"]["bytes"] == ref["bytes"] and "name" not in status["resultRef"]
+    assert not any(isinstance(a, scriptrun.StoreResult) for a in d.actions)
+
+
+@pytest.mark.parametrize("ref", [{"s3": 1, "bytes": 2}, {"s3": "k"}, "k"])
+def test_a_malformed_result_reference_is_no_envelope(ref: Any) -> None:
+    message = json.dumps({"result": None, "error": None, "state": None, "result_ref": ref})
+    with pytest.raises(ValueError, match="result_ref"):
+        parse_envelope(message)
+    assert observe_attempt(job(("Complete", "")), pod(message)).state == "needs-logs"
 
 
 def test_secret_values_are_masked_in_results_and_errors() -> None:
     masks = frozenset({"hunter22"})
     ok = Observation("succeeded", "p", result_json='{"token":"hunter22"}')
     d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=ok, masks=masks))
-    assert d.status["result"] == {"token": "***"}
+    assert wire(d)["result"] == {"token": "***"}
     bad = Observation("failed", "p", failure=Failure("E", "bad hunter22", "at hunter22"))
     d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=bad, masks=masks))
-    assert d.status["error"] == {"name": "E", "message": "bad ***", "stack": "at ***"}
-    assert "hunter22" not in json.dumps(d.status) and d.event is not None and "hunter22" not in d.event[1]
+    assert wire(d)["error"] == {"name": "E", "message": "bad ***", "stack": "at ***"}
+    assert "hunter22" not in json.dumps(wire(d)) and d.event is not None and "hunter22" not in d.event[1]
 
 
 def test_a_failure_with_retries_left_waits_then_starts_the_next_attempt() -> None:
@@ -158,49 +190,49 @@ def test_a_failure_with_retries_left_waits_then_starts_the_next_attempt() -> Non
     target = RunTarget(**{**TARGET.__dict__, "retry": retry})
     failed = Observation("failed", "p", failure=Failure("E", "boom"))
     d = decide(run(running(1)), Inputs(now=NOW, target=target, observation=failed))
-    assert d.status["phase"] == "Pending" and d.status["conditions"][0]["reason"] == "RetryScheduled"
-    assert scriptruns.Requeue(10.0) in d.actions and d.status["error"]["message"] == "boom"
-    waiting = run(d.status)
+    assert wire(d)["phase"] == "Pending" and wire(d)["conditions"][0]["reason"] == "RetryScheduled"
+    assert RequeueAfter(seconds=10.0) in d.actions and wire(d)["error"]["message"] == "boom"
+    waiting = run(wire(d))
     early = decide(waiting, Inputs(now=NOW + timedelta(seconds=4), target=target))
-    assert early.actions == (scriptruns.Requeue(6.0),) and early.status == d.status
+    assert early.actions == (RequeueAfter(seconds=6.0),) and early.status == d.status
     due = decide(waiting, Inputs(now=NOW + timedelta(seconds=10), target=target))
-    assert due.actions == (scriptruns.StartAttempt(2),) and due.status["attempts"] == 2
+    assert due.actions == (scriptrun.StartAttempt(2),) and wire(due)["attempts"] == 2
     # The second failure has no retry left: the run fails with it.
     last = decide(run(running(2)), Inputs(now=NOW, target=target, observation=failed))
-    assert last.status["phase"] == "Failed" and last.status["error"]["name"] == "E"
+    assert wire(last)["phase"] == "Failed" and wire(last)["error"]["name"] == "E"
 
 
 def test_cancel_annotation_ends_the_run_and_deletes_its_job() -> None:
     d = decide(run(running(), annotations={"kubemill.dev/cancel": "true"}), Inputs(now=NOW, target=TARGET))
-    assert d.status["phase"] == "Cancelled"
-    assert scriptruns.DeleteJob(builders.job_name("r1", 1)) in d.actions
+    assert wire(d)["phase"] == "Cancelled"
+    assert scriptrun.DeleteJob(builders.job_name("r1", 1)) in d.actions
 
 
 def test_a_missing_script_waits_briefly_then_fails() -> None:
     created = {"creationTimestamp": "2026-01-02T03:04:00Z"}
     soon = decide(run(**created), Inputs(now=NOW, target=None))
-    assert soon.status["phase"] == "Pending" and soon.status["conditions"][0]["reason"] == "ScriptNotFound"
+    assert wire(soon)["phase"] == "Pending" and wire(soon)["conditions"][0]["reason"] == "ScriptNotFound"
     later = decide(run(**created), Inputs(now=NOW + timedelta(minutes=5), target=None))
-    assert later.status["phase"] == "Failed" and later.status["error"]["name"] == "ScriptNotFound"
+    assert wire(later)["phase"] == "Failed" and wire(later)["error"]["name"] == "ScriptNotFound"
 
 
 def test_finished_runs_are_final_and_decisions_are_stable() -> None:
     obs = Observation("succeeded", "p", result_json="1")
     d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=obs))
-    again = decide(run(d.status), Inputs(now=NOW + timedelta(hours=1), target=TARGET, observation=obs))
+    again = decide(run(wire(d)), Inputs(now=NOW + timedelta(hours=1), target=TARGET, observation=obs))
     assert again.status == d.status and again.actions == ()
     # A running attempt with nothing new writes nothing.
     same = decide(run({**running(), "pod": {"name": "p", "kind": "Pod"}}), Inputs(now=NOW, target=TARGET))
-    assert same.status == scriptruns.current_status(run({**running(), "pod": {"name": "p", "kind": "Pod"}}))
+    assert same.status == scriptrun.current_status(run({**running(), "pod": {"name": "p", "kind": "Pod"}}))
 
 
 def test_a_run_whose_script_was_deleted_still_finishes_its_attempt() -> None:
     obs = Observation("succeeded", "p", result_json='"done"')
     d = decide(run(running()), Inputs(now=NOW, target=None, observation=obs))
-    assert d.status["phase"] == "Succeeded" and d.status["result"] == "done"
+    assert wire(d)["phase"] == "Succeeded" and wire(d)["result"] == "done"
     failed = Observation("failed", "p", failure=Failure("E", "boom"))
     d = decide(run(running()), Inputs(now=NOW, target=None, observation=failed))
-    assert d.status["phase"] == "Failed" and d.status["error"]["name"] == "E"
+    assert wire(d)["phase"] == "Failed" and wire(d)["error"]["name"] == "E"
 
 
 @pytest.mark.parametrize(
@@ -222,10 +254,10 @@ def test_the_state_an_attempt_leaves_is_kept_even_when_it_fails() -> None:
     obs = observe_attempt(job(("Failed", "BackoffLimitExceeded")), pod(summary, 1))
     assert obs.state_json == '{"n":2}'
     d = decide(run(running()), Inputs(now=NOW, target=TARGET, observation=obs))
-    assert scriptruns.StoreState("f/demo/hello", '{"n":2}') in d.actions
+    assert scriptrun.StoreState("f/demo/hello", '{"n":2}') in d.actions
     stateless = Observation("succeeded", "p", result_json="1")
     assert not any(
-        isinstance(a, scriptruns.StoreState)
+        isinstance(a, scriptrun.StoreState)
         for a in decide(run(running()), Inputs(now=NOW, target=TARGET, observation=stateless)).actions
     )
 

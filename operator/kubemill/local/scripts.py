@@ -1,4 +1,4 @@
-"""`kubemill run`: run a script on this machine, the way a runner pod would, without a cluster.
+"""Run a script on this machine, the way a runner pod would, without a cluster (`kubemill run`'s script side).
 
 A run here is the pod's run in miniature: the same run directory (`runners.rundir`), the same runner wrapper
 from runner_images/ and the same envelope, with the interpreter found on this machine. Arguments are checked
@@ -8,7 +8,6 @@ local mode calls for each script step.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import getpass
 import hashlib
@@ -35,8 +34,10 @@ from kubemill.runners import (
     parse_envelope,
     write_run_files,
 )
+from kubemill.runners.forkserver import TIMED_OUT, ForkServers, ServerGone
 from kubemill.runners.runtimes import RuntimeMissing, cache_root, find_uv, local_command
 from kubemill.runners.validation import args_for_language, run_args, validate_args
+from kubemill.signatures import SignatureError, derive_schema, language_for_path
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -52,8 +53,6 @@ class InvalidRun(Exception):
 
 def schema_for(language: str, code: str) -> dict[str, Any]:
     """The schema derived from `main`; InvalidRun naming the line when the code does not parse."""
-    from kubemill.signatures import SignatureError, derive_schema
-
     try:
         return derive_schema(canonical_language(language), code)
     except SignatureError as exc:
@@ -65,7 +64,7 @@ def schema_for(language: str, code: str) -> dict[str, Any]:
 # --- running ------------------------------------------------------------------------------------------------
 
 
-def _default_context(job_path: str, workspace: str) -> RunContext:
+def default_context(job_path: str, workspace: str) -> RunContext:
     return RunContext(
         workspace=workspace, job_id=str(uuid.uuid4()), job_path=job_path, username=getpass.getuser()
     )
@@ -86,12 +85,14 @@ def run_script(
     env: Mapping[str, str] | None = None,
     log: IO[Any] | int | None = None,
     shared_dir: Path | None = None,
+    servers: ForkServers | None = None,
 ) -> Envelope:
     """Validate `args`, run `main` in a child process and return its envelope.
 
     Raises InvalidRun (nothing was started) for bad code or args. The script's stdout and stderr go to `log`
     (default: this process's stderr). A timeout kills the script's whole process group. With `shared_dir`,
-    the script's working directory has it as `./shared`.
+    the script's working directory has it as `./shared`. With `servers` (a flow's warm interpreters), a
+    language that has a fork server starts from it instead of a new interpreter.
     """
     language = canonical_language(language)
     schema = schema if schema is not None else schema_for(language, code)
@@ -100,7 +101,7 @@ def run_script(
     if problems:
         raise InvalidRun("invalid args: " + "; ".join(map(str, problems)))
     args = run_args(schema, args)
-    context = context or _default_context("", "local")
+    context = context or default_context("", "local")
     try:
         command = local_command(language)
     except RuntimeMissing as exc:
@@ -125,6 +126,11 @@ def run_script(
         if uv:
             child_env.setdefault("KUBEMILL_UV", uv)
         output = sys.stderr.fileno() if log is None else log
+        if servers is not None and servers.serves(language):
+            with contextlib.suppress(ServerGone):  # a server gone: this run is spawned as without one
+                fd = output if isinstance(output, int) else output.fileno()
+                exit_code = servers.run(language, run_dir, child_env, fd, timeout)
+                return _envelope_of(run_dir, language, exit_code, timeout)
         process = subprocess.Popen(
             command,
             cwd=run_dir,
@@ -143,12 +149,20 @@ def run_script(
             )
         finally:
             _kill_group(process)  # no orphans left behind in the group after a normal exit either
-        result_file = run_dir / "out" / "result.json"
-        if not result_file.exists():
-            return Envelope.failure(
-                "RunnerFailed", f"the {language} runner exited with code {code_} without writing a result"
-            )
-        return parse_envelope(result_file.read_text(encoding="utf-8"))
+        return _envelope_of(run_dir, language, code_, timeout)
+
+
+def _envelope_of(run_dir: Path, language: str, exit_code: int, timeout: float | None) -> Envelope:
+    if exit_code == TIMED_OUT:
+        return Envelope.failure(
+            "Timeout", f"the script ran longer than {timeout:g} s; its whole process tree was killed"
+        )
+    result_file = run_dir / "out" / "result.json"
+    if not result_file.exists():
+        return Envelope.failure(
+            "RunnerFailed", f"the {language} runner exited with code {exit_code} without writing a result"
+        )
+    return parse_envelope(result_file.read_text(encoding="utf-8"))
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -213,8 +227,6 @@ class ScriptTarget:
 def _language_of(file: Path, meta: Mapping[str, Any]) -> str:
     if meta.get("language"):
         return canonical_language(str(meta["language"]))
-    from kubemill.signatures import language_for_path
-
     try:
         return language_for_path(file.name)
     except ValueError as exc:
@@ -252,81 +264,7 @@ def resolve_target(target: str, workspace: Path) -> ScriptTarget:
     return ScriptTarget(file, path, _language_of(file, meta), meta)
 
 
-def _find_workspace(explicit: str | None, target: str) -> Path:
-    if explicit:
-        return Path(explicit)
-    start = Path(target).resolve().parent if Path(target).is_file() else Path.cwd()
-    for folder in (start, *start.parents):
-        if (folder / "wmill.yaml").exists():
-            return folder
-    return Path.cwd()
-
-
 def default_state_file(workspace: Path, path: str) -> Path:
     """Where a script's state persists between local runs: one file per workspace and script."""
     key = hashlib.sha256(f"{workspace.resolve()}\0{path}".encode()).hexdigest()[:24]
     return cache_root() / "state" / f"{key}.json"
-
-
-# --- the command --------------------------------------------------------------------------------------------
-
-
-def add_arguments_run(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "target", metavar="TARGET", help="a script file, or a Windmill path like f/folder/name"
-    )
-    parser.add_argument("--input", "-i", default="{}", help="the args: a JSON object, or @FILE to read one")
-    parser.add_argument("--workspace", "-w", help="a Windmill-layout workspace (default: nearest wmill.yaml)")
-    parser.add_argument("--timeout", type=float, help="seconds before the run is killed (default: none)")
-    parser.add_argument(
-        "--approve", action="append", default=[], metavar="STEP", help="flows: pre-approve this approval step"
-    )
-
-
-def _read_input(text: str) -> dict[str, Any]:
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text(encoding="utf-8")
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidRun(f"--input is not JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise InvalidRun("--input must be a JSON object of argument names to values")
-    return value
-
-
-def cli_run(args: argparse.Namespace) -> int:
-    from kubemill import local_flows  # flows: the same engine as the operator, steps as local processes
-
-    try:
-        workspace_root = _find_workspace(args.workspace, args.target)
-        flow = local_flows.flow_file(args.target, workspace_root)
-        if flow is not None:
-            return local_flows.cli_run_flow(flow, _read_input(args.input), workspace_root, args.approve)
-        target = resolve_target(args.target, workspace_root)
-        workspace = load_workspace(workspace_root)
-        code = target.file.read_text(encoding="utf-8")
-        timeout = args.timeout if args.timeout is not None else target.meta.get("timeout")
-        requirements = tuple(str(r) for r in target.meta.get("requirements") or ())
-        envelope = run_script(
-            target.language,
-            code,
-            _read_input(args.input),
-            resources=workspace.resources,
-            variables=workspace.variables,
-            context=_default_context(target.path, workspace.name),
-            state_file=default_state_file(workspace_root, target.path),
-            timeout=float(timeout) if timeout else None,
-            requirements=requirements,
-        )
-    except (InvalidRun, OSError) as exc:
-        print(f"kubemill run: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    if envelope.error is not None:
-        if envelope.error.stack:
-            print(envelope.error.stack.rstrip("\n"), file=sys.stderr)
-        reason = " ".join(envelope.error.message.split())
-        print(f"kubemill run: {envelope.error.name}: {reason}", file=sys.stderr)
-        return EXIT_FAILED
-    print(json.dumps(envelope.result, indent=2))
-    return 0
