@@ -335,22 +335,31 @@ def test_cancelling_a_run_deletes_the_children_in_flight(
 def test_an_operator_killed_mid_flow_loses_no_step_and_runs_none_twice(
     cluster: Cluster, namespace: str, running_operator: Operator
 ) -> None:
-    tick = "import time\n\ndef main(i: int):\n    time.sleep(0.5)\n    return i\n"
+    tick = "import time\n\ndef main(i: int):\n    time.sleep(2)\n    return i\n"
     cluster.apply(script(namespace, "f/crash/tick", tick))
     modules = [step(f"s{i}", "f/crash/tick", i=js(str(i))) for i in range(8)]
     cluster.apply(flow(namespace, "f/crash/steps", modules))
     wait_ready(cluster, namespace, "steps")
     start_run(cluster, namespace, "steps", "f/crash/steps", {})
-    wait_for(lambda: len(children(cluster, namespace)) >= 3, 120, "three steps started")
+
+    def pods(phases: tuple[str, ...]) -> set[str]:
+        items = cluster.get("pods", "-n", namespace)["items"]
+        return {p["metadata"]["name"] for p in items if p["status"].get("phase") in phases}
+
+    # Kill the operator while a step's pod runs (its Job already exists), so that pod finishes while the
+    # operator is down and the restarted operator has to pick its result up from the Job.
+    wait_for(
+        lambda: len(children(cluster, namespace)) >= 3 and pods(("Running",)),
+        120,
+        "a third step's pod running",
+    )
+    running = pods(("Pending", "Running"))
     running_operator.kill()
-
-    def pods_done() -> int:
-        return sum(
-            p["status"].get("phase") == "Succeeded" for p in cluster.get("pods", "-n", namespace)["items"]
-        )
-
-    before = pods_done()
-    wait_for(lambda: pods_done() > before, 60, "a step's pod finishing while the operator is down")
+    wait_for(
+        lambda: running & pods(("Succeeded",)),
+        60,
+        "a step's pod running at the kill finishing while the operator is down",
+    )
     running_operator.start()
     done = wait_phase(cluster, namespace, "steps", "Succeeded", timeout=180)
     assert done["result"] == 7
