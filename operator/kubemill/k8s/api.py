@@ -70,3 +70,14 @@ class KubeApi(Protocol):
     ) -> str: ...
 
     def event(self, body: Mapping[str, Any]) -> None: ...
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        query: Mapping[str, str | int | bool] | None = None,
+        content_type: str = "application/json",
+        raw: bool = False,
+    ) -> Any: ...

@@ -13,7 +13,6 @@ import argparse
 import importlib
 import logging
 import os
-import threading
 
 import kopf
 
@@ -24,29 +23,11 @@ from kubemill.k8s.retention import Policy
 from kubemill.operator import metrics
 from kubemill.operator.runtime import Operator, Settings
 
-settings = Settings()
-"""The options of this process (the same object as its `Operator.settings`), for the handler modules that do
-not take the Operator from Kopf's memo yet."""
-
 HANDLER_MODULES = ("scripts", "flows", "approvals", "schedules", "resources", "retention", "pools")
 ANNOTATION_PREFIX = "kopf.kubemill.dev"
 FINALIZER = constants.FINALIZER
 
-_kube: Kube | None = None
-_kube_lock = threading.Lock()
-_kubeconfig: str | None = None
-
 log = logging.getLogger("kubemill.operator")
-
-
-def kube() -> Kube:
-    """The operator's API client (created on first use, from `--kubeconfig` or the in-cluster identity), for
-    the handler modules that do not take the Operator from Kopf's memo yet (the Operator holds this one)."""
-    global _kube
-    with _kube_lock:
-        if _kube is None:
-            _kube = Kube.from_kubeconfig(_kubeconfig, observe=metrics.observe_api_request)
-        return _kube
 
 
 def load_handlers() -> list[str]:
@@ -147,10 +128,8 @@ def add_arguments_operator(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_operator(args: argparse.Namespace) -> int:
-    global _kubeconfig
-    options = settings
+    options = Settings()
     if args.kubeconfig:
-        _kubeconfig = args.kubeconfig
         os.environ["KUBECONFIG"] = args.kubeconfig  # Kopf's own login reads it too
     options.runner_image_template = args.runner_image
     options.pool_agent_image = args.pool_agent_image
@@ -176,7 +155,8 @@ def cli_operator(args: argparse.Namespace) -> int:
         metrics.serve(args.metrics_port, args.bind)
     kopf_settings = kopf.OperatorSettings()
     configure_settings(kopf_settings, args.workers)
-    operator = Operator.build(options, kube())
+    api = Kube.from_kubeconfig(args.kubeconfig, observe=metrics.observe_api_request)
+    operator = Operator.build(options, api)
     kopf.run(
         settings=kopf_settings,
         memo=operator.memo(),

@@ -31,6 +31,7 @@ import kopf
 
 from kubemill.engine.validation import admission_problems, describe
 from kubemill.errors import NotFound
+from kubemill.k8s.api import KubeApi
 
 log = logging.getLogger("kubemill.admission")
 CONFIGURATION_NAME = "kubemill-approvals"
@@ -157,10 +158,7 @@ async def refuse_flow(spec: kopf.Spec, namespace: str | None, **kwargs: Any) -> 
         raise kopf.AdmissionError(f"the Flow is not valid: {describe(problems)}", code=422)
 
 
-def apply_configurations(client_config: dict[str, Any]) -> None:
-    from kubemill.operator import kube
-
-    api = kube()
+def apply_configurations(api: KubeApi, client_config: dict[str, Any]) -> None:
     for body in webhook_configurations(client_config):
         try:
             api.get(ADMISSION, body["kind"], None, CONFIGURATION_NAME)
@@ -211,7 +209,8 @@ def self_signed(host: str, directory: Path) -> tuple[Path, Path]:
 class ApprovalsWebhookServer:
     """Kopf's webhook server, plus writing kubemill's own webhook configurations whenever it (re)starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
         self.addr = os.environ.get("KUBEMILL_WEBHOOK_ADDR", "127.0.0.1")
         self.port = int(os.environ.get("KUBEMILL_WEBHOOK_PORT", "0")) or None
         self.host = os.environ.get("KUBEMILL_WEBHOOK_HOST") or self.addr
@@ -240,7 +239,7 @@ class ApprovalsWebhookServer:
             if "caBundle" not in config:
                 config["caBundle"] = base64.b64encode(self.cafile.read_bytes()).decode()
             if os.environ.get("KUBEMILL_WEBHOOK_CONFIGURATIONS", "managed") != "external":
-                await asyncio.to_thread(apply_configurations, config)
+                await asyncio.to_thread(apply_configurations, self.api, config)
             yield client_config
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +43,7 @@ from kubemill import constants
 from kubemill.engine import ApprovalEvent, PendingApproval
 from kubemill.engine.approvals import may_decide
 from kubemill.errors import KubemillError
+from kubemill.k8s.api import KubeApi
 from kubemill.models.common import API_VERSION
 from kubemill.operator import admission
 
@@ -324,33 +324,19 @@ def check_request(
 
 # --- the operator's own identity ---------------------------------------------------------------------------
 
-_operator_user: str | None = None
-_operator_user_lock = threading.Lock()
 
-
-def operator_user() -> str | None:
+def learn_operator_user(api: KubeApi) -> str | None:
     """The user the API server authenticates this operator as (a SelfSubjectReview; None if it can't say)."""
-    global _operator_user
-    with _operator_user_lock:
-        if _operator_user is None:
-            from kubemill.operator import kube
-
-            try:
-                review = kube().request(
-                    "POST",
-                    "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                    body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
-                )
-                _operator_user = str(review["status"]["userInfo"]["username"])
-            except KubemillError as exc:  # without it, only people's own decisions pass
-                log.warning("cannot learn the operator's own user (resume URLs will be refused): %s", exc)
-                return None
-        return _operator_user
-
-
-def known_operator_user() -> str | None:
-    """The operator's user as learnt at startup, without any I/O (for the admission handlers)."""
-    return _operator_user
+    try:
+        review = api.request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        return str(review["status"]["userInfo"]["username"])
+    except KubemillError as exc:  # without it, only people's own decisions pass
+        log.warning("cannot learn the operator's own user (resume URLs will be refused): %s", exc)
+        return None
 
 
 # --- admission handlers ------------------------------------------------------------------------------------
@@ -359,9 +345,12 @@ def known_operator_user() -> str | None:
 
 
 @kopf.on.mutate(GROUP, VERSION, "flowruns", operations=["CREATE"], id="requester")
-async def stamp_requester(userinfo: kopf.UserInfo, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def stamp_requester(
+    userinfo: kopf.UserInfo, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
     """Record who creates a run (the operator keeps the one it copied from a parent)."""
-    if REQUESTED_BY in body.metadata.annotations and str(userinfo.get("username")) == known_operator_user():
+    own = of(memo).operator_user
+    if REQUESTED_BY in body.metadata.annotations and str(userinfo.get("username")) == own:
         return
     patch.metadata.annotations[REQUESTED_BY] = requested_by(dict(userinfo))
 
@@ -387,7 +376,7 @@ async def record_decision(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.
 @kopf.on.validate(
     GROUP, VERSION, "flowruns", operations=["CREATE", "UPDATE"], subresource="*", id="decisions"
 )
-async def guard_decisions(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs: Any) -> None:
+async def guard_decisions(body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any) -> None:
     """Decision and requester annotations are only ever the API server's view of who asked (see above)."""
     old: kopf.Body | None = kwargs.get("old")
     check_request(
@@ -395,9 +384,16 @@ async def guard_decisions(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs: An
         dict(body),
         dict(old) if old is not None else None,
         dict(userinfo),
-        known_operator_user(),
+        of(memo).operator_user,
         datetime.now(UTC),
     )
+
+
+def of(memo: kopf.Memo) -> Any:
+    """The `runtime.Operator` in Kopf's memo (imported here, not at the top: runtime imports this module)."""
+    from kubemill.operator import runtime
+
+    return runtime.of(memo)
 
 
 # --- serving -----------------------------------------------------------------------------------------------
@@ -412,9 +408,10 @@ async def _no_server(fn: Any) -> Any:
 
 
 @kopf.on.startup()
-def serve_approvals(settings: kopf.OperatorSettings, **_: Any) -> None:
+def serve_approvals(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Start the admission webhook (or not, with KUBEMILL_WEBHOOK=off) and learn the operator's own user."""
+    op = of(memo)
     settings.admission.managed = None
-    server: Any = admission.ApprovalsWebhookServer() if admission.enabled() else _no_server
+    server: Any = admission.ApprovalsWebhookServer(op.kube) if admission.enabled() else _no_server
     settings.admission.server = server
-    operator_user()
+    op.operator_user = learn_operator_user(op.kube)

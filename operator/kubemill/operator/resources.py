@@ -23,7 +23,7 @@ from kubemill.errors import KubemillError
 from kubemill.k8s.api import KubeApi
 from kubemill.models.common import API_VERSION, SecretKeyRef, ready_condition
 from kubemill.models.resources import Resource, ResourceType, Variable
-from kubemill.operator import kube
+from kubemill.operator.runtime import of
 from kubemill.resourcetypes import check_resource, check_schema, find_type, type_name
 
 GROUP, VERSION = API_VERSION.split("/")
@@ -143,25 +143,25 @@ def reconcile_variable(api: KubeApi, body: Mapping[str, Any]) -> None:
         _write(api, "Variable", body, True, "Valid", "from a Secret" if source else "inline")
 
 
-def _handle(work: Any, type: str | None, body: kopf.Body) -> None:
+def _handle(work: Any, type: str | None, body: kopf.Body, memo: kopf.Memo) -> None:
     if type == "DELETED":
         return
     try:
-        work(kube(), dict(body))
+        work(of(memo).kube, dict(body))
     except KubemillError as exc:
         raise kopf.TemporaryError(str(exc), delay=getattr(exc, "delay", 5.0)) from exc
 
 
 @kopf.on.event(GROUP, VERSION, "resourcetypes")
-def resource_type_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    _handle(reconcile_resource_type, type, body)
+def resource_type_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _handle(reconcile_resource_type, type, body, memo)
 
 
 @kopf.on.event(GROUP, VERSION, "resources")
-def resource_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    _handle(reconcile_resource, type, body)
+def resource_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _handle(reconcile_resource, type, body, memo)
 
 
 @kopf.on.event(GROUP, VERSION, "variables")
-def variable_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    _handle(reconcile_variable, type, body)
+def variable_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _handle(reconcile_variable, type, body, memo)

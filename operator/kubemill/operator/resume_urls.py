@@ -25,6 +25,7 @@ URL people reach it at (default http://<addr>:<port>).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import html
@@ -40,6 +41,7 @@ import kopf
 from aiohttp import web
 
 from kubemill.errors import KubemillError, NotFound
+from kubemill.k8s.api import KubeApi
 from kubemill.k8s.builders import RESUME_KEY, resume_secret_name
 from kubemill.models.common import API_VERSION
 from kubemill.models.openflow import Approval, FlowModule, OpenFlow
@@ -52,13 +54,12 @@ from kubemill.operator.approvals import (
     refusal,
     requester_of,
 )
-from kubemill.operator.signing import signing_key
+from kubemill.operator.signing import SigningKey
 
 log = logging.getLogger("kubemill.resume")
 ACTIONS = ("resume", "cancel")
 DEFAULT_EXPIRY = timedelta(days=7)
 ANONYMOUS = "anonymous"
-_base_url: str | None = None
 
 
 def signature(
@@ -122,24 +123,37 @@ def _sequences(module: FlowModule) -> list[tuple[FlowModule, ...]]:
     return found
 
 
-def base_url() -> str | None:
-    """Where resume URLs point (None until the server started)."""
-    return _base_url
-
-
 def _approval_module(flow: OpenFlow, step_path: str) -> FlowModule | None:
     step_id = step_path.rsplit("/", 1)[-1]
     return next((m for m in flow.value.all_modules() if m.id == step_id), None)
 
 
+class ResumeLinks:
+    """Where this operator serves resume URLs (`base_url`, known once the server listens) and the key that
+    signs them; one per operator process (`runtime.Operator.links`)."""
+
+    def __init__(self, api: KubeApi, key: SigningKey) -> None:
+        self.api = api
+        self.key = key
+        self.base_url: str | None = None
+
+    def document(
+        self, flow: OpenFlow, step_path: str, namespace: str, run: str, uid: str, now: datetime
+    ) -> str | None:
+        """The resume URLs for the child that runs `step_path`, or None (see `resume_urls_document`)."""
+        if self.base_url is None or approval_after(flow, step_path) is None:
+            return None
+        return resume_urls_document(flow, step_path, namespace, run, uid, now, self.base_url, self.key.get())
+
+
 def resume_urls_document(
-    flow: OpenFlow, step_path: str, namespace: str, run: str, uid: str, now: datetime
+    flow: OpenFlow, step_path: str, namespace: str, run: str, uid: str, now: datetime, base: str, key: bytes
 ) -> str | None:
     """The JSON a child's runner reads, or None when no approval follows its step: `{approvalPage, resume,
     cancel}` for the anonymous approver (Windmill's `get_resume_urls()`; they decide only a step that lists
     no approvers) and `approvers: {name: {...}}` for each user the step lists (`get_resume_urls(name)`)."""
     step = approval_after(flow, step_path)
-    if step is None or _base_url is None:
+    if step is None:
         return None
     module = _approval_module(flow, step)
     timeout: float | None = None
@@ -149,12 +163,11 @@ def resume_urls_document(
     elif module is not None and module.suspend is not None:
         timeout = module.suspend.timeout
     expires = int((now + (timedelta(seconds=timeout) if timeout else DEFAULT_EXPIRY)).timestamp())
-    key = signing_key()
     users = [a for a in approvers if not a.startswith("group:")]
     return json.dumps(
         {
-            **urls_for(_base_url, key, namespace, run, uid, step, ANONYMOUS, expires),
-            "approvers": {u: urls_for(_base_url, key, namespace, run, uid, step, u, expires) for u in users},
+            **urls_for(base, key, namespace, run, uid, step, ANONYMOUS, expires),
+            "approvers": {u: urls_for(base, key, namespace, run, uid, step, u, expires) for u in users},
         },
         separators=(",", ":"),
     )
@@ -200,12 +213,12 @@ class Link:
         text = query.get("expires", "")
         self.expires = int(text) if text.isdigit() else -1
 
-    def verify(self, uid: str, action: str, now: datetime) -> None:
+    def verify(self, key: bytes, uid: str, action: str, now: datetime) -> None:
         """Raise unless the link was signed for exactly this (run uid, step, action, approver, expiry)."""
         if self.expires < 0:
             raise web.HTTPForbidden(text="this link is not valid: it has no expiry")
         expected = signature(
-            signing_key(), self.namespace, self.run, uid, self.step, action, self.approver, self.expires
+            key, self.namespace, self.run, uid, self.step, action, self.approver, self.expires
         )
         if not hmac.compare_digest(self.sig, expected):
             raise web.HTTPForbidden(text="this link is not valid for this step of this run")
@@ -215,21 +228,17 @@ class Link:
             )
 
 
-def _flowrun(namespace: str, run: str) -> dict[str, Any]:
-    from kubemill.operator import kube
-
+def _flowrun(api: KubeApi, namespace: str, run: str) -> dict[str, Any]:
     try:
-        return kube().get(API_VERSION, "FlowRun", namespace, run)
+        return api.get(API_VERSION, "FlowRun", namespace, run)
     except NotFound:
         raise web.HTTPNotFound(text=f"no flow run {run} in {namespace}") from None
 
 
-def record(link: Link, body: str, now: datetime) -> str:
+def record(links: ResumeLinks, link: Link, body: str, now: datetime) -> str:
     """Check the link and its approver, then record the decision; the message to show (or HTTPException)."""
-    from kubemill.operator import kube
-
-    flowrun = _flowrun(link.namespace, link.run)
-    link.verify(flowrun["metadata"].get("uid", ""), link.action, now)
+    flowrun = _flowrun(links.api, link.namespace, link.run)
+    link.verify(links.key.get(), flowrun["metadata"].get("uid", ""), link.action, now)
     pending = find_pending(flowrun.get("status") or {}, link.step)
     if pending is None or pending.get("step") != link.step:
         raise web.HTTPConflict(text=f"step {link.step} of {link.run} is not waiting for approval")
@@ -262,7 +271,7 @@ def record(link: Link, body: str, now: datetime) -> str:
             raise web.HTTPBadRequest(text=str(exc)) from None
     annotation = {decision_key(pending["step"], link.approver): encode_decision(decision)}
     try:
-        kube().patch(
+        links.api.patch(
             API_VERSION, "FlowRun", link.namespace, link.run, {"metadata": {"annotations": annotation}}
         )
     except KubemillError as exc:
@@ -271,28 +280,29 @@ def record(link: Link, body: str, now: datetime) -> str:
     return f"step {link.step} of {link.run} {done} on behalf of {link.approver}"
 
 
-async def _handle(request: web.Request) -> web.Response:
+async def _handle(links: ResumeLinks, request: web.Request) -> web.Response:
     link = Link(request)
     now = datetime.now(UTC)
     try:
         if request.method != "POST" or link.action == "page":
-            page = await asyncio.to_thread(_page, link, now)
+            page = await asyncio.to_thread(_page, links, link, now)
             return web.Response(text=page, content_type="text/html")
         if link.action not in ACTIONS:
             raise web.HTTPNotFound()
-        message = await asyncio.to_thread(record, link, await request.text(), now)
+        message = await asyncio.to_thread(record, links, link, await request.text(), now)
     except KubemillError as exc:
         raise web.HTTPServiceUnavailable(text=str(exc)) from None
     return web.json_response({"message": message})
 
 
-def _page(link: Link, now: datetime) -> str:
+def _page(links: ResumeLinks, link: Link, now: datetime) -> str:
     """A page with Approve and Reject buttons (each posting to its signed URL); a GET never decides."""
-    flowrun = _flowrun(link.namespace, link.run)
+    flowrun = _flowrun(links.api, link.namespace, link.run)
     uid = flowrun["metadata"].get("uid", "")
-    link.verify(uid, link.action, now)
+    key = links.key.get()
+    link.verify(key, uid, link.action, now)
     urls = urls_for(
-        _base_url or "", signing_key(), link.namespace, link.run, uid, link.step, link.approver, link.expires
+        links.base_url or "", key, link.namespace, link.run, uid, link.step, link.approver, link.expires
     )
     title = html.escape(f"{link.run}: {link.step}")
     who = html.escape(link.approver)
@@ -310,16 +320,19 @@ def _free_port(addr: str) -> int:
 
 
 @kopf.on.startup()
-async def serve_resume_urls(**_: Any) -> None:
+async def serve_resume_urls(memo: kopf.Memo, **_: Any) -> None:
     """Listen for resume URLs (in Kopf's event loop, for the operator's lifetime)."""
-    global _base_url
+    from kubemill.operator.runtime import of
+
+    links = of(memo).links
     addr = os.environ.get("KUBEMILL_RESUME_ADDR", "127.0.0.1")
     port = int(os.environ.get("KUBEMILL_RESUME_PORT", "0")) or _free_port(addr)
     app = web.Application()
     route = "/approvals/{namespace}/{run}/{step}"
-    app.add_routes([web.route("*", route, _handle), web.route("*", route + "/{action}", _handle)])
+    handle = functools.partial(_handle, links)
+    app.add_routes([web.route("*", route, handle), web.route("*", route + "/{action}", handle)])
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, addr, port).start()
-    _base_url = os.environ.get("KUBEMILL_RESUME_URL") or f"http://{addr}:{port}"
-    log.info("resume URLs served at %s", _base_url)
+    links.base_url = os.environ.get("KUBEMILL_RESUME_URL") or f"http://{addr}:{port}"
+    log.info("resume URLs served at %s", links.base_url)

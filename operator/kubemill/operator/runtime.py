@@ -1,9 +1,10 @@
 """The operator's one object: its options, its API client and what it keeps between events.
 
 `cli_operator` builds one `Operator` (options parsed once, one API client, the script catalog, the ScriptRun
-executor with its caches) and hands it to every handler through Kopf's memo (`kopf.run(memo=...)`; a handler
-reads it with `of(memo)`), so handler modules hold no state of their own and a test can build one around an
-in-memory `KubeApi`.
+executor with its caches, the FlowRun reconciler with its caches and queue, the resume links and their
+signing key, the Schedules' locks, the operator's own user) and hands it to every handler through Kopf's memo
+(`kopf.run(memo=...)`; a handler reads it with `of(memo)`), so handler modules hold no state of their own and
+a test can build one around an in-memory `KubeApi`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ from dataclasses import dataclass, field
 
 import kopf
 
+from kubemill.engine import IsolatedEvaluator
 from kubemill.k8s import builders
 from kubemill.k8s.api import KubeApi
 from kubemill.k8s.retention import Policy
+from kubemill.operator.flowrun_reconciler import FlowRunReconciler
+from kubemill.operator.resume_urls import ResumeLinks
 from kubemill.operator.run_executor import RunExecutor
+from kubemill.operator.schedule_locks import ScheduleLocks
 from kubemill.operator.script_catalog import ScriptCatalog
+from kubemill.operator.signing import SigningKey
 
 MEMO_KEY = "operator"
 
@@ -45,6 +51,12 @@ class Operator:
     kube: KubeApi
     catalog: ScriptCatalog
     executor: RunExecutor
+    flowruns: FlowRunReconciler
+    links: ResumeLinks
+    """Resume URLs: where they are served (set when the server listens) and the key that signs them."""
+    schedules: ScheduleLocks
+    operator_user: str | None = None
+    """Who the API server says this operator is (learnt at startup; admission handlers compare with it)."""
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when Kopf stops: background loops (retention sweeps) end."""
     warned: set[tuple[str, str]] = field(default_factory=set)
@@ -64,7 +76,9 @@ class Operator:
             workers=settings.workers,
             live_log_seconds=settings.live_log_seconds,
         )
-        return cls(settings, kube, catalog, executor)
+        links = ResumeLinks(kube, SigningKey(kube))
+        flowruns = FlowRunReconciler(kube, links, evaluator=IsolatedEvaluator())
+        return cls(settings, kube, catalog, executor, flowruns, links, ScheduleLocks())
 
     def memo(self) -> kopf.Memo:
         return kopf.Memo({MEMO_KEY: self})

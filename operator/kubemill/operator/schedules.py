@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -30,10 +29,13 @@ import pydantic
 from kubemill import constants
 from kubemill.engine.naming import identity_digest
 from kubemill.errors import KubemillError, NotFound, NotOurs
-from kubemill.k8s.client import Kube, holds
+from kubemill.k8s.api import KubeApi
+from kubemill.k8s.client import holds
 from kubemill.models.common import API_VERSION, ready_condition
 from kubemill.models.schedules import Schedule, ScheduleSpec
-from kubemill.operator import kube, metrics
+from kubemill.operator import metrics
+from kubemill.operator.runtime import Operator, of
+from kubemill.operator.schedule_locks import ScheduleLocks
 from kubemill.schedules import (
     HOOK_LABEL,
     SCHEDULE_LABEL,
@@ -65,15 +67,6 @@ SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 SPEC_HASH = constants.ANNOTATION_SPEC_HASH
 REFRESH_SECONDS = 20.0
 
-_guard = threading.Lock()
-_locks: dict[tuple[str, str], threading.Lock] = {}
-_identities: set[str] = set()
-
-
-def _lock(namespace: str, name: str) -> threading.Lock:
-    with _guard:
-        return _locks.setdefault((namespace, name), threading.Lock())
-
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
@@ -85,7 +78,7 @@ def _ready(
     return ready_condition(status, ok, reason, message, generation, datetime.now(UTC))
 
 
-def _patch_status(api: Kube, body: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
+def _patch_status(api: KubeApi, body: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
     current = body.get("status") or {}
     changed = {k: v for k, v in patch.items() if current.get(k) != v}
     if changed:
@@ -110,25 +103,25 @@ def _invalid(body: Mapping[str, Any], exc: Exception) -> tuple[str, str]:
     return "InvalidSpec", messages
 
 
-def ensure_trigger_identity(api: Kube, namespace: str) -> None:
+def ensure_trigger_identity(api: KubeApi, locks: ScheduleLocks, namespace: str) -> None:
     """The namespace's trigger ServiceAccount and its RoleBinding (to the ClusterRole kubemill-trigger)."""
-    if namespace in _identities:
+    if namespace in locks.identities:
         return
     api.create(build_service_account(namespace))
     api.create(build_role_binding(namespace))
-    _identities.add(namespace)
+    locks.identities.add(namespace)
 
 
-def reconcile_schedule(namespace: str, name: str, now: datetime | None = None) -> None:
-    api = kube()
-    with _lock(namespace, name):
+def reconcile_schedule(op: Operator, namespace: str, name: str, now: datetime | None = None) -> None:
+    api = op.kube
+    with op.schedules.of(namespace, name):
         body = api.get_or_none(API_VERSION, "Schedule", namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
-        _reconcile(api, body, now or datetime.now(UTC))
+        _reconcile(api, op.schedules, body, now or datetime.now(UTC))
 
 
-def _reconcile(api: Kube, body: dict[str, Any], now: datetime) -> None:
+def _reconcile(api: KubeApi, locks: ScheduleLocks, body: dict[str, Any], now: datetime) -> None:
     meta, status = body["metadata"], body.get("status") or {}
     generation = meta.get("generation")
     try:
@@ -149,7 +142,7 @@ def _reconcile(api: Kube, body: dict[str, Any], now: datetime) -> None:
         )
         return
     spec = schedule.spec
-    ensure_trigger_identity(api, meta["namespace"])
+    ensure_trigger_identity(api, locks, meta["namespace"])
     last_run = status.get("lastRun") if spec.no_overlap else None
     config = TriggerConfig(
         meta["name"],
@@ -191,30 +184,30 @@ def _reconcile(api: Kube, body: dict[str, Any], now: datetime) -> None:
     )
 
 
-def _safely(what: str, namespace: str, name: str, work: Any, *args: Any) -> None:
+def _safely(what: str, op: Operator, namespace: str, name: str, work: Any, *args: Any) -> None:
     try:
-        work(namespace, name, *args)
+        work(op, namespace, name, *args)
     except KubemillError as exc:
         log.warning("%s %s/%s: %s", what, namespace, name, exc)
         raise kopf.TemporaryError(str(exc), delay=getattr(exc, "delay", 5.0)) from exc
 
 
 @kopf.on.event(GROUP, VERSION, "schedules")
-def schedule_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+def schedule_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         return
     meta = body["metadata"]
     status = body.get("status") or {}
     if type == "MODIFIED" and status.get("observedGeneration") == meta.get("generation"):
         return  # our own status write, or metadata only; the timer keeps nextRunAt fresh
-    _safely("schedule", meta["namespace"], meta["name"], reconcile_schedule)
+    _safely("schedule", of(memo), meta["namespace"], meta["name"], reconcile_schedule)
 
 
 @kopf.timer(GROUP, VERSION, "schedules", interval=REFRESH_SECONDS, initial_delay=REFRESH_SECONDS)
-def schedule_refresh(body: kopf.Body, **_: Any) -> None:
+def schedule_refresh(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Keep `nextRunAt` current after each tick and lift the suspension when `pausedUntil` has passed."""
     meta = body["metadata"]
-    _safely("schedule", meta["namespace"], meta["name"], reconcile_schedule)
+    _safely("schedule", of(memo), meta["namespace"], meta["name"], reconcile_schedule)
 
 
 # --- scheduled runs -> status and handlers ----------------------------------------------------------------
@@ -238,7 +231,7 @@ def _finished_run(kind: str, body: Mapping[str, Any]) -> tuple[FinishedRun, date
     return run, datetime.fromisoformat(scheduled.replace("Z", "+00:00")) if scheduled else None
 
 
-def _accepted_args(api: Kube, namespace: str, script_path: str | None) -> frozenset[str] | None:
+def _accepted_args(api: KubeApi, namespace: str, script_path: str | None) -> frozenset[str] | None:
     """The parameters a handler script takes (from its derived schema), when the Script is known."""
     if script_path is None:
         return None
@@ -250,9 +243,11 @@ def _accepted_args(api: Kube, namespace: str, script_path: str | None) -> frozen
     return None
 
 
-def record_scheduled_run(namespace: str, schedule: str, kind: str, run_body: Mapping[str, Any]) -> None:
-    api = kube()
-    with _lock(namespace, schedule):
+def record_scheduled_run(
+    op: Operator, namespace: str, schedule: str, kind: str, run_body: Mapping[str, Any]
+) -> None:
+    api = op.kube
+    with op.schedules.of(namespace, schedule):
         body = api.get_or_none(API_VERSION, "Schedule", namespace, schedule)
         if body is None:
             return
@@ -289,27 +284,29 @@ def record_scheduled_run(namespace: str, schedule: str, kind: str, run_body: Map
         if record.lag_seconds is not None:
             metrics.SCHEDULE_LAG.labels(namespace).observe(record.lag_seconds)
         if spec.no_overlap and "lastRun" in record.status:
-            _reconcile(api, api.get(API_VERSION, "Schedule", namespace, schedule), datetime.now(UTC))
+            _reconcile(
+                api, op.schedules, api.get(API_VERSION, "Schedule", namespace, schedule), datetime.now(UTC)
+            )
 
 
-def _run_event(kind: str, type: str | None, body: kopf.Body) -> None:
+def _run_event(op: Operator, kind: str, type: str | None, body: kopf.Body) -> None:
     meta = body["metadata"]
     labels = meta.get("labels") or {}
     if type == "DELETED" or HOOK_LABEL in labels:
         return
     _safely(
-        "scheduled run", meta["namespace"], labels[SCHEDULE_LABEL], record_scheduled_run, kind, dict(body)
+        "scheduled run", op, meta["namespace"], labels[SCHEDULE_LABEL], record_scheduled_run, kind, dict(body)
     )
 
 
 @kopf.on.event(GROUP, VERSION, "scriptruns", labels={SCHEDULE_LABEL: kopf.PRESENT})
-def scheduled_scriptrun_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    _run_event("ScriptRun", type, body)
+def scheduled_scriptrun_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run_event(of(memo), "ScriptRun", type, body)
 
 
 @kopf.on.event(GROUP, VERSION, "flowruns", labels={SCHEDULE_LABEL: kopf.PRESENT})
-def scheduled_flowrun_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    _run_event("FlowRun", type, body)
+def scheduled_flowrun_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run_event(of(memo), "FlowRun", type, body)
 
 
 # --- trigger Jobs: ticks skipped under noOverlap ------------------------------------------------------------
@@ -323,12 +320,12 @@ def _job_tick(job: Mapping[str, Any]) -> datetime | None:
     return datetime.fromtimestamp(int(minutes) * 60, UTC) if minutes.isdigit() else None
 
 
-def record_trigger_job(namespace: str, schedule: str, job: Mapping[str, Any]) -> None:
+def record_trigger_job(op: Operator, namespace: str, schedule: str, job: Mapping[str, Any]) -> None:
     tick = _job_tick(job)
     if tick is None:
         return
-    api = kube()
-    with _lock(namespace, schedule):
+    api = op.kube
+    with op.schedules.of(namespace, schedule):
         body = api.get_or_none(API_VERSION, "Schedule", namespace, schedule)
         if body is None:
             return
@@ -371,7 +368,7 @@ def _skip_event(body: Mapping[str, Any], tick: datetime, last: str) -> dict[str,
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={SCHEDULE_LABEL: kopf.PRESENT})
-def trigger_job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+def trigger_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         return
     conditions = (body.get("status") or {}).get("conditions") or []
@@ -379,6 +376,6 @@ def trigger_job_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         return
     meta = body["metadata"]
     try:
-        record_trigger_job(meta["namespace"], meta["labels"][SCHEDULE_LABEL], dict(body))
+        record_trigger_job(of(memo), meta["namespace"], meta["labels"][SCHEDULE_LABEL], dict(body))
     except (KubemillError, NotFound) as exc:
         log.warning("trigger job %s/%s: %s", meta["namespace"], meta["name"], exc)

@@ -14,12 +14,10 @@ import secrets
 import threading
 
 from kubemill.errors import NotFound
+from kubemill.k8s.api import KubeApi
 
 SECRET_NAME = "kubemill-signing-key"
 SECRET_KEY = "key"
-
-_key: bytes | None = None
-_lock = threading.Lock()
 
 
 def operator_namespace() -> str:
@@ -33,20 +31,25 @@ def operator_namespace() -> str:
         return "kubemill-system"
 
 
-def signing_key() -> bytes:
-    global _key
-    with _lock:
-        if _key is None:
-            _key = _load_key()
-        return _key
+class SigningKey:
+    """The operator's HMAC key, loaded once (from `KUBEMILL_SIGNING_KEY`, else the Secret, created on first
+    use) through the operator's API client."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
+        self._key: bytes | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> bytes:
+        with self._lock:
+            if self._key is None:
+                self._key = _load_key(self._api)
+            return self._key
 
 
-def _load_key() -> bytes:
+def _load_key(api: KubeApi) -> bytes:
     if os.environ.get("KUBEMILL_SIGNING_KEY"):
         return bytes.fromhex(os.environ["KUBEMILL_SIGNING_KEY"])
-    from kubemill.operator import kube
-
-    api = kube()
     namespace = operator_namespace()
     try:
         secret = api.get("v1", "Secret", namespace, SECRET_NAME)

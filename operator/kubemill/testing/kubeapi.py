@@ -239,6 +239,24 @@ class FakeKube:
     def event(self, body: Mapping[str, Any]) -> None:
         self.events.append(copy.deepcopy(dict(body)))
 
+    user = "system:serviceaccount:kubemill-system:kubemill-operator"
+    """Who a SelfSubjectReview says the client is."""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        query: Mapping[str, str | int | bool] | None = None,
+        content_type: str = "application/json",
+        raw: bool = False,
+    ) -> Any:
+        """Only what kubemill sends by path: a SelfSubjectReview; anything else is a 404."""
+        if method == "POST" and path.endswith("/selfsubjectreviews"):
+            return {"status": {"userInfo": {"username": self.user}}}
+        raise NotFound(f"{method} {path}: not served by FakeKube")
+
 
 def _conforms(fake: FakeKube) -> KubeApi:
     return fake  # mypy checks here that the fake implements the whole protocol
