@@ -35,6 +35,10 @@ def _http_status(url: str) -> int:
         return 0
 
 
+WEBHOOK_READY = "webhook configurations kubemill-approvals point at"
+"""What the operator logs once its admission webhook serves and the configurations point at it."""
+
+
 @dataclass
 class Operator:
     """A `kubemill operator` subprocess under the operator's own identity."""
@@ -86,6 +90,16 @@ class Operator:
             ),
             timeout,
             "the operator's /healthz",
+        )
+        if proc.poll() is not None:
+            raise AssertionError(f"the operator exited {proc.returncode}:\n{self.log()[-4000:]}")
+        # /healthz answers before the admission webhook serves; the webhooks' failure policy is Fail, so a test
+        # that writes right after a restart would meet the previous process's dead port.
+        marker = f"===== start {self.starts} ====="
+        wait_for(
+            lambda: proc.poll() is not None or WEBHOOK_READY in self.log().rpartition(marker)[2],
+            timeout,
+            "the operator's admission webhook configured",
         )
         if proc.poll() is not None:
             raise AssertionError(f"the operator exited {proc.returncode}:\n{self.log()[-4000:]}")
