@@ -23,7 +23,7 @@ from kubemill.k8s.retention import Policy
 from kubemill.operator import metrics
 from kubemill.operator.runtime import Operator, Settings
 
-HANDLER_MODULES = ("scripts", "flows", "approvals", "schedules", "resources", "retention", "pools")
+HANDLER_MODULES = ("scripts", "flows", "approval_webhooks", "schedules", "resources", "retention", "pools")
 ANNOTATION_PREFIX = "kopf.kubemill.dev"
 FINALIZER = constants.FINALIZER
 

@@ -45,7 +45,6 @@ from kubemill.engine.approvals import may_decide
 from kubemill.errors import KubemillError
 from kubemill.k8s.api import KubeApi
 from kubemill.models.common import API_VERSION
-from kubemill.operator import admission
 
 log = logging.getLogger("kubemill.approvals")
 GROUP, VERSION = API_VERSION.split("/")
@@ -177,7 +176,7 @@ def refusal(
     return f"{user} may not {verb} step {step} of flowrun {run}; approvers: {who}"
 
 
-def _reject(message: str, code: int = 403) -> kopf.AdmissionError:
+def refused(message: str, code: int = 403) -> kopf.AdmissionError:
     return kopf.AdmissionError(message, code=code)
 
 
@@ -192,13 +191,13 @@ def decide_request(
     name = meta.get("name", "")
     approve, reject = annotations.get(APPROVE), annotations.get(REJECT)
     if approve is not None and reject is not None:
-        raise _reject(f"set only one of {APPROVE} or {REJECT}", 400)
+        raise refused(f"set only one of {APPROVE} or {REJECT}", 400)
     step = str(approve if approve is not None else reject).strip()
     status = old.get("status") or {}
     pending = find_pending(status, step)
     if pending is None:
         waiting = ", ".join(str(p.get("step")) for p in status.get("pendingApprovals") or []) or "none"
-        raise _reject(
+        raise refused(
             f"flowrun {name}: step {step!r} is not waiting for approval (steps waiting: {waiting})", 409
         )
     user = str(userinfo.get("username") or "")
@@ -206,7 +205,7 @@ def decide_request(
     verb = "approve" if approve is not None else "reject"
     why = refusal(pending, user, groups, requester_of(old), name, verb)
     if why is not None:
-        raise _reject(why)
+        raise refused(why)
     decision: dict[str, Any] = {
         "step": pending["step"],
         "user": user,
@@ -234,17 +233,17 @@ def own_request(annotations: Mapping[str, str], stored: Mapping[str, str]) -> di
 def payload_from(text: str, form: Any) -> Any:
     """The resume payload (`resume` in the next step), checked against the step's resume form."""
     if len(text) > MAX_PAYLOAD:
-        raise _reject(f"{PAYLOAD} is larger than {MAX_PAYLOAD} bytes", 400)
+        raise refused(f"{PAYLOAD} is larger than {MAX_PAYLOAD} bytes", 400)
     try:
         payload = json.loads(text)
     except ValueError as exc:
-        raise _reject(f"{PAYLOAD} must be JSON: {exc}", 400) from None
+        raise refused(f"{PAYLOAD} must be JSON: {exc}", 400) from None
     if form:
         schema = form.get("schema", form) if isinstance(form, dict) else form
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(payload))
         if error is not None:
             where = ".".join(str(p) for p in error.absolute_path) or "payload"
-            raise _reject(f"{PAYLOAD} does not match the step's resume form at {where}: {error.message}", 400)
+            raise refused(f"{PAYLOAD} does not match the step's resume form at {where}: {error.message}", 400)
     return payload
 
 
@@ -267,7 +266,7 @@ def check_request(
 
     for key in REQUEST_ANNOTATIONS:
         if key in new_ann and new_ann.get(key) != old_ann.get(key):
-            raise _reject(
+            raise refused(
                 f"{key} is a request, consumed by the approvals webhook: set it together with {APPROVE} or "
                 f"{REJECT} in the same command, on a run that is waiting"
                 if operation == "UPDATE"
@@ -278,36 +277,36 @@ def check_request(
     if REQUESTED_BY in new_ann or REQUESTED_BY in old_ann:
         if operation == "CREATE":
             if not is_operator and new_ann[REQUESTED_BY] != requested_by(userinfo):
-                raise _reject(
+                raise refused(
                     f"{REQUESTED_BY} is set by kubemill to the run's creator ({user}), not by clients"
                 )
         elif new_ann.get(REQUESTED_BY) != old_ann.get(REQUESTED_BY):
-            raise _reject(f"{REQUESTED_BY} records who started the run and cannot change")
+            raise refused(f"{REQUESTED_BY} records who started the run and cannot change")
 
     status = (old or {}).get("status") or {}
     for key in sorted({*new_ann, *old_ann}):
         if not key.startswith(DECISION_PREFIX) or new_ann.get(key) == old_ann.get(key):
             continue
         if key not in new_ann:
-            raise _reject(f"approval decisions cannot be removed ({key})")
+            raise refused(f"approval decisions cannot be removed ({key})")
         if operation == "CREATE":
-            raise _reject(
+            raise refused(
                 f"a FlowRun cannot be created with approval decisions ({key}): decisions are made on a "
                 "waiting run, by its approvers"
             )
         decision = parse_decision(new_ann[key])
         if decision is None or key != decision_key(decision["step"], decision["user"]):
-            raise _reject(f"{key} is an approval decision; set {APPROVE} or {REJECT} instead")
+            raise refused(f"{key} is an approval decision; set {APPROVE} or {REJECT} instead")
         if decision.get("via") == VIA_RESUME_URL:
             if not is_operator:
-                raise _reject(f"{key}: only the operator records resume-URL decisions")
+                raise refused(f"{key}: only the operator records resume-URL decisions")
         elif decision["user"] != user or sorted(decision.get("groups") or []) != groups:
-            raise _reject(f"{key} names {decision['user']}, not the requester {user}; set {APPROVE} instead")
+            raise refused(f"{key} names {decision['user']}, not the requester {user}; set {APPROVE} instead")
         if abs(datetime.fromisoformat(decision["at"]) - now) > CLOCK_SKEW:
-            raise _reject(f"{key}: a decision is recorded at the time it is made, not {decision['at']}")
+            raise refused(f"{key}: a decision is recorded at the time it is made, not {decision['at']}")
         pending = find_pending(status, decision["step"])
         if pending is None or pending.get("step") != decision["step"]:
-            raise _reject(
+            raise refused(
                 f"{key}: step {decision['step']!r} of flowrun {name} is not waiting for approval", 409
             )
         why = refusal(
@@ -319,7 +318,7 @@ def check_request(
             decision["decision"],
         )
         if why is not None:
-            raise _reject(why)
+            raise refused(why)
 
 
 # --- the operator's own identity ---------------------------------------------------------------------------
@@ -337,81 +336,3 @@ def learn_operator_user(api: KubeApi) -> str | None:
     except KubemillError as exc:  # without it, only people's own decisions pass
         log.warning("cannot learn the operator's own user (resume URLs will be refused): %s", exc)
         return None
-
-
-# --- admission handlers ------------------------------------------------------------------------------------
-# They are coroutines that do no I/O: Kopf runs them on its event loop, never in the thread pool that the
-# reconciles (and their expression evaluations) use, so no number of busy reconciles delays an approval.
-
-
-@kopf.on.mutate(GROUP, VERSION, "flowruns", operations=["CREATE"], id="requester")
-async def stamp_requester(
-    userinfo: kopf.UserInfo, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-) -> None:
-    """Record who creates a run (the operator keeps the one it copied from a parent)."""
-    own = of(memo).operator_user
-    if REQUESTED_BY in body.metadata.annotations and str(userinfo.get("username")) == own:
-        return
-    patch.metadata.annotations[REQUESTED_BY] = requested_by(dict(userinfo))
-
-
-@kopf.on.mutate(GROUP, VERSION, "flowruns", operations=["UPDATE"], id="approve")
-async def record_decision(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any) -> None:
-    """Turn `kubemill.dev/approve|reject=<step>` by an allowed approver into a decision annotation."""
-    annotations: dict[str, str] = dict(body.metadata.annotations)
-    if APPROVE not in annotations and REJECT not in annotations:
-        return
-    old: kopf.Body | None = kwargs.get("old")
-    if old is None:
-        raise _reject("an approval is an update of an existing FlowRun", 400)
-    stored = dict(old)
-    mine = own_request(annotations, dict(old.metadata.annotations))
-    key, decision = decide_request(mine, stored, dict(userinfo), datetime.now(UTC))
-    patch.metadata.annotations[key] = encode_decision(decision)
-    for name in REQUEST_ANNOTATIONS:
-        if name in annotations:
-            patch.metadata.annotations[name] = None
-
-
-@kopf.on.validate(
-    GROUP, VERSION, "flowruns", operations=["CREATE", "UPDATE"], subresource="*", id="decisions"
-)
-async def guard_decisions(body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Decision and requester annotations are only ever the API server's view of who asked (see above)."""
-    old: kopf.Body | None = kwargs.get("old")
-    check_request(
-        str(kwargs.get("operation")),
-        dict(body),
-        dict(old) if old is not None else None,
-        dict(userinfo),
-        of(memo).operator_user,
-        datetime.now(UTC),
-    )
-
-
-def of(memo: kopf.Memo) -> Any:
-    """The `runtime.Operator` in Kopf's memo (imported here, not at the top: runtime imports this module)."""
-    from kubemill.operator import runtime
-
-    return runtime.of(memo)
-
-
-# --- serving -----------------------------------------------------------------------------------------------
-
-
-async def _no_server(fn: Any) -> Any:
-    """Stands in for the webhook server when it is turned off (Kopf insists on one when handlers exist)."""
-    import asyncio
-
-    await asyncio.Event().wait()
-    yield {}
-
-
-@kopf.on.startup()
-def serve_approvals(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Start the admission webhook (or not, with KUBEMILL_WEBHOOK=off) and learn the operator's own user."""
-    op = of(memo)
-    settings.admission.managed = None
-    server: Any = admission.ApprovalsWebhookServer(op.kube) if admission.enabled() else _no_server
-    settings.admission.server = server
-    op.operator_user = learn_operator_user(op.kube)

@@ -12,7 +12,6 @@ around `kubemill.testing.FakeKube`.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
@@ -52,28 +51,11 @@ from kubemill.models.flows import MAX_SUBFLOW_DEPTH, Flow, FlowPin, FlowRun, Flo
 from kubemill.models.openflow import OpenFlow, PathFlow
 from kubemill.operator import flow_pin, metrics
 from kubemill.operator.approvals import approval_events, requester_of
+from kubemill.operator.flowrun_cache import Observed
 from kubemill.operator.resume_urls import ResumeLinks, resume_secret
 from kubemill.operator.run_queue import RunQueue
 
 log = logging.getLogger("kubemill.flows")
-
-
-class Observed:
-    """What this process saw last, to spare reads on the path from a child finishing to the next child:
-    the versions it wrote itself (the watch event of its own write is not a trigger), the latest body of
-    each FlowRun (from its events and from our own writes; a stale one makes the status write fail with a
-    Conflict, and the run is read again) and of each Flow by path."""
-
-    def __init__(self) -> None:
-        self.written: dict[tuple[str, str], str] = {}
-        self.child_phase: dict[str, str] = {}
-        self.runs: dict[tuple[str, str], dict[str, Any]] = {}
-        self.flows: dict[tuple[str, str], dict[str, Any]] = {}
-        self.children: dict[str, dict[str, dict[str, Any]]] = {}
-        """Children by parent uid and name, once listed."""
-        self.snapshots: dict[str, OpenFlow] = {}
-        """Pinned flows read from snapshots, by run uid."""
-        self.lock = threading.Lock()
 
 
 class FlowRunReconciler:
