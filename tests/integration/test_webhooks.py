@@ -459,6 +459,15 @@ def kubemill_object(kind: str, name: str, namespace: str, spec: dict[str, Any]) 
     return {"apiVersion": "kubemill.dev/v1alpha1", "kind": kind, "metadata": meta, "spec": spec}
 
 
+def finished_scriptrun(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        run: dict[str, Any] = cluster.get("scriptrun", name, "-n", namespace)
+        return run if run.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+    found: dict[str, Any] = wait_for(finished, 120, f"ScriptRun {name} to finish")
+    return found
+
+
 PRE_SCRIPT = """
 def preprocessor(event: dict, KUBEMILL_ENTRYPOINT: str = "", _ENTRYPOINT_OVERRIDE: str = ""):
     return {"x": event["body"]["n"] * 3, "how": event["kind"] + ":" + event["query"].get("via", "")}
@@ -488,18 +497,22 @@ def test_a_webhook_run_of_a_script_with_a_preprocessor_runs_it_then_main_and_arg
         answer,
         running_operator.log()[-3000:],
     )
+    # An HttpTrigger's delivery to the Script: the HTTP route's event, the same preprocessor then main.
+    cluster.apply(
+        trigger(ns, "pre-route", "hooks/pre", scriptPath="f/hooks/pre_script", signature={"format": "stripe"})
+    )
+    delivered = json.dumps({"n": 2, **overrides}).encode()
+    signed = sign(SignatureSpec(format="stripe"), KEY, delivered, time.time())
+    status, answer = http(f"{server.url}/api/h/{ns}/hooks/pre?via=route", delivered, signed)
+    assert status == 201, answer
+    routed = finished_scriptrun(cluster, ns, json.loads(answer)["run"])
+    assert routed["status"].get("result") == {"x": 6, "how": "http:route"}, routed["status"]
     # Started by a person, not a trigger: main on the args, whatever an arg is called.
     args = {"x": 2, "KUBEMILL_ENTRYPOINT": "preprocessor", "_ENTRYPOINT_OVERRIDE": "preprocessor"}
     spec = {"scriptPath": "f/hooks/pre_script", "args": args}
     direct = kubemill_object("ScriptRun", "pre-direct", ns, spec)
     cluster.apply(direct)
-    done = wait_for(
-        lambda: (lambda r: r if r.get("status", {}).get("phase") in ("Succeeded", "Failed") else None)(
-            cluster.get("scriptrun", "pre-direct", "-n", ns)
-        ),
-        120,
-        "the direct run of the script with a preprocessor",
-    )
+    done = finished_scriptrun(cluster, ns, "pre-direct")
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert done["status"]["result"] == {"x": 2, "how": "direct"}
     # spec.entrypoint belongs to a flow's preprocessor step: the API server refuses it on any other run.

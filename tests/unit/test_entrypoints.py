@@ -5,6 +5,8 @@ args or event, nor the caller's environment, switches the entrypoint."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from kubemill.models.flows import FlowRun
 from kubemill.models.openflow import OpenFlow
 from kubemill.models.scripts import ScriptRun
 from kubemill.runners import Envelope, RunContext
+from kubemill.ui.webhooks import has_preprocessor
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 EVENT = {"kind": "webhook", "body": {"n": 4}, "raw_string": None, "query": {}, "headers": {}}
@@ -270,3 +273,43 @@ def test_runner_errors_name_the_missing_function_and_the_step(language: str, tmp
     unknown = run(language, CODE[language], {"x": 1}, tmp_path, entrypoint="exec")
     assert unknown.error is not None
     assert "unknown entrypoint 'exec'" in unknown.error.message.replace('"', "'")
+
+
+# --- kubemill run and the webhook server -------------------------------------------------------------------
+
+KUBEMILL = str(Path(__file__).resolve().parents[2] / ".venv/bin/kubemill")
+
+
+def test_kubemill_run_trigger_event_runs_a_scripts_preprocessor_then_main(tmp_path: Path) -> None:
+    (tmp_path / "wmill.yaml").write_text("{}\n")
+    (tmp_path / "f" / "x").mkdir(parents=True)
+    (tmp_path / "f/x/pre.py").write_text(PYTHON)
+    (tmp_path / "f/x/plain.py").write_text("def main(x: int = 1):\n    return x\n")
+    base = [KUBEMILL, "run", "-w", str(tmp_path)]
+    event = json.dumps({**EVENT, **OVERRIDES})
+
+    def kubemill_run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120)
+
+    triggered = kubemill_run("f/x/pre", "--trigger-event", event, "--input", '{"x": 1}')
+    assert triggered.returncode == 0, triggered.stderr
+    assert json.loads(triggered.stdout) == {"main": 40, "seen": ["", ""]}
+    direct = kubemill_run("f/x/pre", "--input", json.dumps({"x": 7, **OVERRIDES}))
+    assert json.loads(direct.stdout) == {"main": 7, "seen": None}, direct.stderr
+    # a script without a preprocessor ignores the event and runs main on --input, as Windmill does
+    plain = kubemill_run("f/x/plain", "--trigger-event", event, "--input", '{"x": 3}')
+    assert (plain.returncode, json.loads(plain.stdout)) == (0, 3), plain.stderr
+
+
+def test_the_webhook_server_sends_the_event_to_scripts_that_may_preprocess() -> None:
+    def script(language: str, **spec: Any) -> dict[str, Any]:
+        return {"spec": {"language": language, **spec}}
+
+    assert has_preprocessor(script("python3", content=PYTHON), "p")
+    assert has_preprocessor(script("bun", content=TYPESCRIPT), "p")
+    assert not has_preprocessor(script("python3", content="def main(x): ..."), "p")
+    assert not has_preprocessor(script("bash", content="echo preprocessor"), "p")
+    kept = {"configMapKeyRef": {"name": "code", "key": "main.py"}}
+    assert has_preprocessor(script("python3", contentFrom=kept), "p")  # the operator reads it and decides
+    assert has_preprocessor({"spec": {"value": {"preprocessor_module": {"id": "p"}}}}, "f")
+    assert not has_preprocessor({"spec": {"value": {"modules": []}}}, "f")
