@@ -212,7 +212,10 @@ def test_a_go_or_bash_preprocessor_is_refused_naming_preprocessor_module_and_the
 
 def test_a_script_step_preprocessor_is_checked_when_its_scripts_language_is_known() -> None:
     document = flow_document("", "", kind="script")
-    assert admission_problems(document) == []  # admission does not know the Script's language
+    assert admission_problems(document) == []  # a Script the operator's index does not know (yet)
+    (refused,) = admission_problems(document, None, {"f/x/pre": "go"})
+    assert refused.message.startswith("preprocessor_module: a go script cannot be a preprocessor")
+    assert admission_problems(document, None, {"f/x/pre": "bun"}) == []
     problems = validate_flow(document, {"f/x/pre"}, script_languages={"f/x/pre": "bash"})
     assert [p.message.split(" (")[0] for p in problems] == [
         "preprocessor_module: a bash script cannot be a preprocessor"

@@ -295,15 +295,30 @@ def input_key_problems(
 
 
 def admission_problems(
-    document: Mapping[str, Any], script_params: Mapping[str, Collection[str]] | None = None
+    document: Mapping[str, Any],
+    script_params: Mapping[str, Collection[str]] | None = None,
+    script_languages: Mapping[str, str] | None = None,
 ) -> list[Problem]:
     """What refuses a Flow document when it is applied, without I/O or expressions: its shape, refused
-    fields, unknown keys, input_transforms keys (`script_params`: the parameters of the Scripts known)."""
+    fields, unknown keys, input_transforms keys (`script_params`: the parameters of the Scripts known), a
+    preprocessor step's language (`script_languages`: the Scripts known)."""
     try:
         flow = OpenFlow.model_validate(document)
     except pydantic.ValidationError as exc:
         return [_shape_problem(document, error) for error in exc.errors()]
-    return field_problems(flow) + unknown_key_problems(flow) + input_key_problems(flow, script_params)
+    problems = field_problems(flow) + unknown_key_problems(flow) + input_key_problems(flow, script_params)
+    return problems + _script_preprocessor_problems(flow, script_languages)
+
+
+def _script_preprocessor_problems(
+    flow: OpenFlow, script_languages: Mapping[str, str] | None
+) -> list[Problem]:
+    """A `script` step used as the preprocessor, checked once its Script's language is known (an inline one
+    is checked by `field_problems` already)."""
+    pre = flow.value.preprocessor_module
+    if script_languages is None or pre is None or not isinstance(pre.value, PathScript):
+        return []
+    return preprocessor_problems(flow, script_languages)
 
 
 def describe(problems: Collection[Problem]) -> str:
@@ -329,9 +344,7 @@ def validate_flow(
             return [_shape_problem(document, error) for error in exc.errors()]
     evaluator = evaluator or QuickJSEvaluator()
     problems = field_problems(flow) + unknown_key_problems(flow) + input_key_problems(flow, script_params)
-    pre = flow.value.preprocessor_module
-    if script_languages is not None and pre is not None and isinstance(pre.value, PathScript):
-        problems += preprocessor_problems(flow, script_languages)
+    problems += _script_preprocessor_problems(flow, script_languages)
     value = flow.value
     for module in value.all_modules():
         step = module.value
