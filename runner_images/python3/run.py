@@ -205,7 +205,45 @@ def _error(exc: BaseException, with_stack: bool = True) -> dict:
     return {"name": type(exc).__name__, "message": message, "stack": stack}
 
 
-def _call_main(code_file: str, args: dict) -> object:
+ENTRYPOINTS = ("main", "preprocessor", "preprocessor-then-main")
+
+
+def _json_kind(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _invoke(function, args: dict) -> object:
+    """`function` called with the args whose names it takes (all of them with **kwargs), awaited if async."""
+    params = function.__code__
+    accepted = params.co_varnames[: params.co_argcount + params.co_kwonlyargcount]
+    takes_any = bool(params.co_flags & 0x08)  # **kwargs
+    kwargs = args if takes_any else {k: v for k, v in args.items() if k in accepted}
+    result = function(**kwargs)
+    if params.co_flags & 0x80 or hasattr(result, "__await__"):  # async def
+        import asyncio
+
+        async def wait() -> object:
+            return await result
+
+        result = asyncio.run(wait())
+    return result
+
+
+def _function(module, name: str, code_file: str):
+    function = module.__dict__.get(name)
+    if not callable(function):
+        step = os.environ.get("WM_FLOW_STEP_ID")
+        where = f" (step {step})" if step and name == "preprocessor" else ""
+        raise NameError(f"{os.path.basename(code_file)} defines no {name} function{where}")
+    return function
+
+
+def _call_main(code_file: str, args: dict, entrypoint: str = "main") -> object:
+    """Load the script and call its `main`, or (`entrypoint`, which only the operator sets, in the
+    environment) its `preprocessor`, or its `preprocessor` then `main` on the object it returns."""
+    if entrypoint not in ENTRYPOINTS:
+        raise ValueError(f"unknown entrypoint {entrypoint!r} (expected one of {', '.join(ENTRYPOINTS)})")
     with open(code_file, encoding="utf-8") as f:
         source = f.read()
     extra = [r for r in os.environ.get("KUBEMILL_REQUIREMENTS", "").splitlines() if r.strip()]
@@ -222,22 +260,16 @@ def _call_main(code_file: str, args: dict) -> object:
     sys.modules["main"] = module
     sys.path.insert(0, os.path.dirname(code_file))
     exec(code, module.__dict__)
-    function = module.__dict__.get("main")
-    if not callable(function):
-        raise NameError(f"{os.path.basename(code_file)} defines no main function")
-    params = function.__code__
-    accepted = params.co_varnames[: params.co_argcount + params.co_kwonlyargcount]
-    takes_any = bool(params.co_flags & 0x08)  # **kwargs
-    kwargs = args if takes_any else {k: v for k, v in args.items() if k in accepted}
-    result = function(**kwargs)
-    if params.co_flags & 0x80 or hasattr(result, "__await__"):  # async def main
-        import asyncio
-
-        async def wait() -> object:
-            return await result
-
-        result = asyncio.run(wait())
-    return result
+    if entrypoint == "main":
+        return _invoke(_function(module, "main", code_file), args)
+    preprocessor = _function(module, "preprocessor", code_file)
+    main_function = _function(module, "main", code_file) if entrypoint != "preprocessor" else None
+    result = _invoke(preprocessor, args)
+    if main_function is None:
+        return result
+    if not isinstance(result, dict):
+        raise TypeError(f"the preprocessor must return an object (main's args), not {_json_kind(result)}")
+    return _invoke(main_function, result)
 
 
 def _mask_forms() -> list:
@@ -372,7 +404,8 @@ def main() -> int:
     try:
         with open(_setting("KUBEMILL_ARGS_FILE", ROOT + "/args.json"), encoding="utf-8") as f:
             args = json.load(f)
-        result = _call_main(code_file, args if isinstance(args, dict) else {})
+        entrypoint = os.environ.get("KUBEMILL_ENTRYPOINT") or "main"  # the operator's, never an arg
+        result = _call_main(code_file, args if isinstance(args, dict) else {}, entrypoint)
         envelope = {"result": result, "error": None, "state": wmill._current_state()}
     except (Exception, SystemExit, KeyboardInterrupt) as exc:
         envelope = {"result": None, "error": _error(exc), "state": wmill._current_state()}

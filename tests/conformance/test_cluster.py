@@ -144,6 +144,18 @@ def test_a_flow_kubemill_cannot_honour_is_refused_at_admission_naming_the_field(
     assert cluster.kubectl("get", "flow", name, "-n", namespace, check=False).returncode != 0
 
 
+def refused_once_known(cluster: Cluster, manifest: dict[str, Any] | str, said: str, script: str) -> None:
+    """`manifest` is refused saying `said`, once the admission webhook's index knows Script `script` (a
+    dry run says so first: the index learns Scripts from watch events)."""
+    wait_for(
+        lambda: said in cluster.apply(manifest, "--dry-run=server", check=False).stderr,
+        30,
+        f"the admission webhook to know script {script}",
+    )
+    refused = cluster.apply(manifest, check=False)
+    assert refused.returncode != 0 and said in refused.stderr, refused.stderr
+
+
 def test_an_unquoted_yaml_boolean_key_is_refused_naming_step_key_and_parameters(
     cluster: Cluster, namespace: str, running_operator: Operator
 ) -> None:
@@ -185,13 +197,27 @@ spec:
         "YAML reads an unquoted n as false: quote the key ('n')"
     )
     # The operator's index learns the Script's parameters from its status: wait until a dry run says so.
-    wait_for(
-        lambda: said in cluster.apply(manifest, "--dry-run=server", check=False).stderr,
-        30,
-        "the admission webhook to know script double",
+    refused_once_known(cluster, manifest, said, "double")
+
+
+def test_a_preprocessor_step_naming_a_bash_script_is_refused_naming_preprocessor_module_and_the_language(
+    cluster: Cluster, namespace: str, running_operator: Operator
+) -> None:
+    """Windmill's preprocessors are Python or TypeScript: a `script` step naming a Bash Script is refused at
+    admission once the operator's index knows the Script, and reported in the Flow's Ready condition."""
+    script = {"path": "f/conformance/shell", "language": "bash", "content": 'echo "{}"\n'}
+    cluster.apply(
+        {"apiVersion": API, "kind": "Script", "metadata": {"name": "shell"}, "spec": script}, "-n", namespace
     )
-    refused = cluster.apply(manifest, check=False)
-    assert refused.returncode != 0 and said in refused.stderr, refused.stderr
+    pre = {"id": "preprocessor", "value": {"type": "script", "path": script["path"], "input_transforms": {}}}
+    manifest = {
+        "apiVersion": API,
+        "kind": "Flow",
+        "metadata": {"name": "shell-pre", "namespace": namespace},
+        "spec": {"path": "f/conformance/shell_pre", "value": {"preprocessor_module": pre, "modules": []}},
+    }
+    said = "step preprocessor: preprocessor_module: a bash script cannot be a preprocessor"
+    refused_once_known(cluster, manifest, said, "shell")
 
 
 def test_early_return_result_is_in_the_status_and_the_run_goes_on(

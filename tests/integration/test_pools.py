@@ -129,6 +129,30 @@ def test_a_pool_runs_a_scripts_runs_without_a_pod_per_run(
     assert f'kubemill_pool_attempts_total{{namespace="{ns}",outcome="reported",pool="py"}} 3.0' in metrics
 
 
+def test_a_pool_worker_runs_a_triggered_scripts_preprocessor_then_main(
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str
+) -> None:
+    """The entrypoint reaches a pool worker's fork server in the Job's environment, as it reaches a pod."""
+    ns = restricted_namespace
+    ready_pool(cluster, ns, "py")
+    code = (
+        "def preprocessor(event: dict):\n    return {'a': event['body']['a'] * 10}\n\n"
+        "def main(a: int):\n    return {'a': a}\n"
+    )
+    cluster.apply(script("pre", "f/pool/pre", "python3", code, runner={"pool": "py"}), "-n", ns)
+    event = {"kind": "webhook", "body": {"a": 4}, "raw_string": None, "query": {}, "headers": {}}
+    cluster.apply(
+        script_run("pre-hook", "f/pool/pre", {"KUBEMILL_ENTRYPOINT": "main"}, triggerEvent=event), "-n", ns
+    )
+    cluster.apply(
+        script_run("pre-direct", "f/pool/pre", {"a": 2, "KUBEMILL_ENTRYPOINT": "preprocessor"}), "-n", ns
+    )
+    for name, result in (("pre-hook", {"a": 40}), ("pre-direct", {"a": 2})):
+        status = finished(running_operator, ns, name)["status"]
+        assert (status["phase"], status.get("result")) == ("Succeeded", result), status
+        assert not status.get("pod"), status  # the pool ran it
+
+
 def test_a_run_of_a_pool_with_no_ready_worker_runs_as_a_job_and_says_why(
     running_operator: Operator, cluster: Cluster, namespace: str
 ) -> None:

@@ -40,8 +40,8 @@ PREPROCESSOR = {
     "value": {
         "type": "rawscript",
         "language": "python3",
-        "content": "def main(event: dict):\n    return event['body']\n",
-        "input_transforms": {"event": {"type": "javascript", "expr": "flow_input.event"}},
+        "content": "def preprocessor(event: dict):\n    return event['body']\n",
+        "input_transforms": {},
     },
 }
 
@@ -452,6 +452,74 @@ def test_without_the_trigger_identity_nothing_reads_secrets_for_people(
 
 
 # --- with the operator: waiting for results, reading logs ------------------------------------------------
+
+
+def kubemill_object(kind: str, name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    meta = {"name": name, "namespace": namespace}
+    return {"apiVersion": "kubemill.dev/v1alpha1", "kind": kind, "metadata": meta, "spec": spec}
+
+
+def finished_scriptrun(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        run: dict[str, Any] = cluster.get("scriptrun", name, "-n", namespace)
+        return run if run.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+    found: dict[str, Any] = wait_for(finished, 120, f"ScriptRun {name} to finish")
+    return found
+
+
+PRE_SCRIPT = """
+def preprocessor(event: dict, KUBEMILL_ENTRYPOINT: str = "", _ENTRYPOINT_OVERRIDE: str = ""):
+    return {"x": event["body"]["n"] * 3, "how": event["kind"] + ":" + event["query"].get("via", "")}
+
+
+def main(x: int, how: str = "direct"):
+    return {"x": x, "how": how}
+"""
+
+
+def test_a_webhook_run_of_a_script_with_a_preprocessor_runs_it_then_main_and_args_choose_nothing(
+    cluster: Cluster, hooks: tuple[UiServer, str], running_operator: Operator
+) -> None:
+    """Windmill: a Script that defines `preprocessor`, started by a webhook, runs `preprocessor(event)` and
+    then `main(**result)`; started any other way it runs `main` on its args. Neither the event (body, query,
+    headers) nor a run's args can switch the entrypoint, and a ScriptRun cannot ask for one outside a flow."""
+    server, ns = hooks
+    script = {"path": "f/hooks/pre_script", "language": "python3", "content": PRE_SCRIPT}
+    cluster.apply(kubemill_object("Script", "pre-script", ns, script))
+    overrides = {"KUBEMILL_ENTRYPOINT": "main", "_ENTRYPOINT_OVERRIDE": "main"}
+    query = "via=hook&KUBEMILL_ENTRYPOINT=main&_ENTRYPOINT_OVERRIDE=main"
+    url = f"{server.url}/api/w/{ns}/jobs/run_wait_result/p/f/hooks/pre_script?{query}"
+    body = json.dumps({"n": 5, **overrides}).encode()
+    headers = {"Kubemill-Entrypoint": "main", **bearer(cluster, "alice")}
+    status, answer = http(url, body, headers)
+    assert (status, json.loads(answer)) == (200, {"x": 15, "how": "webhook:hook"}), (
+        answer,
+        running_operator.log()[-3000:],
+    )
+    # An HttpTrigger's delivery to the Script: the HTTP route's event, the same preprocessor then main.
+    cluster.apply(
+        trigger(ns, "pre-route", "hooks/pre", scriptPath="f/hooks/pre_script", signature={"format": "stripe"})
+    )
+    delivered = json.dumps({"n": 2, **overrides}).encode()
+    signed = sign(SignatureSpec(format="stripe"), KEY, delivered, time.time())
+    status, answer = http(f"{server.url}/api/h/{ns}/hooks/pre?via=route", delivered, signed)
+    assert status == 201, answer
+    routed = finished_scriptrun(cluster, ns, json.loads(answer)["run"])
+    assert routed["status"].get("result") == {"x": 6, "how": "http:route"}, routed["status"]
+    # Started by a person, not a trigger: main on the args, whatever an arg is called.
+    args = {"x": 2, "KUBEMILL_ENTRYPOINT": "preprocessor", "_ENTRYPOINT_OVERRIDE": "preprocessor"}
+    spec = {"scriptPath": "f/hooks/pre_script", "args": args}
+    direct = kubemill_object("ScriptRun", "pre-direct", ns, spec)
+    cluster.apply(direct)
+    done = finished_scriptrun(cluster, ns, "pre-direct")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["result"] == {"x": 2, "how": "direct"}
+    # spec.entrypoint belongs to a flow's preprocessor step: the API server refuses it on any other run.
+    asked = {**direct, "metadata": {"name": "pre-asked", "namespace": ns}}
+    asked["spec"] = {**direct["spec"], "entrypoint": "preprocessor"}
+    refused = cluster.kubectl("apply", "-f", "-", input=json.dumps(asked), check=False)
+    assert refused.returncode != 0 and "spec.entrypoint is set only on a flow's" in refused.stderr, refused
 
 
 def test_run_wait_result_returns_the_result_and_the_log_is_readable_as_the_caller(

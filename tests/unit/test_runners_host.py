@@ -53,7 +53,9 @@ def test_env_carries_windmill_variables_and_defaults_state_path_to_job_path() ->
     assert env["WM_JOB_ID"] == "run-1"
     assert env["WM_STATE_PATH"] == "f/x/y"
     assert env["WM_FLOW_STEP_ID"] == "a"
-    assert not any(k.startswith("KUBEMILL_") for k in env), "a pod uses the default paths"
+    # a pod uses the default paths; the entrypoint is always the operator's (main unless it decides else)
+    assert {k for k in env if k.startswith("KUBEMILL_")} == {"KUBEMILL_ENTRYPOINT"}
+    assert env["KUBEMILL_ENTRYPOINT"] == "main"
 
 
 def test_env_for_a_local_run_points_at_its_directory() -> None:

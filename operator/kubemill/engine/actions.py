@@ -41,6 +41,9 @@ class CreateRun(Frozen):
     timeout_seconds: float | None = None
     flow_user_states: Mapping[str, JsonValue] = Field(default_factory=dict)
     """The flow run's user states when the child starts (`wmill.get_flow_user_state`)."""
+    entrypoint: Literal["main", "preprocessor"] = "main"
+    """`preprocessor` for the flow's `preprocessor_module` step: Windmill runs that step's script through its
+    `preprocessor` function (engine/entrypoints.py)."""
 
 
 class DeleteRun(Frozen):

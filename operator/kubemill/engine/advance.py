@@ -93,8 +93,9 @@ def preprocesses(flow: OpenFlow, observations: Observations) -> bool:
 
 
 def _preprocess(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> dict[str, JsonValue] | Decision:
-    """Run the preprocessor on `{"event": <the trigger's event>}`; its result (an object) is the flow input.
-    A Decision while it runs, or when it failed or returned something else (the run fails)."""
+    """Run the preprocessor step's `preprocessor` function (Windmill's entrypoint override) on
+    `{"event": <the trigger's event>}`; its result (an object) is the flow input. A Decision while it runs, or
+    when it failed or returned something else (the run fails)."""
     module = flow.value.preprocessor_module
     assert module is not None and walk.obs.trigger_event is not None
     event: dict[str, JsonValue] = {"event": dict(walk.obs.trigger_event)}

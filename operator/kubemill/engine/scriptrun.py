@@ -26,6 +26,7 @@ from pydantic import JsonValue
 
 from kubemill import constants
 from kubemill.engine.actions import RequeueAfter
+from kubemill.engine.entrypoints import Call, CallProblem, plan_call
 from kubemill.engine.naming import job_name, result_configmap_name
 from kubemill.engine.retry import retry_delay
 from kubemill.models.common import Condition, ConditionStatus, condition
@@ -56,6 +57,8 @@ class Target(Protocol):
     @property
     def language(self) -> str: ...
     @property
+    def code(self) -> str: ...
+    @property
     def schema(self) -> Mapping[str, Any] | None: ...
     @property
     def retry(self) -> Retry | None: ...
@@ -69,9 +72,24 @@ class _Orphaned:
 
     path: str
     language: str = ""
+    code: str = ""
     schema: Mapping[str, Any] | None = None
     retry: Retry | None = None
     concurrency_limit: int | None = None
+
+
+def call_for(run: ScriptRun, target: Target) -> Call | CallProblem:
+    """What the run's attempts call: `main` with `spec.args`, or a preprocessor (engine/entrypoints.py),
+    decided from the run's spec and the Script's code alone (never from its args)."""
+    spec = run.spec
+    return plan_call(
+        target.language,
+        target.code,
+        spec.args,
+        entrypoint=spec.entrypoint,
+        trigger_event=spec.trigger_event,
+        step=spec.step_id,
+    )
 
 
 # --- what was observed -------------------------------------------------------------------------------------
@@ -290,8 +308,14 @@ def decide(run: ScriptRun, inputs: Inputs) -> Decision:
 def _pending(run: ScriptRun, status: ScriptRunStatus, inputs: Inputs, target: Target) -> Decision:
     """Validate the args (first attempt), wait out a retry's delay, wait for a slot, or start an attempt."""
     attempts = status.attempts
-    if attempts == 0 and target.schema is not None:
-        args = args_for_language(target.language, run.spec.args)
+    call = call_for(run, target)
+    if isinstance(call, CallProblem):
+        failure = Failure(call.name, call.message)
+        return Decision(
+            _finish(status, run, inputs, "Failed", failure), (DeleteRunSecret(),), (call.name, call.message)
+        )
+    if attempts == 0 and target.schema is not None and call.validate:
+        args = args_for_language(target.language, call.args)
         problems = [  # a `$res:`/`$var:` arg is checked when resolved, as the run starts
             p
             for p in validate_args(target.schema, args, target.language)

@@ -31,7 +31,7 @@ from kubemill.models.openflow import (
     WhileloopFlow,
     walk_modules,
 )
-from kubemill.signatures import SignatureError, derive_schema
+from kubemill.signatures import PREPROCESSOR_LANGUAGES, SignatureError, derive_schema
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,53 @@ _YAML_BOOLEANS = {
 }
 
 
+def preprocessor_problems(flow: OpenFlow, script_languages: Mapping[str, str] | None = None) -> list[Problem]:
+    """Windmill runs a flow's `preprocessor_module` through its script's `preprocessor` function, which only
+    Python and TypeScript scripts have: another step type, another language, or (inline) a script without a
+    `preprocessor` is refused. `script_languages`: the language of each Script known, for `script` steps."""
+    module = flow.value.preprocessor_module
+    if module is None:
+        return []
+    step = module.value
+    if not isinstance(step, RawScript | PathScript):
+        return [
+            Problem(
+                module.id,
+                f"preprocessor_module: a {step.type} step cannot be a preprocessor (Windmill runs a script's "
+                "`preprocessor` function: use a script or rawscript step)",
+            )
+        ]
+    language = step.language if isinstance(step, RawScript) else (script_languages or {}).get(step.path)
+    if language is None:
+        return []
+    language = "deno" if language == "typescript" else language
+    if language not in PREPROCESSOR_LANGUAGES:
+        return [
+            Problem(
+                module.id,
+                f"preprocessor_module: a {language} script cannot be a preprocessor (Windmill's "
+                "preprocessors are Python or TypeScript: deno, bun)",
+            )
+        ]
+    if isinstance(step, RawScript):
+        try:
+            derive_schema(language, step.content, "preprocessor")
+        except SignatureError as exc:
+            if str(exc).startswith("no `"):  # a script that does not parse is reported when it runs
+                return [
+                    Problem(
+                        module.id,
+                        "preprocessor_module: the script defines no `preprocessor` function (Windmill calls "
+                        "`preprocessor(event)` for this step, not `main`)",
+                    )
+                ]
+    return []
+
+
 def field_problems(flow: OpenFlow) -> list[Problem]:
     """Fields kubemill would otherwise accept and not act on: each refused with a message naming it."""
     value = flow.value
-    problems = [
+    problems = preprocessor_problems(flow) + [
         Problem(None, f"{name}: {why}") for name, why in UNSUPPORTED_FIELDS.items() if getattr(value, name)
     ]
     if value.priority is not None:
@@ -252,15 +295,30 @@ def input_key_problems(
 
 
 def admission_problems(
-    document: Mapping[str, Any], script_params: Mapping[str, Collection[str]] | None = None
+    document: Mapping[str, Any],
+    script_params: Mapping[str, Collection[str]] | None = None,
+    script_languages: Mapping[str, str] | None = None,
 ) -> list[Problem]:
     """What refuses a Flow document when it is applied, without I/O or expressions: its shape, refused
-    fields, unknown keys, input_transforms keys (`script_params`: the parameters of the Scripts known)."""
+    fields, unknown keys, input_transforms keys (`script_params`: the parameters of the Scripts known), a
+    preprocessor step's language (`script_languages`: the Scripts known)."""
     try:
         flow = OpenFlow.model_validate(document)
     except pydantic.ValidationError as exc:
         return [_shape_problem(document, error) for error in exc.errors()]
-    return field_problems(flow) + unknown_key_problems(flow) + input_key_problems(flow, script_params)
+    problems = field_problems(flow) + unknown_key_problems(flow) + input_key_problems(flow, script_params)
+    return problems + _script_preprocessor_problems(flow, script_languages)
+
+
+def _script_preprocessor_problems(
+    flow: OpenFlow, script_languages: Mapping[str, str] | None
+) -> list[Problem]:
+    """A `script` step used as the preprocessor, checked once its Script's language is known (an inline one
+    is checked by `field_problems` already)."""
+    pre = flow.value.preprocessor_module
+    if script_languages is None or pre is None or not isinstance(pre.value, PathScript):
+        return []
+    return preprocessor_problems(flow, script_languages)
 
 
 def describe(problems: Collection[Problem]) -> str:
@@ -274,8 +332,10 @@ def validate_flow(
     known_flow_paths: Collection[str] | None = None,
     evaluator: Evaluator | None = None,
     script_params: Mapping[str, Collection[str]] | None = None,
+    script_languages: Mapping[str, str] | None = None,
 ) -> list[Problem]:
-    """Every problem found in `flow` (an OpenFlow model, or the raw document, which is parsed first)."""
+    """Every problem found in `flow` (an OpenFlow model, or the raw document, which is parsed first);
+    `script_languages` (path -> language) checks a `script` step used as the preprocessor."""
     if not isinstance(flow, OpenFlow):
         document = flow
         try:
@@ -284,6 +344,7 @@ def validate_flow(
             return [_shape_problem(document, error) for error in exc.errors()]
     evaluator = evaluator or QuickJSEvaluator()
     problems = field_problems(flow) + unknown_key_problems(flow) + input_key_problems(flow, script_params)
+    problems += _script_preprocessor_problems(flow, script_languages)
     value = flow.value
     for module in value.all_modules():
         step = module.value

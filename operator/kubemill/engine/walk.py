@@ -282,18 +282,28 @@ class Walk:
         error = child.error or RunError(name=child.phase, message=f"child run {name} {child.phase.lower()}")
         return self.fail(module, path, record, error.model_copy(update={"step": path}), retryable=True)
 
+    def is_preprocessor(self, module: FlowModule) -> bool:
+        return module is self.flow.value.preprocessor_module
+
+    def step_args(self, module: FlowModule, scope: Scope, path: str) -> dict[str, JsonValue]:
+        """A step's args: its input_transforms. Windmill hands the preprocessor step the flow's args (the
+        trigger's `{"event": ...}`) whatever its input_transforms; kubemill evaluates them on top."""
+        value = module.value
+        assert isinstance(value, PathScript | RawScript | PathFlow)
+        base = dict(scope.flow_input) if self.is_preprocessor(module) else {}
+        return base | {key: self.transform(t, scope, path) for key, t in value.input_transforms.items()}
+
     def cache_key(self, module: FlowModule, scope: Scope, path: str) -> str:
         value = module.value
         assert isinstance(value, PathScript | RawScript | PathFlow)
-        args = {key: self.transform(t, scope, path) for key, t in value.input_transforms.items()}
-        return cache.step_key(value, args)
+        return cache.step_key(value, self.step_args(module, scope, path))
 
     def create_child(
         self, module: FlowModule, scope: Scope, path: str, record: StepRecord, name: str
     ) -> Outcome:
         value = module.value
         assert isinstance(value, PathScript | RawScript | PathFlow)
-        args = {key: self.transform(t, scope, path) for key, t in value.input_transforms.items()}
+        args = self.step_args(module, scope, path)
         key = cache.step_key(value, args) if module.cache_ttl else None
         hit = cache.lookup({**self.obs.cache, **self.cached}, key, self.now) if key else None
         if hit is not None:
@@ -320,6 +330,7 @@ class Walk:
                 args=args,
                 timeout_seconds=timeout,
                 flow_user_states=dict(self.user_states),
+                entrypoint="preprocessor" if self.is_preprocessor(module) else "main",
             )
         )
         self.records[path] = replace_record(record, phase="Running", run=name, wake_at=deadline)

@@ -126,6 +126,8 @@ def child_run_manifest(
         spec["scriptPath"] = action.script_path
     if action.kind == "ScriptRun":
         spec["flowUserStates"] = dict(action.flow_user_states)
+        if action.entrypoint != "main":  # the preprocessor_module step (engine/entrypoints.py)
+            spec["entrypoint"] = action.entrypoint
         if shared_claim is not None:
             spec["sharedClaim"] = shared_claim
     if action.timeout_seconds and action.kind == "ScriptRun":

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kubemill.engine.entrypoints import CallProblem, plan_call
 from kubemill.local import flows
 from kubemill.local.scripts import (
     EXIT_FAILED,
@@ -48,8 +49,9 @@ def add_arguments_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trigger-event",
         metavar="JSON",
-        help="flows: start the run as a trigger would, with this event (a JSON object with `kind`, `body`, "
-        "`query`, `headers`, or @FILE); a flow's preprocessor_module runs on it first",
+        help="start the run as a trigger would, with this event (a JSON object with `kind`, `body`, "
+        "`query`, `headers`, or @FILE): a flow's preprocessor_module, or a script's `preprocessor` function, "
+        "runs on it first (without one, the run is as without this option)",
     )
 
 
@@ -72,23 +74,25 @@ def cli_run(args: argparse.Namespace) -> int:
         if flow is not None:
             event = _read_input(args.trigger_event, "--trigger-event") if args.trigger_event else None
             return flows.cli_run_flow(flow, _read_input(args.input), workspace_root, args.approve, event)
-        if args.trigger_event:
-            raise InvalidRun("--trigger-event applies to flows (their preprocessor_module), not to scripts")
+        event = _read_input(args.trigger_event, "--trigger-event") if args.trigger_event else None
         target = resolve_target(args.target, workspace_root)
         workspace = load_workspace(workspace_root)
         code = target.file.read_text(encoding="utf-8")
+        call = plan_call(target.language, code, _read_input(args.input), trigger_event=event)
+        assert not isinstance(call, CallProblem)  # only a flow step's entrypoint can be refused
         timeout = args.timeout if args.timeout is not None else target.meta.get("timeout")
         requirements = tuple(str(r) for r in target.meta.get("requirements") or ())
         envelope = run_script(
             target.language,
             code,
-            _read_input(args.input),
+            call.args,
             resources=workspace.resources,
             variables=workspace.variables,
             context=default_context(target.path, workspace.name),
             state_file=default_state_file(workspace_root, target.path),
             timeout=float(timeout) if timeout else None,
             requirements=requirements,
+            entrypoint=call.entrypoint,
         )
     except (InvalidRun, OSError) as exc:
         print(f"kubemill run: {exc}", file=sys.stderr)

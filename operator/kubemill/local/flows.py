@@ -27,6 +27,7 @@ import yaml
 
 from kubemill.engine import ApprovalEvent, AwaitApproval, ChildObservation, CreateRun, RunError
 from kubemill.engine.cache import uses_cache
+from kubemill.engine.entrypoints import CallProblem, plan_call
 from kubemill.engine.validation import Problem, field_problems, input_key_problems, unknown_key_problems
 from kubemill.local.cache import FileCache
 from kubemill.local.driver import Clock, FlowFailed, drive
@@ -249,14 +250,17 @@ class LocalFlow:
             )
             timeout = timeout or meta.get("timeout")
         context = RunContext(**{**context.__dict__, "job_path": path})
+        call = plan_call(language, code, action.args, entrypoint=action.entrypoint, step=action.step)
+        if isinstance(call, CallProblem):
+            return ChildObservation(phase="Failed", error=RunError(name=call.name, message=call.message))
         try:
             schema = self.schemas.get((language, code))
-            if schema is None:
+            if schema is None and call.entrypoint == "main":
                 schema = self.schemas[(language, code)] = schema_for(language, code)
             envelope = run_script(
                 language,
                 code,
-                dict(action.args),
+                dict(call.args),
                 schema=schema,
                 resources=self.workspace.resources,
                 variables=self.workspace.variables,
@@ -267,6 +271,7 @@ class LocalFlow:
                 shared_dir=shared,
                 servers=self.servers,
                 env={"KUBEMILL_FLOW_USER_STATES": json.dumps(dict(action.flow_user_states))},
+                entrypoint=call.entrypoint,
             )
         except InvalidRun as exc:
             return ChildObservation(phase="Failed", error=RunError(name="InvalidRun", message=str(exc)))

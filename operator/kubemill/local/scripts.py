@@ -19,7 +19,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -86,22 +86,27 @@ def run_script(
     log: IO[Any] | int | None = None,
     shared_dir: Path | None = None,
     servers: ForkServers | None = None,
+    entrypoint: str = "main",
 ) -> Envelope:
     """Validate `args`, run `main` in a child process and return its envelope.
 
     Raises InvalidRun (nothing was started) for bad code or args. The script's stdout and stderr go to `log`
     (default: this process's stderr). A timeout kills the script's whole process group. With `shared_dir`,
     the script's working directory has it as `./shared`. With `servers` (a flow's warm interpreters), a
-    language that has a fork server starts from it instead of a new interpreter.
+    language that has a fork server starts from it instead of a new interpreter. `entrypoint` (from
+    `engine.entrypoints.plan_call`) calls the script's preprocessor: its args are an event, not main's, and
+    are not checked against main's schema.
     """
     language = canonical_language(language)
-    schema = schema if schema is not None else schema_for(language, code)
-    args = args_for_language(language, args)
-    problems = validate_args(schema, args, language)
-    if problems:
-        raise InvalidRun("invalid args: " + "; ".join(map(str, problems)))
-    args = run_args(schema, args)
+    if entrypoint == "main":
+        schema = schema if schema is not None else schema_for(language, code)
+        args = args_for_language(language, args)
+        problems = validate_args(schema, args, language)
+        if problems:
+            raise InvalidRun("invalid args: " + "; ".join(map(str, problems)))
+        args = run_args(schema, args)
     context = context or default_context("", "local")
+    context = replace(context, entrypoint=entrypoint)
     try:
         command = local_command(language)
     except RuntimeMissing as exc:

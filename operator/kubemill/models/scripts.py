@@ -162,6 +162,10 @@ SHARED_CLAIM_RULE = (
     "!has(self.sharedClaim) || (has(self.flowRun) && self.sharedClaim == self.flowRun + '-shared')"
 )
 SHARED_CLAIM = "spec.sharedClaim is only the claim of the step's own FlowRun (<spec.flowRun>-shared)"
+ENTRYPOINT_RULE = "!has(self.entrypoint) || (has(self.flowRun) && has(self.stepId))"
+ENTRYPOINT_STEP = (
+    "spec.entrypoint is set only on a flow's preprocessor_module step (with spec.flowRun and spec.stepId)"
+)
 
 
 class ScriptRunSpec(KubemillModel):
@@ -171,6 +175,7 @@ class ScriptRunSpec(KubemillModel):
         json_schema_extra=validations(
             rule("has(self.scriptPath) != has(self.script)", EXACTLY_ONE_TARGET),
             rule(SHARED_CLAIM_RULE, SHARED_CLAIM),
+            rule(ENTRYPOINT_RULE, ENTRYPOINT_STEP),
             IMMUTABLE,
         )
     )
@@ -188,10 +193,19 @@ class ScriptRunSpec(KubemillModel):
     """A flow step: the FlowRun's user states when the step started (`wmill.get_flow_user_state`)."""
     shared_claim: Name | None = None
     """A step of a `same_worker` flow: the FlowRun's PersistentVolumeClaim, mounted at `./shared`."""
+    entrypoint: Literal["preprocessor"] | None = None
+    """A flow's `preprocessor_module` step (set by the FlowRun's engine): the script's `preprocessor` function
+    runs instead of `main`, as Windmill's entrypoint override (engine/entrypoints.py)."""
+    trigger_event: JsonObject | None = None
+    """Set by a trigger (a webhook, an HttpTrigger): the event (`kind`, `body`, `query`, `headers`...). A
+    Script that defines `preprocessor` runs `preprocessor(event)` and then `main` on its result, as in
+    Windmill; a Script without one ignores it (`main` gets `args`)."""
 
     @model_validator(mode="after")
     def _one_target(self) -> ScriptRunSpec:
         exactly_one({"scriptPath": self.script_path, "script": self.script}, EXACTLY_ONE_TARGET)
+        if self.entrypoint is not None and (self.flow_run is None or self.step_id is None):
+            raise ValueError(ENTRYPOINT_STEP)
         if self.shared_claim is not None and self.shared_claim != f"{self.flow_run}-shared":
             raise ValueError(SHARED_CLAIM)  # a run mounts no other claim of the namespace
         return self

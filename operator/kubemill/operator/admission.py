@@ -146,14 +146,27 @@ def script_parameters_index(
     return {(namespace or "", path): list(schema["properties"])}
 
 
+@kopf.index("kubemill.dev", "v1alpha1", "scripts")
+def script_language_index(namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+    """(namespace, path) -> the Script's language (a flow's preprocessor must be Python or TypeScript)."""
+    path, language = spec.get("path"), spec.get("language")
+    if not isinstance(path, str) or not isinstance(language, str):
+        return {}
+    return {(namespace or "", path): language}
+
+
 @kopf.on.validate("kubemill.dev", "v1alpha1", "flows", operations=["CREATE", "UPDATE"], id="flows")
 async def refuse_flow(spec: kopf.Spec, namespace: str | None, **kwargs: Any) -> None:
     """Refuse a Flow kubemill would not run as written (the fields named; the Scripts known to the operator's
-    index, so a step's input_transforms keys are checked against the Script when it exists)."""
+    indexes, so a step's input_transforms keys, and the language of a script step used as the preprocessor,
+    are checked against the Script when it exists)."""
     document = {k: v for k, v in dict(spec).items() if k != "path"}
+    here = namespace or ""
     index: kopf.Index[tuple[str, str], list[str]] = kwargs["script_parameters_index"]
-    params = {path: next(iter(found)) for (where, path), found in index.items() if where == (namespace or "")}
-    problems = admission_problems(document, params)
+    params = {path: next(iter(found)) for (where, path), found in index.items() if where == here}
+    languages_index: kopf.Index[tuple[str, str], str] = kwargs["script_language_index"]
+    languages = {path: next(iter(found)) for (where, path), found in languages_index.items() if where == here}
+    problems = admission_problems(document, params, languages)
     if problems:
         raise kopf.AdmissionError(f"the Flow is not valid: {describe(problems)}", code=422)
 

@@ -66,6 +66,11 @@ def flow_conditions(body: dict[str, Any], api: KubeApi) -> dict[str, Any]:
         _paths(api, namespace, "Script"),
         _paths(api, namespace, "Flow"),
         script_params=flow_pin.script_params(scripts_listed),
+        script_languages={
+            str(s["spec"]["path"]): str(s["spec"].get("language"))
+            for s in scripts_listed
+            if isinstance((s.get("spec") or {}).get("path"), str)
+        },
     )
     scripts: list[str] = []
     flows: list[str] = []

@@ -27,6 +27,7 @@ from typing import Any, assert_never
 from kubemill import constants
 from kubemill.engine import scriptrun
 from kubemill.engine.actions import RequeueAfter
+from kubemill.engine.entrypoints import CallProblem
 from kubemill.engine.scriptrun import (
     Decision,
     DeleteJob,
@@ -380,8 +381,12 @@ class RunExecutor:
         namespace, name = key
         script_owner = self.catalog.owner_of(namespace, target.path)
         self.catalog.ensure_code(namespace, target, script_owner or identity)
-        args = args_for_language(target.language, run.spec.args)
-        if target.schema is not None:
+        call = scriptrun.call_for(run, target)  # main, or a preprocessor: never chosen by the args
+        if isinstance(call, CallProblem):
+            inputs = Inputs(now=self.clock(), target=None, target_problem=Failure(call.name, call.message))
+            return status_data(scriptrun.decide(run, inputs).status)
+        args = args_for_language(target.language, call.args)
+        if target.schema is not None and call.validate:
             args = run_args(target.schema, args)  # optional nulls left out, so the script's defaults apply
         try:  # `$res:`/`$var:` in args resolved here, into the per-run Secret (never into the status)
             files, args = run_secret_files(self.kube, namespace, target.resources, args)
@@ -402,6 +407,7 @@ class RunExecutor:
             flow_step_id=run.spec.step_id or "",
             schedule_path=run.spec.schedule_path or "",
             scheduled_for=run.spec.scheduled_for.isoformat() if run.spec.scheduled_for else "",
+            entrypoint=call.entrypoint,
         )
         job = builders.build_job(
             identity,

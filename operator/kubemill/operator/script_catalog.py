@@ -113,10 +113,13 @@ class ScriptCatalog:
         inline = run.spec.script
         if inline is not None:
             language = canonical_language(runtime_of(inline.language))
+            schema: dict[str, Any] | None
             try:
                 schema = self.schema_for(language, inline.content)
             except SignatureError as exc:
-                return None, Failure("ScriptNotReady", f"the inline script does not parse: {exc}")
+                if run.spec.entrypoint is None:
+                    return None, Failure("ScriptNotReady", f"the inline script does not parse: {exc}")
+                schema = None  # a preprocessor step needs no main (the run checks its preprocessor)
             target = RunTarget(
                 path=run.spec.script_path or "",
                 language=language,

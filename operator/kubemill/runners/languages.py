@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 
 RUNNER_DIR = "/opt/kubemill/runner"
 RUN_ROOT = "/var/run/kubemill"
+ENTRYPOINT_ENV = "KUBEMILL_ENTRYPOINT"
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,9 @@ class RunContext:
     email: str = ""
     username: str = ""
     base_url: str = ""
+    entrypoint: str = "main"
+    """What the runner calls: `main`, `preprocessor` or `preprocessor-then-main` (engine/entrypoints.py); only
+    the operator or `kubemill run` sets it, never a run's args."""
 
 
 def env_for(
@@ -107,6 +111,7 @@ def env_for(
         "WM_USERNAME": context.username,
         "WM_BASE_URL": context.base_url,
         "BASE_INTERNAL_URL": context.base_url,
+        ENTRYPOINT_ENV: context.entrypoint,
     }
     if requirements:
         env["KUBEMILL_REQUIREMENTS"] = "\n".join(requirements)

@@ -19,14 +19,16 @@ from kubemill.signatures.schema import SignatureError
 
 __all__ = [
     "LANGUAGES",
+    "PREPROCESSOR_LANGUAGES",
     "SignatureError",
     "add_arguments_schema",
     "cli_schema",
     "derive_schema",
     "language_for_path",
+    "preprocessor_schema",
 ]
 
-_READERS: dict[str, Callable[[str], dict[str, Any]]] = {
+_READERS: dict[str, Callable[..., dict[str, Any]]] = {
     "python3": python.parse,
     "deno": typescript.parse,
     "bun": typescript.parse,
@@ -36,6 +38,9 @@ _READERS: dict[str, Callable[[str], dict[str, Any]]] = {
 }
 
 LANGUAGES: frozenset[str] = frozenset(_READERS)
+
+PREPROCESSOR_LANGUAGES: frozenset[str] = frozenset({"python3", "deno", "bun", "typescript"})
+"""Languages whose scripts may define Windmill's `preprocessor` function (Windmill: Python and TypeScript)."""
 
 # Longest suffix first: Windmill's sync layout names Bun and Deno scripts `<name>.bun.ts` / `<name>.deno.ts`.
 _SUFFIXES: tuple[tuple[str, str], ...] = (
@@ -49,14 +54,30 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
 )
 
 
-def derive_schema(language: str, code: str) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of `main`'s parameters; `SignatureError` if the code does not parse."""
+def derive_schema(language: str, code: str, function: str = "main") -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of `main`'s parameters; `SignatureError` if the code does not parse.
+    `function="preprocessor"` reads Windmill's preprocessor instead (Python and TypeScript only)."""
     reader = _READERS.get(language)
     if reader is None:
         raise SignatureError(
             f"unsupported language {language!r} (expected one of {', '.join(sorted(LANGUAGES))})"
         )
-    return reader(code)
+    if function == "main":
+        return reader(code)
+    if language not in PREPROCESSOR_LANGUAGES:
+        raise SignatureError(f"{language} scripts have only a main function")
+    return reader(code, function)
+
+
+def preprocessor_schema(language: str, code: str) -> dict[str, Any] | None:
+    """The schema of the script's `preprocessor` function, or None when it defines none (or its language
+    has none: Windmill's preprocessors are Python or TypeScript) or the code does not parse."""
+    if language not in PREPROCESSOR_LANGUAGES or "preprocessor" not in code:
+        return None
+    try:
+        return derive_schema(language, code, "preprocessor")
+    except SignatureError:
+        return None
 
 
 def language_for_path(path: str) -> str:

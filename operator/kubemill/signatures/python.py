@@ -58,8 +58,9 @@ _DOC_SECTIONS = {"Returns:", "Return:", "Raises:", "Yields:", "Examples:", "Exam
 _TYPING_MODULES = {"typing", "t", "typing_extensions", "collections.abc"}
 
 
-def parse(code: str) -> JsonSchema:
-    """The JSON Schema of `main`'s parameters."""
+def parse(code: str, function: str = "main") -> JsonSchema:
+    """The JSON Schema of `main`'s parameters (or those of another top-level `function`, e.g. Windmill's
+    `preprocessor`)."""
     try:
         module = ast.parse(code)
     except SyntaxError as exc:
@@ -74,12 +75,12 @@ def parse(code: str) -> JsonSchema:
         (
             n
             for n in module.body
-            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == "main"
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == function
         ),
         None,
     )
     if main is None:
-        raise SignatureError("no `def main(...)` at the top level of the script")
+        raise SignatureError(f"no `def {function}(...)` at the top level of the script")
     types = _LocalTypes(module)
     descriptions = _docstring_args(ast.get_docstring(main) or "")
     args = main.args

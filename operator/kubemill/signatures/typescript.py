@@ -60,13 +60,16 @@ _BUILTIN_REFS: dict[str, JsonSchema] = {
 _NULLISH = {"undefined", "null", "void"}
 
 
-def parse(code: str) -> JsonSchema:
-    """The JSON Schema of the exported `main`'s parameters."""
+def parse(code: str, function: str = "main") -> JsonSchema:
+    """The JSON Schema of the exported `main`'s parameters (or those of another exported `function`, e.g.
+    Windmill's `preprocessor`)."""
     root = st.parse("typescript", code)
     types = _Declarations(root)
-    main = _find_main(root)
+    main = _find_main(root, function)
     if main is None:
-        raise SignatureError("no `export function main(...)` (or `export async function main`) in the script")
+        raise SignatureError(
+            f"no `export function {function}(...)` (or `export async function {function}`) in the script"
+        )
     params = st.field(main, "parameters")
     assert params is not None
     return object_schema(
@@ -74,13 +77,13 @@ def parse(code: str) -> JsonSchema:
     )
 
 
-def _find_main(root: Node) -> Node | None:
+def _find_main(root: Node, function: str = "main") -> Node | None:
     for export in st.children(root, "export_statement"):
         decl = st.field(export, "declaration")
         if (
             decl is not None
             and decl.type == "function_declaration"
-            and st.text(st.field(decl, "name")) == "main"
+            and st.text(st.field(decl, "name")) == function
         ):
             return decl
     return None

@@ -25,6 +25,7 @@ from pydantic import JsonValue, ValidationError
 from kubemill import constants
 from kubemill.models.common import API_VERSION
 from kubemill.models.triggers import HttpTrigger
+from kubemill.signatures import PREPROCESSOR_LANGUAGES, preprocessor_schema
 from kubemill.ui.kubeapi import ApiError, Body, KubeApi
 from kubemill.ui.signing import Refused, TokenBucket, replay_name, verify
 
@@ -122,8 +123,17 @@ def json_or_text(body: bytes) -> JsonValue:
     return parsed
 
 
-def has_preprocessor(definition: Body) -> bool:
-    return bool(((definition.get("spec") or {}).get("value") or {}).get("preprocessor_module"))
+def has_preprocessor(definition: Body, target: str) -> bool:
+    """A Flow with a `preprocessor_module`, or a Script that may define `preprocessor` (its code inline and
+    defining one, or kept in a ConfigMap this server does not read: the operator decides from the code)."""
+    spec = definition.get("spec") or {}
+    if target == "f":
+        return bool((spec.get("value") or {}).get("preprocessor_module"))
+    language = str(spec.get("language"))
+    if language not in PREPROCESSOR_LANGUAGES:
+        return False
+    content = spec.get("content")
+    return not isinstance(content, str) or preprocessor_schema(language, content) is not None
 
 
 async def json_args(request: web.Request) -> dict[str, JsonValue]:
@@ -150,7 +160,7 @@ async def start_run(request: web.Request) -> tuple[KubeApi, str, Body]:
     if not found:
         raise web.HTTPNotFound(text=f"no {definition} with path {path} in namespace {namespace}")
     manifest = run_manifest(target, namespace, path, args)
-    if target == "f" and has_preprocessor(found[0]):  # Windmill: a webhook run goes through the preprocessor
+    if has_preprocessor(found[0], target):  # Windmill: a webhook run goes through the preprocessor
         body = await request.read()
         event = trigger_event("webhook", body, args, request.query, request.headers)
         manifest["spec"]["triggerEvent"] = event
@@ -364,14 +374,15 @@ async def deliver(request: web.Request) -> web.StreamResponse:
             labels={"kubemill.dev/http-trigger": cached.manifest["metadata"]["name"]},
             owner=cached.manifest,
         )
-        if target == "f":  # for the flow's preprocessor_module, if it has one (this server cannot read Flows)
-            chosen = {h.name.lower() for h in spec.headers}
-            parsed = json_or_text(body)
-            event = trigger_event(
-                "http", body, parsed, request.query, {k: headers[k] for k in chosen & set(headers)}
-            )
-            event |= {"route": spec.route, "path": route, "method": request.method, "params": {}}
-            manifest["spec"]["triggerEvent"] = event
+        # for the flow's preprocessor_module or the Script's preprocessor, if it has one: this server reads
+        # neither Flows nor Scripts, so the operator decides (a run without one ignores the event)
+        chosen = {h.name.lower() for h in spec.headers}
+        parsed = json_or_text(body)
+        event = trigger_event(
+            "http", body, parsed, request.query, {k: headers[k] for k in chosen & set(headers)}
+        )
+        event |= {"route": spec.route, "path": route, "method": request.method, "params": {}}
+        manifest["spec"]["triggerEvent"] = event
     except Refused as exc:
         return refuse(exc.status, exc.message)
     except ApiError as exc:

@@ -44,6 +44,54 @@ function parameterNames(fn: (...args: never[]) => unknown): string[] {
 }
 
 type Failure = { name: string; message: string; stack: string | null };
+type Fn = (...args: unknown[]) => unknown;
+
+const ENTRYPOINTS = ["main", "preprocessor", "preprocessor-then-main"];
+
+function jsonKind(value: unknown): string {
+  if (value === null || value === undefined) return "null";
+  if (Array.isArray(value)) return "an array";
+  return { boolean: "a boolean", number: "a number", string: "a string" }[typeof value as string] ?? typeof value;
+}
+
+function exported(module: Record<string, unknown>, name: string): Fn {
+  const fn = module[name];
+  if (typeof fn === "function") return fn as Fn;
+  const step = process.env.WM_FLOW_STEP_ID;
+  const where = step && name === "preprocessor" ? ` (step ${step})` : "";
+  const error = new Error(`main.ts exports no ${name} function${where}`);
+  error.name = "NameError";
+  throw error;
+}
+
+/** A function called with the args in parameter order (absent ones undefined, so defaults apply). */
+const invoke = async (fn: Fn, args: Record<string, unknown>) =>
+  await fn(...parameterNames(fn as (...a: never[]) => unknown).map((name) => args[name] ?? undefined));
+
+/**
+ * Call the script's `main`, or (`entrypoint`, which only the operator sets, in the environment) its
+ * `preprocessor`, or its `preprocessor` and then `main` on the object it returns (docs/runners.md).
+ */
+export async function callEntrypoint(
+  module: Record<string, unknown>,
+  args: Record<string, unknown>,
+  entrypoint: string,
+): Promise<unknown> {
+  if (!ENTRYPOINTS.includes(entrypoint)) {
+    throw new Error(`unknown entrypoint ${JSON.stringify(entrypoint)} (expected one of ${ENTRYPOINTS.join(", ")})`);
+  }
+  if (entrypoint === "main") return await invoke(exported(module, "main"), args);
+  const preprocessor = exported(module, "preprocessor");
+  const main = entrypoint === "preprocessor" ? null : exported(module, "main");
+  const result = await invoke(preprocessor, args);
+  if (main === null) return result;
+  if (result === null || typeof result !== "object" || Array.isArray(result)) {
+    const error = new Error(`the preprocessor must return an object (main's args), not ${jsonKind(result)}`);
+    error.name = "TypeError";
+    throw error;
+  }
+  return await invoke(main, result as Record<string, unknown>);
+}
 
 function failure(e: unknown): Failure {
   // Bun reports a module that does not parse as a BuildMessage with its position.
@@ -125,8 +173,7 @@ export async function runMain(): Promise<number> {
   try {
     const args = JSON.parse(readFileSync(setting("KUBEMILL_ARGS_FILE", `${ROOT}/args.json`), "utf-8")) ?? {};
     const module = await import(pathToFileURL(codeFile).href);
-    if (typeof module.main !== "function") throw new Error("main.ts exports no main function");
-    const result = await module.main(...parameterNames(module.main).map((name) => args[name] ?? undefined));
+    const result = await callEntrypoint(module, args, process.env.KUBEMILL_ENTRYPOINT || "main");
     envelope = { result: result === undefined ? null : result, error: null, state: _envelopeState().state };
   } catch (e) {
     envelope = { result: null, error: failure(e), state: _envelopeState().state };
