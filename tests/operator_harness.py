@@ -93,8 +93,8 @@ class Operator:
         )
         if proc.poll() is not None:
             raise AssertionError(f"the operator exited {proc.returncode}:\n{self.log()[-4000:]}")
-        # /healthz answers before the admission webhook serves; the webhooks' failure policy is Fail, so a test
-        # that writes right after a restart would meet the previous process's dead port.
+        # /healthz answers before the admission webhook serves; the webhooks' failure policy is Fail, so a
+        # test that writes right after a restart would meet the previous process's dead port.
         marker = f"===== start {self.starts} ====="
         wait_for(
             lambda: proc.poll() is not None or WEBHOOK_READY in self.log().rpartition(marker)[2],
