@@ -128,8 +128,9 @@ def with_fallback_reason(job: Mapping[str, Any], reason: str) -> dict[str, Any]:
 
 def pool_of(job: Mapping[str, Any]) -> str | None:
     """The pool a Job was offered to, while the pool (not the Job) runs it. Only a Job whose pod template
-    names the same pool (as the operator creates an offered Job) counts: the pool's ServiceAccount may patch
-    every Job's labels and annotations, and must not report an outcome for a Job that runs as a pod."""
+    names the same pool (as the operator creates an offered Job) counts: whoever may patch Jobs (a namespace
+    editor; a pool's ServiceAccount too where the admission policy of k8s/pool_admission.py is not installed)
+    can relabel and annotate one, and must not have the pool report the outcome of a Job that runs a pod."""
     meta = job.get("metadata") or {}
     state = (meta.get("annotations") or {}).get(STATE)
     if state in (None, "job"):
@@ -278,7 +279,8 @@ def _pool_meta(pool: Mapping[str, Any], name: str, labels: Mapping[str, str]) ->
 
 
 def build_pool_objects(pool: Mapping[str, Any], agent_image: str, runner_image: str) -> list[dict[str, Any]]:
-    """ServiceAccount, Role (the pool's Jobs only: get/list/watch/patch), RoleBinding and the Deployment."""
+    """ServiceAccount, Role (get/list/watch/patch on the namespace's Jobs; admission narrows the patches to
+    the pool's own Jobs: k8s/pool_admission.py), RoleBinding and the Deployment."""
     name = pool["metadata"]["name"]
     spec = pool["spec"]
     account = worker_account(name)
