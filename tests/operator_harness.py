@@ -1,9 +1,9 @@
 """The operator harness (the `operator` fixture lives in tests/conftest.py): kubemill's operator running
-against the test control plane as a real deployment would run it, not as admin: crds/ and config/rbac/
-installed, the ServiceAccount kubemill-system/kubemill-operator bound to the ClusterRole `kubemill-operator`,
-a token for it in a kubeconfig, and `kubemill operator` started as a subprocess with that identity.
-`restart()` and `kill()` (SIGKILL) let tests crash it; `log()` returns what it printed; `metrics()` scrapes
-`/metrics`.
+against the test control plane as a real deployment would run it, not as admin: crds/, config/rbac/ and the
+pool workers' admission policy (config/admission/pool-jobs-policy.yaml) installed, the ServiceAccount
+kubemill-system/kubemill-operator bound to the ClusterRole `kubemill-operator`, a token for it in a
+kubeconfig, and `kubemill operator` started as a subprocess with that identity. `restart()` and `kill()`
+(SIGKILL) let tests crash it; `log()` returns what it printed; `metrics()` scrapes `/metrics`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tests.conftest import REPO, Cluster, controlplane, wait_for
 RUNNER_HOST_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "UV_INDEX_URL")
 SYSTEM_NAMESPACE = "kubemill-system"
 SERVICE_ACCOUNT = "kubemill-operator"
+POOL_POLICY = REPO / "config" / "admission" / "pool-jobs-policy.yaml"
 
 
 def _http_status(url: str) -> int:
@@ -147,6 +148,8 @@ def install_operator_identity(cluster: Cluster, workdir: Path) -> Path:
     """CRDs, RBAC, the ServiceAccount and its binding; returns a kubeconfig holding the account's token."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "config" / "rbac"))
+    # The pool workers' admission policy, installed beside the operator as the chart does (pools rely on it).
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(POOL_POLICY))
     crd_names = [
         f"crd/{p.name.split('_', 1)[1].removesuffix('.yaml')}.kubemill.dev"
         for p in (REPO / "crds").glob("*.yaml")

@@ -134,10 +134,18 @@ def test_the_default_rendering(helm: str) -> None:
     assert "Ingress" not in kinds(docs)
     _check_the_ui(docs, deployments["kubemill-ui"])
     policies = [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
-    sources = list(yaml.safe_load_all((REPO / "config/admission/resource-secrets-policy.yaml").read_text()))
-    assert [p["spec"] for p in policies] == [
-        s["spec"] for s in sources if s["kind"] == "ValidatingAdmissionPolicy"
-    ] + [s["spec"] for s in sources if s["kind"] == "ValidatingAdmissionPolicyBinding"]
+    sources = [
+        doc
+        for name in ("resource-secrets-policy.yaml", "pool-jobs-policy.yaml")
+        for doc in yaml.safe_load_all((REPO / "config/admission" / name).read_text())
+    ]
+
+    def specs(objects: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+        return sorted(
+            (o["kind"], o["metadata"]["name"], json.dumps(o["spec"], sort_keys=True)) for o in objects
+        )
+
+    assert specs(policies) == specs(sources)  # both policies, as generated (the pool workers' too)
     crd_last = max(i for i, d in enumerate(docs) if d["kind"] == "CustomResourceDefinition")
     assert min(i for i, d in enumerate(docs) if d in policies) > crd_last  # Helm installs in this order
     configs = [d for d in docs if d["kind"].endswith("WebhookConfiguration")]

@@ -42,6 +42,9 @@ from kubemill.runners import command_for
 LABEL_POOL = "kubemill.dev/pool"
 OFFERED_TO = "kubemill.dev/offered-to-pool"
 """On an offered Job's pod template (fixed once a Job has started): the pool the operator offered it to."""
+OFFERED_TO_ACCOUNT = "kubemill.dev/offered-to-account"
+"""Beside `OFFERED_TO`: that pool's workers' ServiceAccount, the one account the admission policy lets patch
+the Job (k8s/pool_admission.py; RBAC cannot name the Jobs of a pool, and CEL cannot derive the account)."""
 STATE = "kubemill.dev/pool-state"
 WORKER = "kubemill.dev/pool-worker"
 CLAIMED_AT = "kubemill.dev/pool-claimed-at"
@@ -93,11 +96,16 @@ def offer_problem(job: Mapping[str, Any]) -> str | None:
 def offered(job: Mapping[str, Any], pool: str, now: datetime) -> dict[str, Any]:
     """The attempt's Job as offered to `pool`: suspended, labelled and annotated with the claim state. Its
     pod template names the pool too (`OFFERED_TO`): a Job's template cannot change once the Job has started,
-    so a Job created to run as a pod cannot be relabelled into a pool Job by whoever may patch Jobs."""
+    so a Job created to run as a pod cannot be relabelled into a pool Job by whoever may patch Jobs. And it
+    names the pool's ServiceAccount (`OFFERED_TO_ACCOUNT`), the one worker account admission lets patch it."""
     meta = job["metadata"]
     template = job["spec"]["template"]
     template_meta = template.get("metadata") or {}
-    template_labels = {**(template_meta.get("labels") or {}), OFFERED_TO: pool}
+    template_labels = {
+        **(template_meta.get("labels") or {}),
+        OFFERED_TO: pool,
+        OFFERED_TO_ACCOUNT: worker_account(pool),
+    }
     return {
         **job,
         "metadata": {
@@ -120,8 +128,9 @@ def with_fallback_reason(job: Mapping[str, Any], reason: str) -> dict[str, Any]:
 
 def pool_of(job: Mapping[str, Any]) -> str | None:
     """The pool a Job was offered to, while the pool (not the Job) runs it. Only a Job whose pod template
-    names the same pool (as the operator creates an offered Job) counts: the pool's ServiceAccount may patch
-    every Job's labels and annotations, and must not report an outcome for a Job that runs as a pod."""
+    names the same pool (as the operator creates an offered Job) counts: whoever may patch Jobs (a namespace
+    editor; a pool's ServiceAccount too where the admission policy of k8s/pool_admission.py is not installed)
+    can relabel and annotate one, and must not have the pool report the outcome of a Job that runs a pod."""
     meta = job.get("metadata") or {}
     state = (meta.get("annotations") or {}).get(STATE)
     if state in (None, "job"):
@@ -270,7 +279,8 @@ def _pool_meta(pool: Mapping[str, Any], name: str, labels: Mapping[str, str]) ->
 
 
 def build_pool_objects(pool: Mapping[str, Any], agent_image: str, runner_image: str) -> list[dict[str, Any]]:
-    """ServiceAccount, Role (the pool's Jobs only: get/list/watch/patch), RoleBinding and the Deployment."""
+    """ServiceAccount, Role (get/list/watch/patch on the namespace's Jobs; admission narrows the patches to
+    the pool's own Jobs: k8s/pool_admission.py), RoleBinding and the Deployment."""
     name = pool["metadata"]["name"]
     spec = pool["spec"]
     account = worker_account(name)
