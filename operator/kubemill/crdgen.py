@@ -82,7 +82,7 @@ def _with_outer_keys(inner: Schema, node: Mapping[str, Any], defs: Any, expandin
     return result
 
 
-def _convert_plain(node: Mapping[str, Any], defs: Mapping[str, Any], expanding: tuple[str, ...]) -> Schema:
+def _convert_plain(node: Mapping[str, Any], defs: Mapping[str, Any], expanding: tuple[str, ...]) -> Schema:  # noqa: C901, PLR0912
     out: Schema = {k: v for k, v in node.items() if k in _KEPT or k.startswith("x-kubernetes-")}
     if "description" in out:
         out["description"] = " ".join(str(out["description"]).split())

@@ -116,7 +116,7 @@ class Worker:
                     self.changed.wait(1.0)
                 if self.stopping.is_set():
                     return
-                name = random.choice(sorted(self.offered))  # workers racing for the same run collide less
+                name = random.choice(sorted(self.offered))  # workers racing for the same run collide less  # noqa: S311
                 job = self.offered.pop(name)
             if self._claim(name):
                 self._run(job)

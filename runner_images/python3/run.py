@@ -103,7 +103,7 @@ def _install(requirements: list[str]) -> str:
     staging = tempfile.mkdtemp(prefix=".install-", dir=os.path.dirname(target))
     print("kubemill: installing " + " ".join(requirements), file=sys.stderr, flush=True)
     env = dict(os.environ, UV_CACHE_DIR=os.path.join(cache, "uv"))
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 - a fixed argv, no shell
         [
             *command,
             "pip",
@@ -170,7 +170,7 @@ def _jsonable(value: object) -> object:
 
 def _finite(value: object) -> object:
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
+        return value if value == value and value not in (float("inf"), float("-inf")) else None  # noqa: PLR0124
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -259,7 +259,7 @@ def _call_main(code_file: str, args: dict, entrypoint: str = "main") -> object:
     module.__file__ = code_file
     sys.modules["main"] = module
     sys.path.insert(0, os.path.dirname(code_file))
-    exec(code, module.__dict__)
+    exec(code, module.__dict__)  # noqa: S102 - running the user's script is the runner's job
     if entrypoint == "main":
         return _invoke(_function(module, "main", code_file), args)
     preprocessor = _function(module, "preprocessor", code_file)

@@ -68,7 +68,7 @@ class PodInputs:
     def uid(self) -> str:
         return self.pod["metadata"]["uid"]  # type: ignore[no-any-return]
 
-    def volume(self, v: dict[str, Any]) -> Path:
+    def volume(self, v: dict[str, Any]) -> Path:  # noqa: C901 - complexity debt, docs/architecture.md
         path = self.dir / "volumes" / v["name"]
         path.mkdir(parents=True, exist_ok=True)
         if "emptyDir" in v:

@@ -205,7 +205,7 @@ class PodWorker(threading.Thread):
             if self.stopped.wait(min(10.0, 0.5 * 2**restarts)):
                 return code
 
-    def _run_once(self, c: dict[str, Any], statuses: dict[str, dict[str, Any]], restarts: int) -> int:
+    def _run_once(self, c: dict[str, Any], statuses: dict[str, dict[str, Any]], restarts: int) -> int:  # noqa: C901, PLR0912, PLR0915
         name = c["name"]
         volumes = {v["name"]: self.dir / "volumes" / v["name"] for v in self.spec.get("volumes") or []}
         for v in self.spec.get("volumes") or []:

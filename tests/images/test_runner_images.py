@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ def podman_flags() -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="session")
-def images() -> Iterator[None]:
+def images() -> None:
     if shutil.which("podman") is None and os.geteuid() != 0:
         pytest.fail("podman is not installed (scripts/build-images installs it when run as root)")
     # KUBEMILL_TEST_IMAGES narrows what is built while working on one image; tests of the others then fail.
@@ -56,7 +55,6 @@ def images() -> Iterator[None]:
     done = subprocess.run(["scripts/build-images", *names], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         pytest.fail(f"scripts/build-images failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    yield
 
 
 def run_in_image(

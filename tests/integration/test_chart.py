@@ -320,7 +320,7 @@ def _phase(cluster: Cluster, kind: str, name: str, namespace: str) -> str | None
     return phase if phase in ("Succeeded", "Failed") else None
 
 
-def test_the_chart_installs_and_runs_a_script_and_a_flow(
+def test_the_chart_installs_and_runs_a_script_and_a_flow(  # noqa: PLR0915 - complexity debt
     helm: str, private_cluster: Cluster, tmp_path: Path
 ) -> None:
     cluster = private_cluster

@@ -186,7 +186,7 @@ def test_malformed_manifests_are_refused_with_the_intended_message_and_not_store
     assert message in out.stderr, f"{case}: expected {message!r} in:\n{out.stderr}"
     gone = crds.kubectl("get", bad["kind"].lower(), bad["metadata"]["name"], "-n", namespace, check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
-    with pytest.raises(ValueError):  # the operator's models refuse what the API server refuses
+    with pytest.raises(ValueError):  # the operator's models refuse what the API server refuses  # noqa: PT011
         parse_manifest(bad)
 
 

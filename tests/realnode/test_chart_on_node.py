@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -76,9 +75,7 @@ def create(cluster: Cluster, kind: str, name: str, spec: dict[str, Any]) -> None
 
 
 @pytest.fixture(scope="module")
-def installed(
-    real_cluster: Cluster, helm: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
+def installed(real_cluster: Cluster, helm: str, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
     """README steps 4 and 5 on the real node (step 3, the images, happened when the node started)."""
     cluster = real_cluster
     install = subprocess.run(
@@ -98,7 +95,7 @@ def installed(
         "-n", NS, "create", "secret", "generic", "kubemill-secrets", "--from-literal=u.admin.api_key=test-key"
     )
     cluster.kubectl("apply", "--server-side", "-k", str(REPO / "examples/gitops/deploy"))
-    yield cluster
+    return cluster
 
 
 def test_the_readme_script_and_flow(installed: Cluster) -> None:

@@ -148,7 +148,7 @@ def test_requests_that_cannot_be_decided_say_why() -> None:
     user = {"username": "alice@example.com"}
     with pytest.raises(kopf.AdmissionError, match="step 'other' is not waiting for approval"):
         decide_request({"kubemill.dev/approve": "other"}, suspended([]), user, NOW)
-    with pytest.raises(kopf.AdmissionError, match="must be JSON"):
+    with pytest.raises(kopf.AdmissionError, match="must be JSON"):  # noqa: PT012
         bad = {"kubemill.dev/approve": "sign", "kubemill.dev/payload": "{"}
         decide_request(bad, suspended([]), user, NOW)
     both = {"kubemill.dev/approve": "sign", "kubemill.dev/reject": "sign"}

@@ -97,7 +97,7 @@ def _preprocess(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> dict[str, 
     `{"event": <the trigger's event>}`; its result (an object) is the flow input. A Decision while it runs, or
     when it failed or returned something else (the run fails)."""
     module = flow.value.preprocessor_module
-    assert module is not None and walk.obs.trigger_event is not None
+    assert module is not None and walk.obs.trigger_event is not None  # noqa: PT018 - one fact
     event: dict[str, JsonValue] = {"event": dict(walk.obs.trigger_event)}
     outcome = sequence(walk, (module,), Scope(prefix="", flow_input=event, results={}, previous=event))
     if outcome.state == "running":
@@ -123,7 +123,7 @@ def json_type(value: object) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def _walk_flow(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> Decision:
+def _walk_flow(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> Decision:  # noqa: C901 - complexity debt
     now = walk.now
     args = dict(walk.obs.args)
     if preprocesses(flow, walk.obs):
@@ -177,7 +177,7 @@ def _walk_flow(flow: OpenFlow, status: FlowRunStatus, walk: Walk) -> Decision:
 def _run_failure_module(flow: OpenFlow, walk: Walk, scope: Scope, failed: Outcome) -> Outcome:
     """Run the flow's failure module with the error as `previous_result.error`; the flow still fails."""
     module = flow.value.failure_module
-    assert module is not None and failed.error is not None
+    assert module is not None and failed.error is not None  # noqa: PT018 - one fact
     error_scope = Scope(prefix="", flow_input=scope.flow_input, results=dict(scope.results))
     error_scope.previous = failed.error.as_result()
     handled = sequence(walk, (module,), error_scope)

@@ -140,7 +140,7 @@ def branch_all(walk: Walk, value: BranchAll, scope: Scope, path: str) -> Outcome
     return Outcome("done", results)
 
 
-def loop(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Outcome:
+def loop(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Outcome:  # noqa: C901, PLR0915
     value = module.value
     assert isinstance(value, ForloopFlow | WhileloopFlow)
     record = walk.records[path]
@@ -226,6 +226,6 @@ def loop(walk: Walk, module: FlowModule, scope: Scope, path: str) -> Outcome:
         return RUNNING
     if failed:
         first = results[min(failed)]
-        assert isinstance(first, dict) and isinstance(first.get("error"), dict)
+        assert isinstance(first, dict) and isinstance(first.get("error"), dict)  # noqa: PT018 - one fact
         return Outcome("failed", list(results), error=RunError.model_validate(first["error"]))
     return Outcome("done", list(results))

@@ -51,7 +51,7 @@ DEFAULT_WORKERS = 4
 class _Worker:
     def __init__(self, time_limit: float, memory_limit: int) -> None:
         env = {**os.environ, "KUBEMILL_SANDBOX_LIMITS": json.dumps([time_limit, memory_limit])}
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 - a fixed argv, no shell
             [sys.executable, "-I", expressions.__file__],  # the file alone: no package imports
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

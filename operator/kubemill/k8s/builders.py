@@ -42,7 +42,7 @@ LABEL_CODE = constants.LABEL_CODE
 LABEL_SHARED = constants.LABEL_SHARED_CLAIM
 """On the pods of a `same_worker` flow's steps: a digest of their shared claim (pod affinity keeps the ones
 running at the same time on one node, as the ReadWriteOnce claim needs)."""
-SHARED_DIR = "/tmp/shared"
+SHARED_DIR = "/tmp/shared"  # noqa: S108 - a path inside the pod (an emptyDir), not the host's /tmp
 """`./shared` of a `same_worker` flow's steps (the runner's working directory is /tmp)."""
 ANNOTATION_RUN = constants.ANNOTATION_SCRIPT_RUN
 ANNOTATION_PATH = constants.ANNOTATION_SCRIPT_PATH
@@ -247,10 +247,10 @@ def build_job(
     annotations = {ANNOTATION_RUN: run.name, ANNOTATION_PATH: target.path}
     env = env_for(target.language, context, requirements=target.requirements)
     env |= {
-        "HOME": "/tmp",
+        "HOME": "/tmp",  # noqa: S108 - a path inside the pod (an emptyDir), not the host's /tmp
         "KUBEMILL_ARGS_FILE": f"{INPUT_DIR}/{ARGS_KEY}",
         "KUBEMILL_RESOURCES_DIR": f"{INPUT_DIR}/resources",
-        "KUBEMILL_CACHE_DIR": "/tmp/kubemill/deps",
+        "KUBEMILL_CACHE_DIR": "/tmp/kubemill/deps",  # noqa: S108 - a path inside the pod
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "KUBEMILL_SERVICE_ACCOUNT": runner.service_account_name or "",
@@ -282,7 +282,7 @@ def build_job(
         "imagePullPolicy": "IfNotPresent",
         "command": command_for(target.language),
         "env": container_env,
-        "workingDir": "/tmp",
+        "workingDir": "/tmp",  # noqa: S108 - a path inside the pod (an emptyDir), not the host's /tmp
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
         "securityContext": restricted_container_security(),
@@ -290,7 +290,7 @@ def build_job(
             {"name": "code", "mountPath": f"{RUN_ROOT}/code", "readOnly": True},
             {"name": "input", "mountPath": INPUT_DIR, "readOnly": True},
             {"name": "out", "mountPath": f"{RUN_ROOT}/out"},
-            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a path inside the pod
             {"name": "resume", "mountPath": f"{RUN_ROOT}/resume", "readOnly": True},
         ],
     }

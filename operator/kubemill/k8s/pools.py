@@ -57,7 +57,7 @@ OUTCOME_MAX = 200 * 1024
 """Bytes of result envelope a worker reports in the Job's annotation (annotations hold 256 KiB in all)."""
 WORK_DIR = "/var/run/kubemill-pool"
 SOCKET = f"{WORK_DIR}/fork.sock"
-TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a name, not a secret
 State = Literal["offered", "claimed", "done", "lost", "job"]
 
 
@@ -317,13 +317,13 @@ def build_pool_objects(pool: Mapping[str, Any], agent_image: str, runner_image: 
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            {"name": "HOME", "value": "/tmp"},
+            {"name": "HOME", "value": "/tmp"},  # noqa: S108 - a path inside the pod
         ],
         "securityContext": restricted,
         "volumeMounts": [
             {"name": "work", "mountPath": WORK_DIR},
             {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
-            {"name": "agent-tmp", "mountPath": "/tmp"},
+            {"name": "agent-tmp", "mountPath": "/tmp"},  # noqa: S108 - a path inside the pod
         ],
     }
     runner_command = command_for(spec["language"])
@@ -338,13 +338,13 @@ def build_pool_objects(pool: Mapping[str, Any], agent_image: str, runner_image: 
             SOCKET,
         ],
         "env": [
-            {"name": "HOME", "value": "/tmp"},
+            {"name": "HOME", "value": "/tmp"},  # noqa: S108 - a path inside the pod
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         ],
-        "workingDir": "/tmp",
+        "workingDir": "/tmp",  # noqa: S108 - a path inside the pod (an emptyDir), not the host's /tmp
         "securityContext": restricted,
-        "volumeMounts": [{"name": "work", "mountPath": WORK_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "work", "mountPath": WORK_DIR}, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
     }
     if spec.get("resources"):
         runner["resources"] = dict(spec["resources"])

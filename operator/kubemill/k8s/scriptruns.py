@@ -75,7 +75,7 @@ def _from_envelope(envelope: Envelope, pod: str | None) -> Observation:
     )
 
 
-def observe_attempt(
+def observe_attempt(  # noqa: C901, PLR0911 - complexity debt, docs/architecture.md
     job: Mapping[str, Any] | None,
     pod: Mapping[str, Any] | None,
     logs: str | None = None,

@@ -91,7 +91,7 @@ def _key(key: Any) -> Any:
 
 def load_flow(file: Path) -> OpenFlow:
     try:
-        document = inline_files(yaml.load(file.read_text(encoding="utf-8"), Loader=_YAML_LOADER), file.parent)
+        document = inline_files(yaml.load(file.read_text(encoding="utf-8"), Loader=_YAML_LOADER), file.parent)  # noqa: S506
         flow = OpenFlow.model_validate(document)
     except (yaml.YAMLError, pydantic.ValidationError) as exc:
         raise InvalidRun(f"{file} is not a valid flow: {exc}") from exc

@@ -48,7 +48,7 @@ class ResourceType(KubemillResource):
     status: DefinitionStatus | None = None
 
 
-BOTH_VALUE_AND_SECRET = "a field is set both in spec.value and in spec.valueFrom; keep only one"
+BOTH_VALUE_AND_SECRET = "a field is set both in spec.value and in spec.valueFrom; keep only one"  # noqa: S105
 
 
 class ResourceSpec(KubemillModel):

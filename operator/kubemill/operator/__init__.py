@@ -71,7 +71,7 @@ def add_arguments_operator(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
     parser.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics (0: off)")
     parser.add_argument("--health-port", type=int, default=8081, help="port of /healthz (0: off)")
-    parser.add_argument("--bind", default="0.0.0.0", help="address /metrics and /healthz listen on")
+    parser.add_argument("--bind", default="0.0.0.0", help="address /metrics and /healthz listen on")  # noqa: S104
     parser.add_argument("--workers", type=int, default=32, help="threads for synchronous handlers")
     parser.add_argument(
         "--runner-image",

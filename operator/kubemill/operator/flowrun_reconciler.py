@@ -273,7 +273,7 @@ class FlowRunReconciler:
                     assert_never(action)
         return new_status, requeue
 
-    def pinned_flow(
+    def pinned_flow(  # noqa: PLR0911 - complexity debt, docs/architecture.md
         self, body: dict[str, Any], run: FlowRun, status: FlowRunStatus, now: datetime
     ) -> tuple[OpenFlow, FlowRunStatus] | RunError:
         """The Flow this run runs, and its status with the pin: on the first reconcile, the Flow as it is

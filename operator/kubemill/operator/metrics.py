@@ -228,6 +228,6 @@ class PendingApprovals:
 PENDING = PendingApprovals()
 
 
-def serve(port: int, address: str = "0.0.0.0") -> None:
+def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - the default listen address of a pod
     """Serve `/metrics` on a background thread."""
     start_http_server(port, addr=address, registry=REGISTRY)

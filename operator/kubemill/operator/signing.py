@@ -16,8 +16,8 @@ import threading
 from kubemill.errors import NotFound
 from kubemill.k8s.api import KubeApi
 
-SECRET_NAME = "kubemill-signing-key"
-SECRET_KEY = "key"
+SECRET_NAME = "kubemill-signing-key"  # noqa: S105 - a name, not a secret
+SECRET_KEY = "key"  # noqa: S105 - a name, not a secret
 
 
 def operator_namespace() -> str:

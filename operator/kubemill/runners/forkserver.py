@@ -105,7 +105,7 @@ class _Server(Connection):
     def __init__(self, language: str) -> None:
         script = runner_images_dir() / language / "forkserver.py"
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 - a fixed argv, no shell
             [find_interpreter(language), str(script), str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,

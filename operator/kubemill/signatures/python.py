@@ -183,7 +183,7 @@ class _LocalTypes:
         self._resolving.discard(name)
         return record(props, required)
 
-    def value(self, node: ast.expr) -> Any:
+    def value(self, node: ast.expr) -> Any:  # noqa: PLR0911 - complexity debt, docs/architecture.md
         """A default's JSON value: literals, containers of literals, `Enum.MEMBER`; else NO_DEFAULT."""
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             members = self.enums.get(node.value.id)

@@ -117,7 +117,7 @@ class _Declarations:
                 self.aliases[st.text(st.field(decl, "name"))] = decl
         self._resolving: set[str] = set()
 
-    def schema(self, node: Node) -> tuple[JsonSchema, bool]:
+    def schema(self, node: Node) -> tuple[JsonSchema, bool]:  # noqa: PLR0911 - complexity debt
         """(schema, nullable): `T | undefined` and `T | null` are a nullable T."""
         kind = node.type
         if kind == "predefined_type":
@@ -228,7 +228,7 @@ def _property_name(node: Node | None) -> str:
     return st.text(node)
 
 
-def _literal(node: Node) -> Any:
+def _literal(node: Node) -> Any:  # noqa: C901, PLR0911 - complexity debt, docs/architecture.md
     """The JSON value of a literal initialiser (objects and arrays of literals too); else NO_DEFAULT."""
     kind = node.type
     if kind == "string":

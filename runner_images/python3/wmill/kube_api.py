@@ -279,7 +279,7 @@ class KubeApi:
             headers["Content-Type"] = content_type
         import urllib.request
 
-        request = urllib.request.Request(self.creds.server + url, data=data, method=method, headers=headers)
+        request = urllib.request.Request(self.creds.server + url, data=data, method=method, headers=headers)  # noqa: S310
         status, text = self._send_fn(request)
         if status == 404 and missing_ok:
             return None
