@@ -31,6 +31,7 @@ from kubemill.models.openflow import Retry
 from kubemill.models.scripts import EnvVar, RunnerSpec
 from kubemill.runners import code_filename, command_for, env_for
 from kubemill.runners.languages import RUN_ROOT, RunContext
+from kubemill.runners.lockfile import LOCK_FILE
 from kubemill.secrets import MASK_FORMS_KEY, WORKSPACE_STORAGE_KEY
 
 MAX_NAME = 63
@@ -85,9 +86,11 @@ def state_configmap_name(state_path: str) -> str:
     return f"kubemill-state-{_digest(state_path, length=16)}"
 
 
-def content_hash(language: str, code: str) -> str:
-    """A hash of the code and the file it runs as: equal code shares one code ConfigMap."""
-    return hashlib.sha256(f"{code_filename(language)}\x00{code}".encode()).hexdigest()[:20]
+def content_hash(language: str, code: str, lock: str | None = None) -> str:
+    """A hash of the code and the file it runs as (and its lock, when it has one): equal code shares one
+    code ConfigMap."""
+    text = f"{code_filename(language)}\x00{code}" + (f"\x00{LOCK_FILE}\x00{lock}" if lock is not None else "")
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def code_configmap_name(digest: str) -> str:
@@ -106,6 +109,7 @@ class RunTarget:
     code: str
     schema: Mapping[str, Any] | None = None
     requirements: tuple[str, ...] = ()
+    lock: str | None = None
     resources: tuple[str, ...] = ()
     timeout_seconds: int | None = None
     retry: Retry | None = None
@@ -115,7 +119,7 @@ class RunTarget:
 
     @property
     def content_hash(self) -> str:
-        return content_hash(self.language, self.code)
+        return content_hash(self.language, self.code, self.lock)
 
 
 @dataclass(frozen=True)
@@ -166,9 +170,13 @@ def _meta(
 
 
 def build_code_configmap(namespace: str, target: RunTarget, owner: RunIdentity | None) -> dict[str, Any]:
-    """The content-addressed code ConfigMap (immutable): one key, the file the runner loads. Shared by every
-    run of the same code, so its owner (the Script, or the run of an inline script) is not its controller."""
+    """The content-addressed code ConfigMap (immutable): the file the runner loads, and `script.lock` beside
+    it when the script has a lock (the runner installs exactly that). Shared by every run of the same code,
+    so its owner (the Script, or the run of an inline script) is not its controller."""
     digest = target.content_hash
+    data = {code_filename(target.language): target.code}
+    if target.lock is not None:
+        data[LOCK_FILE] = target.lock
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -176,7 +184,7 @@ def build_code_configmap(namespace: str, target: RunTarget, owner: RunIdentity |
             code_configmap_name(digest), namespace, owner, controller=False, labels={LABEL_CODE: digest}
         ),
         "immutable": True,
-        "data": {code_filename(target.language): target.code},
+        "data": data,
     }
 
 

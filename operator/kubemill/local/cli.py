@@ -20,6 +20,7 @@ from kubemill.local.scripts import (
     default_context,
     default_state_file,
     load_workspace,
+    lock_for,
     resolve_target,
     run_script,
 )
@@ -89,6 +90,7 @@ def cli_run(args: argparse.Namespace) -> int:
             state_file=default_state_file(workspace_root, target.path),
             timeout=float(timeout) if timeout else None,
             requirements=requirements,
+            lock=lock_for(target, workspace_root),
         )
     except (InvalidRun, OSError) as exc:
         print(f"kubemill run: {exc}", file=sys.stderr)
