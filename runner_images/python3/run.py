@@ -156,10 +156,21 @@ def _install(requirements: list[str], lock: str | None = None) -> str:
         options += ["--no-deps", "--no-config", "-r", listing] + (["--require-hashes"] if hashed else [])
     else:
         options += requirements
-    done = subprocess.run([*command, "pip", "install", *options], stdout=sys.stderr, env=env, check=False)
+    done = subprocess.run(
+        [*command, "pip", "install", *options],
+        stdout=sys.stderr,
+        stderr=subprocess.PIPE,
+        env=env,
+        check=False,
+        text=True,
+    )
+    sys.stderr.write(done.stderr)
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DependencyError(f"installing {what} failed (uv exit {done.returncode}); see the log")
+        lines = [line.strip() for line in done.stderr.splitlines()]
+        reasons = [line for line in lines if line.startswith(("error:", "cause:"))]
+        why = (": " + " ".join(reasons))[:1000] if reasons else "; see the log"
+        raise DependencyError(f"installing {what} failed (uv exit {done.returncode}){why}")
     try:
         os.rename(staging, target)
     except OSError:  # another run installed the same set first

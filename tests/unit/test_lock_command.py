@@ -74,7 +74,8 @@ def test_a_tampered_hash_fails_the_run_and_the_check(
     capfd.readouterr()
     assert main(["run", "f/demo/six_user", "--workspace", "."]) == 1
     err = capfd.readouterr().err
-    assert "DependencyError" in err and "Hash mismatch" in err
+    assert "kubemill run: DependencyError: installing the lock's six==" in err
+    assert "cause: Hash mismatch for `six==" in err.splitlines()[-1]
     assert lock("--check") == 1
     assert "the hashes of six==" in capfd.readouterr().out
 

@@ -1,0 +1,91 @@
+"""Locked Python scripts on the real control plane: `kubemill lock` pins a dependency, `kubemill sync`
+carries the lock into the Script's `spec.lock`, and the runner pod installs exactly it, hash-checked; a
+tampered hash fails the run, and a lock that does not parse refuses the run before any Job exists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubemill.cli import main
+from kubemill.gitops import sync_workspace
+
+from tests.conftest import Cluster
+from tests.integration.test_operator import finished, script, script_run
+from tests.operator_harness import Operator
+
+pytestmark = pytest.mark.cluster
+
+CODE = (
+    "# requirements:\n# six==1.16.0\n\nimport six\n\n\n"
+    "def main(x: str = 'a'):\n    return {'x': six.ensure_text(x), 'six': six.__version__}\n"
+)
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The Script manifest `kubemill sync` makes of a workspace where `kubemill lock` pinned six."""
+    ws = tmp_path_factory.mktemp("ws")
+    (ws / "wmill.yaml").write_text("defaultTs: bun\n")
+    (ws / "f" / "demo").mkdir(parents=True)
+    (ws / "f" / "demo" / "six_user.py").write_text(CODE)
+    assert main(["lock", "--workspace", str(ws), str(ws / "f")]) == 0
+    (manifest,) = sync_workspace(ws).manifests
+    return manifest
+
+
+def jobs_of(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get("jobs", "-n", namespace)["items"]
+    return items
+
+
+def test_a_synced_lock_is_installed_exactly_in_the_pod(
+    running_operator: Operator, cluster: Cluster, restricted_namespace: str, synced: dict[str, Any]
+) -> None:
+    ns = restricted_namespace
+    lock = synced["spec"]["lock"]
+    assert lock.startswith("# py: 3.") and "six==1.16.0" in lock and "# hash: six==1.16.0 sha256:" in lock
+    cluster.apply({**synced, "metadata": {**synced["metadata"], "namespace": ns}})
+    cluster.apply(script_run("six-1", "f/demo/six_user", {"x": "b"}), "-n", ns)
+    status = finished(running_operator, ns, "six-1", timeout=180)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["result"] == {"x": "b", "six": "1.16.0"}
+    (code,) = [c for c in cluster.get("configmaps", "-n", ns)["items"] if "script.lock" in c.get("data", {})]
+    assert code["data"]["script.lock"] == lock
+
+
+def test_a_tampered_hash_fails_the_run_in_the_pod(
+    running_operator: Operator, cluster: Cluster, namespace: str, synced: dict[str, Any]
+) -> None:
+    lock = synced["spec"]["lock"]
+    for line in lock.splitlines():
+        if line.startswith("# hash:"):
+            for digest in line.split()[3:]:
+                lock = lock.replace(digest, "sha256:" + "0" * 64)
+    cluster.apply(script("six", "f/demo/six_user", "python3", CODE, lock=lock), "-n", namespace)
+    cluster.apply(script_run("six-2", "f/demo/six_user"), "-n", namespace)
+    status = finished(running_operator, namespace, "six-2", timeout=180)["status"]
+    assert status["phase"] == "Failed", status
+    assert status["error"]["name"] == "DependencyError"
+    assert "installing the lock's six==1.16.0 failed" in status["error"]["message"]
+    assert "Hash mismatch for `six==1.16.0`" in status["error"]["message"]
+
+
+def test_a_lock_that_does_not_parse_is_refused_before_any_job(
+    running_operator: Operator, cluster: Cluster, namespace: str
+) -> None:
+    lock = "# py: 3.11\nsix>=1\n"  # not pinned: the runner would install whatever is newest
+    cluster.apply(script("loose", "f/demo/loose", "python3", CODE, lock=lock), "-n", namespace)
+    cluster.apply(script_run("loose-1", "f/demo/loose"), "-n", namespace)
+    status = finished(running_operator, namespace, "loose-1", timeout=60)["status"]
+    assert status["phase"] == "Failed", status
+    assert status["error"]["name"] == "ScriptNotReady"
+    assert "spec.lock: line 2: 'six>=1' is not a pinned requirement" in status["error"]["message"]
+    assert jobs_of(cluster, namespace) == []
+
+
+def test_a_lock_on_a_bash_script_is_refused_by_the_api_server(cluster: Cluster, namespace: str) -> None:
+    manifest = script("sh", "f/demo/sh", "bash", "echo 1\n", lock="six==1.16.0\n")
+    done = cluster.apply(manifest, "-n", namespace, check=False)
+    assert done.returncode != 0
+    assert "lock is for python3 scripts only" in done.stderr
