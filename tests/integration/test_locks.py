@@ -54,6 +54,16 @@ def test_a_synced_lock_is_installed_exactly_in_the_pod(
     assert code["data"]["script.lock"] == lock
 
 
+def failed_run(op: Operator, namespace: str, lock: str) -> dict[str, Any]:
+    """The error of a run of the Script with `lock`, which must fail."""
+    op.cluster.apply(script("six", "f/demo/six_user", "python3", CODE, lock=lock), "-n", namespace)
+    op.cluster.apply(script_run("six-2", "f/demo/six_user"), "-n", namespace)
+    status = finished(op, namespace, "six-2", timeout=180)["status"]
+    assert status["phase"] == "Failed", status
+    error: dict[str, Any] = status["error"]
+    return error
+
+
 def test_a_tampered_hash_fails_the_run_in_the_pod(
     running_operator: Operator, cluster: Cluster, namespace: str, synced: dict[str, Any]
 ) -> None:
@@ -62,25 +72,19 @@ def test_a_tampered_hash_fails_the_run_in_the_pod(
         if line.startswith("# hash:"):
             for digest in line.split()[3:]:
                 lock = lock.replace(digest, "sha256:" + "0" * 64)
-    cluster.apply(script("six", "f/demo/six_user", "python3", CODE, lock=lock), "-n", namespace)
-    cluster.apply(script_run("six-2", "f/demo/six_user"), "-n", namespace)
-    status = finished(running_operator, namespace, "six-2", timeout=180)["status"]
-    assert status["phase"] == "Failed", status
-    assert status["error"]["name"] == "DependencyError"
-    assert "installing the lock's six==1.16.0 failed" in status["error"]["message"]
-    assert "Hash mismatch for `six==1.16.0`" in status["error"]["message"]
+    error = failed_run(running_operator, namespace, lock)
+    assert error["name"] == "DependencyError"
+    assert "installing the lock's six==1.16.0 failed" in error["message"]
+    assert "Hash mismatch for `six==1.16.0`" in error["message"]
 
 
 def test_a_lock_that_does_not_parse_is_refused_before_any_job(
     running_operator: Operator, cluster: Cluster, namespace: str
 ) -> None:
     lock = "# py: 3.11\nsix>=1\n"  # not pinned: the runner would install whatever is newest
-    cluster.apply(script("loose", "f/demo/loose", "python3", CODE, lock=lock), "-n", namespace)
-    cluster.apply(script_run("loose-1", "f/demo/loose"), "-n", namespace)
-    status = finished(running_operator, namespace, "loose-1", timeout=60)["status"]
-    assert status["phase"] == "Failed", status
-    assert status["error"]["name"] == "ScriptNotReady"
-    assert "spec.lock: line 2: 'six>=1' is not a pinned requirement" in status["error"]["message"]
+    error = failed_run(running_operator, namespace, lock)
+    assert error["name"] == "ScriptNotReady"
+    assert "spec.lock: line 2: 'six>=1' is not a pinned requirement" in error["message"]
     assert jobs_of(cluster, namespace) == []
 
 
