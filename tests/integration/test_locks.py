@@ -17,7 +17,7 @@ from tests.operator_harness import Operator
 pytestmark = pytest.mark.cluster
 
 CODE = (
-    "# requirements:\n# six==1.16.0\n\nimport six\n\n\n"
+    "# requirements:\n# six==1.15.0\n\nimport six\n\n\n"
     "def main(x: str = 'a'):\n    return {'x': six.ensure_text(x), 'six': six.__version__}\n"
 )
 
@@ -44,12 +44,12 @@ def test_a_synced_lock_is_installed_exactly_in_the_pod(
 ) -> None:
     ns = restricted_namespace
     lock = synced["spec"]["lock"]
-    assert lock.startswith("# py: 3.") and "six==1.16.0" in lock and "# hash: six==1.16.0 sha256:" in lock
+    assert lock.startswith("# py: 3.") and "six==1.15.0" in lock and "# hash: six==1.15.0 sha256:" in lock
     cluster.apply({**synced, "metadata": {**synced["metadata"], "namespace": ns}})
     cluster.apply(script_run("six-1", "f/demo/six_user", {"x": "b"}), "-n", ns)
     status = finished(running_operator, ns, "six-1", timeout=180)["status"]
     assert status["phase"] == "Succeeded", status
-    assert status["result"] == {"x": "b", "six": "1.16.0"}
+    assert status["result"] == {"x": "b", "six": "1.15.0"}
     (code,) = [c for c in cluster.get("configmaps", "-n", ns)["items"] if "script.lock" in c.get("data", {})]
     assert code["data"]["script.lock"] == lock
 
@@ -74,8 +74,8 @@ def test_a_tampered_hash_fails_the_run_in_the_pod(
                 lock = lock.replace(digest, "sha256:" + "0" * 64)
     error = failed_run(running_operator, namespace, lock)
     assert error["name"] == "DependencyError"
-    assert "installing the lock's six==1.16.0 failed" in error["message"]
-    assert "Hash mismatch for `six==1.16.0`" in error["message"]
+    assert "installing the lock's six==1.15.0 failed" in error["message"]
+    assert "Hash mismatch for `six==1.15.0`" in error["message"]
 
 
 def test_a_lock_that_does_not_parse_is_refused_before_any_job(
@@ -89,7 +89,7 @@ def test_a_lock_that_does_not_parse_is_refused_before_any_job(
 
 
 def test_a_lock_on_a_bash_script_is_refused_by_the_api_server(cluster: Cluster, namespace: str) -> None:
-    manifest = script("sh", "f/demo/sh", "bash", "echo 1\n", lock="six==1.16.0\n")
+    manifest = script("sh", "f/demo/sh", "bash", "echo 1\n", lock="six==1.15.0\n")
     done = cluster.apply(manifest, "-n", namespace, check=False)
     assert done.returncode != 0
     assert "lock is for python3 scripts only" in done.stderr
