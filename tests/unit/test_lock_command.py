@@ -111,3 +111,17 @@ def test_a_lock_that_does_not_parse_refuses_the_run(
     (workspace / "f" / "demo" / "six_user.script.lock").write_text("six>=1\n")
     assert main(["run", "f/demo/six_user", "--workspace", "."]) == 2
     assert "the lock cannot be used: line 1: 'six>=1' is not a pinned requirement" in capfd.readouterr().err
+
+
+def test_a_script_without_dependencies_gets_no_lock_and_flow_steps_are_left_to_flow_yaml(
+    workspace: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (workspace / "f" / "demo" / "plain.py").write_text("import json\n\n\ndef main():\n    return 1\n")
+    (workspace / "f" / "demo" / "steps.flow").mkdir()
+    (workspace / "f" / "demo" / "steps.flow" / "a.inline_script.py").write_text(SCRIPT)
+    assert lock() == 0
+    assert not (workspace / "f" / "demo" / "plain.script.lock").exists()
+    assert not list((workspace / "f" / "demo" / "steps.flow").glob("*.lock"))
+    (workspace / "f" / "demo" / "plain.script.lock").write_text("# py: 3.11\nsix==1.17.0\n")
+    assert lock("--check") == 1 and "the script needs no dependencies" in capfd.readouterr().out
+    assert lock() == 0 and not (workspace / "f" / "demo" / "plain.script.lock").exists()  # as Windmill

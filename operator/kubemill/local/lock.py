@@ -42,6 +42,7 @@ from kubemill.runners.lockfile import (
 )
 from kubemill.runners.runtimes import RuntimeMissing, find_uv, local_command, runner_images_dir
 
+FLOW_FOLDERS = (".flow", "__flow")
 _SKIP_DIRS = ("node_modules", ".venv", "__pycache__")
 
 
@@ -53,7 +54,7 @@ class LockFailed(Exception):
 class Outcome:
     script: str
     lock: Path
-    status: str  # "written", "unchanged", "stale", "missing"
+    status: str  # "written", "unchanged", "stale", "missing", "none" (no dependencies), "removed"
     detail: str = ""
 
 
@@ -161,7 +162,15 @@ def lock_script(target: ScriptTarget, workspace: Path, check: bool, upgrade: boo
         except LockError as exc:
             if check:
                 return Outcome(target.path, lock_path, "stale", f"the lock cannot be read: {exc}")
-    wanted = resolve(target.path, requirements_of(code, dict(target.meta)), previous, upgrade)
+    requirements = requirements_of(code, dict(target.meta))
+    if not requirements:  # as Windmill: a script without dependencies has no lock file
+        if previous_text is None:
+            return Outcome(target.path, lock_path, "none")
+        if check:
+            return Outcome(target.path, lock_path, "stale", "the script needs no dependencies")
+        lock_path.unlink()
+        return Outcome(target.path, lock_path, "removed")
+    wanted = resolve(target.path, requirements, previous, upgrade)
     text = format_python_lock(wanted)
     if text == previous_text:
         return Outcome(target.path, lock_path, "unchanged")
@@ -208,7 +217,11 @@ def _script_files(paths: list[str], workspace: Path) -> list[Path]:
     for given in [Path(p) for p in paths] or [workspace]:
         if given.is_dir():
             for folder, dirs, files in os.walk(given):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
+                dirs[:] = sorted(
+                    d
+                    for d in dirs
+                    if not d.startswith(".") and d not in _SKIP_DIRS and not d.endswith(FLOW_FOLDERS)
+                )  # a flow's inline scripts have their locks in its flow.yaml
                 found += [Path(folder, f) for f in sorted(files) if f.endswith(".py")]
         elif given.is_file():
             found.append(given)
@@ -237,6 +250,8 @@ def cli_lock(args: argparse.Namespace) -> int:
         except (LockFailed, OSError, subprocess.CalledProcessError) as exc:
             print(f"kubemill lock: {exc}", file=sys.stderr)
             failed = True
+            continue
+        if outcome.status == "none":
             continue
         shown = os.path.relpath(outcome.lock, Path.cwd())
         detail = f": {outcome.detail}" if outcome.detail else ""
