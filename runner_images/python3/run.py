@@ -116,7 +116,7 @@ def _lock_requirements(text: str) -> tuple:
     return "\n".join(lines) + "\n", bool(hashes), python
 
 
-def _install(requirements: list[str], lock: str | None = None) -> str:
+def _install(requirements: list[str], lock: str | None = None, no_build: bool = False) -> str:
     """One target directory per requirement set, or per lock (its sha256), and Python version, installed
     once with uv into a staging directory that is renamed into place only when uv succeeded (so a directory
     under the key is always a complete, verified install). A lock is installed exactly: `--no-deps`, and
@@ -136,6 +136,9 @@ def _install(requirements: list[str], lock: str | None = None) -> str:
         digest = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:16]
         what = " ".join(requirements)
     target = os.path.join(cache, "python", version, digest)
+    shared = os.environ.get("KUBEMILL_SHARED_DEPS_DIR")  # the namespace's cache, read-only here
+    if lock is not None and shared and os.path.isdir(os.path.join(shared, "python", version, digest)):
+        return os.path.join(shared, "python", version, digest)
     if os.path.isdir(target):
         return target
     import shutil
@@ -154,6 +157,7 @@ def _install(requirements: list[str], lock: str | None = None) -> str:
         with open(listing, "w", encoding="utf-8") as f:
             f.write(text)
         options += ["--no-deps", "--no-config", "-r", listing] + (["--require-hashes"] if hashed else [])
+        options += ["--no-build"] if no_build else []
     else:
         options += requirements
     done = subprocess.run(
@@ -405,7 +409,24 @@ def _result_to_storage(text: str) -> tuple:
     return envelope, json.dumps(envelope, separators=(",", ":"))
 
 
+def _install_only() -> int:
+    """The init container's step (KUBEMILL_INSTALL_ONLY): the lock's install into the namespace cache, wheels
+    only. It never fails the pod: without the install, the script's container installs the lock itself
+    and reports what went wrong as the run's error."""
+    lock_file = os.path.join(_setting("KUBEMILL_CODE_DIR", ROOT + "/code"), LOCK_FILE)
+    if os.path.isfile(lock_file):
+        with open(lock_file, encoding="utf-8") as f:
+            lock = f.read()
+        try:
+            _install([], lock, no_build=True)
+        except (DependencyError, OSError) as exc:
+            print(f"kubemill: not cached: {exc}", file=sys.stderr, flush=True)
+    return 0
+
+
 def main() -> int:
+    if os.environ.get("KUBEMILL_INSTALL_ONLY") == "1":
+        return _install_only()
     here = os.path.dirname(os.path.abspath(__file__))
     if here not in sys.path:
         sys.path.insert(0, here)

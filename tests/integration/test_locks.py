@@ -4,17 +4,23 @@ tampered hash fails the run, and a lock that does not parse refuses the run befo
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubemill.cli import main
 from kubemill.gitops import sync_workspace
 
-from tests.conftest import Cluster
+from tests.conftest import Cluster, wait_for
+from tests.integration.test_day2_cli import kubemill
 from tests.integration.test_operator import finished, script, script_run
 from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
 
 CODE = (
     "# requirements:\n# six==1.15.0\n\nimport six\n\n\n"
@@ -93,3 +99,94 @@ def test_a_lock_on_a_bash_script_is_refused_by_the_api_server(cluster: Cluster, 
     done = cluster.apply(manifest, "-n", namespace, check=False)
     assert done.returncode != 0
     assert "lock is for python3 scripts only" in done.stderr
+
+
+@pytest.fixture
+def deps_cache(cluster: Cluster, restricted_namespace: str) -> Iterator[Path]:
+    """The namespace's shared dependency cache, as its administrator provides it: the claim `kubemill-deps`
+    bound to a PersistentVolume (a host folder the node agent mounts; the test control plane has no
+    provisioner). Yields the folder."""
+    ns = restricted_namespace
+    folder = REPO / ".cache" / "volumes" / ns
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": ns},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": str(folder)},
+            "claimRef": {"namespace": ns, "name": "kubemill-deps"},
+        },
+    }
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "kubemill-deps", "namespace": ns},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+            "volumeName": ns,
+            "storageClassName": "",
+        },
+    }
+    volume["spec"]["storageClassName"] = ""
+    cluster.apply(volume)
+    cluster.apply(claim)
+    wait_for(
+        lambda: cluster.get("pvc", "kubemill-deps", "-n", ns).get("status", {}).get("phase") == "Bound",
+        60,
+        "the claim kubemill-deps Bound",
+    )
+    try:
+        yield folder
+    finally:
+        cluster.kubectl("delete", "persistentvolume", ns, "--wait=false")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+WRITES = (
+    "# requirements:\n# six==1.15.0\n\nimport os\nimport six\n\n\n"
+    "def main():\n    shared = os.environ['KUBEMILL_SHARED_DEPS_DIR']\n"
+    "    try:\n        open(os.path.join(shared, 'evil.pth'), 'w').write('import evil')\n"
+    "        return 'wrote'\n    except OSError as exc:\n        return type(exc).__name__\n"
+)
+
+
+def test_a_shared_cache_serves_the_second_pod_and_no_script_can_write_it(
+    running_operator: Operator,
+    cluster: Cluster,
+    restricted_namespace: str,
+    synced: dict[str, Any],
+    deps_cache: Path,
+) -> None:
+    ns = restricted_namespace
+    lock = synced["spec"]["lock"]
+    cluster.apply(script("six", "f/demo/six_user", "python3", CODE, lock=lock), "-n", ns)
+
+    def run(name: str) -> None:
+        cluster.apply(script_run(name, "f/demo/six_user"), "-n", ns)
+        status = finished(running_operator, ns, name, timeout=180)["status"]
+        assert status["phase"] == "Succeeded", status
+        assert status["result"] == {"x": "a", "six": "1.15.0"}
+        logs = kubemill(cluster, "admin", "logs", name, "-n", ns)  # the init step installed, not the run
+        assert logs.returncode == 0 and "installing" not in logs.stdout, logs
+
+    run("cached-1")
+    (install,) = deps_cache.glob("python/py*/lock-*")  # one install, under the lock's key
+    assert (install / "six.py").is_file()
+    for folder in (deps_cache, install.parent, deps_cache / "uv"):  # the second pod could not install again
+        folder.chmod(0o555)
+    try:
+        run("cached-2")
+    finally:
+        for folder in (deps_cache, install.parent, deps_cache / "uv"):
+            folder.chmod(0o777)
+    cluster.apply(script("writer", "f/demo/writer", "python3", WRITES, lock=lock), "-n", ns)
+    cluster.apply(script_run("writer-1", "f/demo/writer"), "-n", ns)
+    status = finished(running_operator, ns, "writer-1", timeout=180)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["result"] in ("OSError", "PermissionError")  # read-only for scripts
+    assert not list(deps_cache.rglob("evil.pth"))

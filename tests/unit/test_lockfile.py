@@ -98,3 +98,33 @@ def test_a_lock_is_refused_for_other_languages_naming_the_field() -> None:
     with pytest.raises(ValueError, match="lock is for python3 scripts only"):
         InlineScript.model_validate({"language": "go", "content": "x", "lock": "a==1"})
     assert ScriptSpec.model_validate({"path": "f/a/b", "language": "python3", "content": "x", "lock": "a==1"})
+
+
+def test_a_locked_python_job_installs_in_an_init_container_and_mounts_the_cache_read_only() -> None:
+    from kubemill.k8s.builders import DEPS_CLAIM, DEPS_DIR, RunIdentity, build_job
+    from kubemill.models.scripts import EnvVar
+    from kubemill.runners import RunContext
+
+    run = RunIdentity(namespace="ns", name="r", uid="u")
+    env = (EnvVar(name="UV_INDEX_URL", value="https://evil.example/simple"),)
+    locked = RunTarget(
+        path="f/a/b", language="python3", code="def main(): pass\n", lock="six==1.17.0\n", env=env
+    )
+    pod = build_job(
+        run, locked, 0, ["args.json"], RunContext(workspace="ns", job_id="j"), deps_claim=DEPS_CLAIM
+    )["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    runner = pod["containers"][0]
+    assert {"name": "deps", "mountPath": DEPS_DIR, "readOnly": True} in runner["volumeMounts"]
+    assert {"name": "deps", "mountPath": DEPS_DIR} in init["volumeMounts"]  # only the init step writes it
+    assert {m["name"] for m in init["volumeMounts"]} == {"code", "deps", "tmp"}  # no args, secrets, resources
+    assert {e["name"] for e in init["env"]} == {
+        "HOME", "KUBEMILL_INSTALL_ONLY", "KUBEMILL_CACHE_DIR", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"
+    }  # fmt: skip  # none of the Script's env (an index URL would redirect the shared install)
+    assert init["securityContext"] == runner["securityContext"]
+    plain = RunTarget(path="f/a/b", language="python3", code="def main(): pass\n")
+    for target in (plain, RunTarget(path="f/a/b", language="bash", code="echo 1\n")):
+        spec = build_job(
+            run, target, 0, ["args.json"], RunContext(workspace="ns", job_id="j"), deps_claim=DEPS_CLAIM
+        )
+        assert "initContainers" not in spec["spec"]["template"]["spec"]  # only a locked Python run uses it

@@ -44,6 +44,9 @@ LABEL_SHARED = constants.LABEL_SHARED_CLAIM
 """On the pods of a `same_worker` flow's steps: a digest of their shared claim (pod affinity keeps the ones
 running at the same time on one node, as the ReadWriteOnce claim needs)."""
 SHARED_DIR = "/tmp/shared"
+DEPS_CLAIM = "kubemill-deps"
+"""A namespace's shared dependency cache: a PersistentVolumeClaim of this name, made by its administrator."""
+DEPS_DIR = "/var/cache/kubemill/deps"
 """`./shared` of a `same_worker` flow's steps (the runner's working directory is /tmp)."""
 ANNOTATION_RUN = constants.ANNOTATION_SCRIPT_RUN
 ANNOTATION_PATH = constants.ANNOTATION_SCRIPT_PATH
@@ -237,6 +240,7 @@ def build_job(
     context: RunContext,
     options: JobOptions | None = None,
     shared_claim: str | None = None,
+    deps_claim: str | None = None,
 ) -> dict[str, Any]:
     """The Job running attempt `attempt` of `run`: one pod, never restarted (kubemill retries, Kubernetes
     does not); deadline = the script's timeout. `secret_keys`: the per-run Secret's keys. A flow step's resume
@@ -347,6 +351,8 @@ def build_job(
                 },
             }
         )
+    if deps_claim is not None and target.lock is not None and target.language == "python3":
+        share_deps_cache(container, pod_spec, deps_claim, options.extra_env)
     if shared_claim is not None:
         labels[LABEL_SHARED] = _digest(shared_claim, length=16)
         share_claim(container, pod_spec, shared_claim, labels[LABEL_SHARED])
@@ -369,6 +375,44 @@ def build_job(
         "metadata": _meta(name, run.namespace, run, labels=labels, annotations=annotations),
         "spec": spec,
     }
+
+
+def share_deps_cache(
+    container: dict[str, Any], pod_spec: dict[str, Any], claim: str, operator_env: Mapping[str, str]
+) -> None:
+    """The namespace's dependency cache `claim` for a locked Python run: an init container that runs only
+    the runner's install step (uv, wheels only: `--no-build`, so no package code runs) with none of the
+    Script's env, args or secrets (only the operator's own runner env, `operator_env`) writes the lock's
+    install there; the script's container mounts it read-only, so no script can change what another run
+    executes (docs/security.md)."""
+    container["volumeMounts"].append({"name": "deps", "mountPath": DEPS_DIR, "readOnly": True})
+    container["env"].append({"name": "KUBEMILL_SHARED_DEPS_DIR", "value": DEPS_DIR})
+    env = {
+        **operator_env,
+        "HOME": "/tmp",
+        "KUBEMILL_INSTALL_ONLY": "1",
+        "KUBEMILL_CACHE_DIR": DEPS_DIR,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    init: dict[str, Any] = {
+        "name": "deps",
+        "image": container["image"],
+        "imagePullPolicy": container["imagePullPolicy"],
+        "command": container["command"],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "workingDir": "/tmp",
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [
+            {"name": "code", "mountPath": f"{RUN_ROOT}/code", "readOnly": True},
+            {"name": "deps", "mountPath": DEPS_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if "resources" in container:
+        init["resources"] = container["resources"]
+    pod_spec["initContainers"] = [init]
+    pod_spec["volumes"].append({"name": "deps", "persistentVolumeClaim": {"claimName": claim}})
 
 
 def share_claim(container: dict[str, Any], pod_spec: dict[str, Any], claim: str, label: str) -> None:
