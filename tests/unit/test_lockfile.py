@@ -128,3 +128,27 @@ def test_a_locked_python_job_installs_in_an_init_container_and_mounts_the_cache_
             run, target, 0, ["args.json"], RunContext(workspace="ns", job_id="j"), deps_claim=DEPS_CLAIM
         )
         assert "initContainers" not in spec["spec"]["template"]["spec"]  # only a locked Python run uses it
+
+
+def test_a_python_rawscript_steps_lock_reaches_its_scriptrun_and_others_do_not() -> None:
+    from kubemill.engine import CreateRun, RawScriptSource
+    from kubemill.k8s.flowruns import child_run_manifest
+    from kubemill.models.flows import FlowRun
+
+    parent = FlowRun.model_validate(
+        {
+            "apiVersion": "kubemill.dev/v1alpha1",
+            "kind": "FlowRun",
+            "metadata": {"name": "f", "namespace": "ns", "uid": "u"},
+            "spec": {"flowPath": "f/a/flow"},
+        }
+    )
+
+    def step(language: str) -> dict[str, object]:
+        source = RawScriptSource(language=language, content="x", lock="# py: 3.11\nsix==1.17.0\n")
+        action = CreateRun(kind="ScriptRun", name="f-a", step="a", script=source)
+        script: dict[str, object] = child_run_manifest(action, parent)["spec"]["script"]
+        return script
+
+    assert step("python3")["lock"] == "# py: 3.11\nsix==1.17.0\n"
+    assert "lock" not in step("bun")  # Windmill's Bun lock: the Bun runner resolves imports itself
