@@ -15,6 +15,7 @@ SUMMARY_LIMIT = 4096  # bytes Kubernetes keeps of a termination message
 LOG_LIMIT = 1 << 20  # envelopes up to this size are also printed as the last line of stdout
 STORE_OVER = LOG_LIMIT - 8192  # larger envelopes go to workspace storage: the operator keeps < 1 MiB - 1 KiB
 ROOT = "/var/run/kubemill"
+LOCK_FILE = "script.lock"  # beside main.py: the pinned dependencies (`kubemill lock`)
 
 
 def _setting(name: str, default: str) -> str:
@@ -61,9 +62,8 @@ _DISTRIBUTIONS = {
 }
 
 
-def _missing_imports(source: str) -> list[str]:
-    """Top-level modules the script imports that are neither standard library nor importable: Windmill
-    installs those when a script declares nothing, so the brief's scripts run unchanged."""
+def _third_party(source: str) -> list[str]:
+    """Top-level modules the script imports that are not the standard library (nor `wmill`)."""
     names = []
     for line in source.splitlines():
         words = line.split()
@@ -75,7 +75,18 @@ def _missing_imports(source: str) -> list[str]:
                 if name.isidentifier() and name not in names:
                     names.append(name)
     stdlib = sys.stdlib_module_names
-    candidates = [n for n in names if n not in stdlib and n != "wmill"]
+    return [n for n in names if n not in stdlib and n != "wmill"]
+
+
+def _imports(source: str) -> list[str]:
+    """The distributions of the script's third-party imports (what `kubemill lock` pins)."""
+    return [_DISTRIBUTIONS.get(n, n) for n in _third_party(source)]
+
+
+def _missing_imports(source: str) -> list[str]:
+    """Third-party imports that are not importable here: Windmill installs those when a script declares
+    nothing, so the brief's scripts run unchanged."""
+    candidates = _third_party(source)
     if not candidates:
         return []
     import importlib.util
@@ -83,14 +94,51 @@ def _missing_imports(source: str) -> list[str]:
     return [_DISTRIBUTIONS.get(n, n) for n in candidates if importlib.util.find_spec(n) is None]
 
 
-def _install(requirements: list[str]) -> str:
-    """One target directory per requirement set (and Python version), installed once with uv."""
+def _lock_requirements(text: str) -> tuple:
+    """A `.script.lock` (Windmill's: `# py: 3.X`, then one `name==version` a line) as a requirements file
+    for uv, each pin with the `--hash` options of its `# hash: name==version sha256:...` comment line (the
+    comments `kubemill lock` adds; Windmill skips comment lines). Returns (text, hashed, python version)."""
+    pins, hashes, python = [], {}, None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("# py:"):
+            python = line[len("# py:") :].strip()
+        elif line.startswith("# hash:"):
+            words = line[len("# hash:") :].split()
+            if words:
+                hashes[words[0].lower()] = words[1:]
+        elif line and not line.startswith(("#", "-")):
+            pins.append(line)
+    unhashed = [pin for pin in pins if pin.lower() not in hashes]
+    if hashes and unhashed:
+        raise DependencyError(f"the lock has hashes, but none for {', '.join(unhashed)}")
+    lines = [" ".join([pin, *(f"--hash={h}" for h in hashes.get(pin.lower(), ()))]) for pin in pins]
+    return "\n".join(lines) + "\n", bool(hashes), python
+
+
+def _install(requirements: list[str], lock: str | None = None, no_build: bool = False) -> str:
+    """One target directory per requirement set, or per lock (its sha256), and Python version, installed
+    once with uv into a staging directory that is renamed into place only when uv succeeded (so a directory
+    under the key is always a complete, verified install). A lock is installed exactly: `--no-deps`, and
+    `--require-hashes` when it carries hashes."""
     import hashlib
 
     cache = _setting("KUBEMILL_CACHE_DIR", os.path.expanduser("~/.cache/kubemill/deps"))
     version = f"py{sys.version_info[0]}.{sys.version_info[1]}"
-    digest = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:16]
+    if lock is not None:
+        digest = "lock-" + hashlib.sha256(lock.encode()).hexdigest()[:32]
+        text, hashed, python = _lock_requirements(lock)
+        if python and python != version[2:]:
+            note = f"kubemill: the lock was resolved for Python {python}, this is {version[2:]}"
+            print(note, file=sys.stderr, flush=True)
+        what = "the lock's " + " ".join(line.split()[0] for line in text.splitlines())
+    else:
+        digest = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:16]
+        what = " ".join(requirements)
     target = os.path.join(cache, "python", version, digest)
+    shared = os.environ.get("KUBEMILL_SHARED_DEPS_DIR")  # the namespace's cache, read-only here
+    if lock is not None and shared and os.path.isdir(os.path.join(shared, "python", version, digest)):
+        return os.path.join(shared, "python", version, digest)
     if os.path.isdir(target):
         return target
     import shutil
@@ -101,29 +149,32 @@ def _install(requirements: list[str]) -> str:
     command = [uv] if uv else [sys.executable, "-m", "uv"]
     os.makedirs(os.path.dirname(target), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".install-", dir=os.path.dirname(target))
-    print("kubemill: installing " + " ".join(requirements), file=sys.stderr, flush=True)
+    print("kubemill: installing " + what, file=sys.stderr, flush=True)
     env = dict(os.environ, UV_CACHE_DIR=os.path.join(cache, "uv"))
+    options = ["--quiet", "--target", staging, "--python", sys.executable]
+    if lock is not None:
+        listing = os.path.join(staging, ".kubemill-lock.txt")
+        with open(listing, "w", encoding="utf-8") as f:
+            f.write(text)
+        options += ["--no-deps", "--no-config", "-r", listing] + (["--require-hashes"] if hashed else [])
+        options += ["--no-build"] if no_build else []
+    else:
+        options += requirements
     done = subprocess.run(  # noqa: S603 - a fixed argv, no shell
-        [
-            *command,
-            "pip",
-            "install",
-            "--quiet",
-            "--target",
-            staging,
-            "--python",
-            sys.executable,
-            *requirements,
-        ],
+        [*command, "pip", "install", *options],
         stdout=sys.stderr,
+        stderr=subprocess.PIPE,
         env=env,
         check=False,
+        text=True,
     )
+    sys.stderr.write(done.stderr)
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DependencyError(
-            f"installing {' '.join(requirements)} failed (uv exit {done.returncode}); see the log"
-        )
+        lines = [line.strip() for line in done.stderr.splitlines()]
+        reasons = [line for line in lines if line.startswith(("error:", "cause:"))]
+        why = (": " + " ".join(reasons))[:1000] if reasons else "; see the log"
+        raise DependencyError(f"installing {what} failed (uv exit {done.returncode}){why}")
     try:
         os.rename(staging, target)
     except OSError:  # another run installed the same set first
@@ -246,12 +297,17 @@ def _call_main(code_file: str, args: dict, entrypoint: str = "main") -> object:
         raise ValueError(f"unknown entrypoint {entrypoint!r} (expected one of {', '.join(ENTRYPOINTS)})")
     with open(code_file, encoding="utf-8") as f:
         source = f.read()
-    extra = [r for r in os.environ.get("KUBEMILL_REQUIREMENTS", "").splitlines() if r.strip()]
-    requirements = _requirements(source) + extra
-    if not requirements:
-        requirements = _missing_imports(source)
-    if requirements:
-        sys.path.insert(0, _install(requirements))
+    lock_file = os.path.join(os.path.dirname(code_file), LOCK_FILE)
+    if os.path.isfile(lock_file):  # a lock is installed exactly, whatever the script declares
+        with open(lock_file, encoding="utf-8") as f:
+            sys.path.insert(0, _install([], f.read()))
+    else:
+        extra = [r for r in os.environ.get("KUBEMILL_REQUIREMENTS", "").splitlines() if r.strip()]
+        requirements = _requirements(source) + extra
+        if not requirements:
+            requirements = _missing_imports(source)
+        if requirements:
+            sys.path.insert(0, _install(requirements))
     code = compile(source, code_file, "exec")
     import types
 
@@ -385,7 +441,37 @@ def _result_to_storage(text: str) -> tuple:
     return envelope, json.dumps(envelope, separators=(",", ":"))
 
 
+def _install_only() -> int:
+    """The init container's step (KUBEMILL_INSTALL_ONLY): the lock's install into the namespace cache, wheels
+    only. It never fails the pod: without the install, the script's container installs the lock itself
+    and reports what went wrong as the run's error."""
+    lock_file = os.path.join(_setting("KUBEMILL_CODE_DIR", ROOT + "/code"), LOCK_FILE)
+    if os.path.isfile(lock_file):
+        with open(lock_file, encoding="utf-8") as f:
+            lock = f.read()
+        try:
+            _install([], lock, no_build=True)
+        except (DependencyError, OSError) as exc:
+            print(f"kubemill: not cached: {exc}", file=sys.stderr, flush=True)
+    return 0
+
+
+def _encoded(envelope: dict, wmill) -> tuple[dict, str]:
+    """The envelope as JSON; a result JSON cannot hold becomes the run's error (and a state, its absence)."""
+    try:
+        return envelope, _encode(envelope)
+    except ResultNotSerializable as exc:
+        envelope = {"result": None, "error": _error(exc, with_stack=False), "state": wmill._current_state()}
+        try:
+            return envelope, _encode(envelope)
+        except ResultNotSerializable:
+            envelope["state"] = None
+            return envelope, _encode(envelope)
+
+
 def main() -> int:
+    if os.environ.get("KUBEMILL_INSTALL_ONLY") == "1":
+        return _install_only()
     here = os.path.dirname(os.path.abspath(__file__))
     if here not in sys.path:
         sys.path.insert(0, here)
@@ -412,15 +498,7 @@ def main() -> int:
     flow_states = wmill._changed_flow_user_states()
     if flow_states is not None:  # wmill.set_flow_user_state: the flow engine keeps them for later steps
         envelope["flow_user_states"] = flow_states
-    try:
-        text = _encode(envelope)
-    except ResultNotSerializable as exc:
-        envelope = {"result": None, "error": _error(exc, with_stack=False), "state": wmill._current_state()}
-        try:
-            text = _encode(envelope)
-        except ResultNotSerializable:
-            envelope["state"] = None
-            text = _encode(envelope)
+    envelope, text = _encoded(envelope, wmill)
     if forms:  # what viewers can read (termination message, log line) never holds a secret
         envelope = _mask(json.loads(text), forms)
         text = json.dumps(envelope, separators=(",", ":"))

@@ -292,7 +292,7 @@ def test_script_metadata_maps_to_the_spec(tmp_path: Path) -> None:
     (script,) = sync_workspace(ws).manifests
     spec = script["spec"]
     assert spec["summary"] == "Say hello" and spec["description"] == "a greeting"
-    assert spec["requirements"] == ["requests==2.32.3", "idna==3.7"]
+    assert spec["lock"] == "# py311\nrequests==2.32.3\n\nidna==3.7\n" and "requirements" not in spec
     assert spec["schema"]["properties"] == {"name": {"type": "string"}}
     assert (spec["timeoutSeconds"], spec["concurrencyLimit"]) == (30, 2)
 

@@ -31,6 +31,7 @@ from kubemill.models.openflow import Retry
 from kubemill.models.scripts import EnvVar, RunnerSpec
 from kubemill.runners import code_filename, command_for, env_for
 from kubemill.runners.languages import RUN_ROOT, RunContext
+from kubemill.runners.lockfile import LOCK_FILE
 from kubemill.secrets import MASK_FORMS_KEY, WORKSPACE_STORAGE_KEY
 
 MAX_NAME = 63
@@ -43,6 +44,9 @@ LABEL_SHARED = constants.LABEL_SHARED_CLAIM
 """On the pods of a `same_worker` flow's steps: a digest of their shared claim (pod affinity keeps the ones
 running at the same time on one node, as the ReadWriteOnce claim needs)."""
 SHARED_DIR = "/tmp/shared"  # noqa: S108 - a path inside the pod (an emptyDir), not the host's /tmp
+DEPS_CLAIM = "kubemill-deps"
+"""A namespace's shared dependency cache: a PersistentVolumeClaim of this name, made by its administrator."""
+DEPS_DIR = "/var/cache/kubemill/deps"
 """`./shared` of a `same_worker` flow's steps (the runner's working directory is /tmp)."""
 ANNOTATION_RUN = constants.ANNOTATION_SCRIPT_RUN
 ANNOTATION_PATH = constants.ANNOTATION_SCRIPT_PATH
@@ -85,9 +89,11 @@ def state_configmap_name(state_path: str) -> str:
     return f"kubemill-state-{_digest(state_path, length=16)}"
 
 
-def content_hash(language: str, code: str) -> str:
-    """A hash of the code and the file it runs as: equal code shares one code ConfigMap."""
-    return hashlib.sha256(f"{code_filename(language)}\x00{code}".encode()).hexdigest()[:20]
+def content_hash(language: str, code: str, lock: str | None = None) -> str:
+    """A hash of the code and the file it runs as (and its lock, when it has one): equal code shares one
+    code ConfigMap."""
+    text = f"{code_filename(language)}\x00{code}" + (f"\x00{LOCK_FILE}\x00{lock}" if lock is not None else "")
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def code_configmap_name(digest: str) -> str:
@@ -106,6 +112,7 @@ class RunTarget:
     code: str
     schema: Mapping[str, Any] | None = None
     requirements: tuple[str, ...] = ()
+    lock: str | None = None
     resources: tuple[str, ...] = ()
     timeout_seconds: int | None = None
     retry: Retry | None = None
@@ -115,7 +122,7 @@ class RunTarget:
 
     @property
     def content_hash(self) -> str:
-        return content_hash(self.language, self.code)
+        return content_hash(self.language, self.code, self.lock)
 
 
 @dataclass(frozen=True)
@@ -166,9 +173,13 @@ def _meta(
 
 
 def build_code_configmap(namespace: str, target: RunTarget, owner: RunIdentity | None) -> dict[str, Any]:
-    """The content-addressed code ConfigMap (immutable): one key, the file the runner loads. Shared by every
-    run of the same code, so its owner (the Script, or the run of an inline script) is not its controller."""
+    """The content-addressed code ConfigMap (immutable): the file the runner loads, and `script.lock` beside
+    it when the script has a lock (the runner installs exactly that). Shared by every run of the same code,
+    so its owner (the Script, or the run of an inline script) is not its controller."""
     digest = target.content_hash
+    data = {code_filename(target.language): target.code}
+    if target.lock is not None:
+        data[LOCK_FILE] = target.lock
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -176,7 +187,7 @@ def build_code_configmap(namespace: str, target: RunTarget, owner: RunIdentity |
             code_configmap_name(digest), namespace, owner, controller=False, labels={LABEL_CODE: digest}
         ),
         "immutable": True,
-        "data": {code_filename(target.language): target.code},
+        "data": data,
     }
 
 
@@ -229,6 +240,7 @@ def build_job(
     context: RunContext,
     options: JobOptions | None = None,
     shared_claim: str | None = None,
+    deps_claim: str | None = None,
 ) -> dict[str, Any]:
     """The Job running attempt `attempt` of `run`: one pod, never restarted (kubemill retries, Kubernetes
     does not); deadline = the script's timeout. `secret_keys`: the per-run Secret's keys. A flow step's resume
@@ -339,6 +351,8 @@ def build_job(
                 },
             }
         )
+    if deps_claim is not None and target.lock is not None and target.language == "python3":
+        share_deps_cache(container, pod_spec, deps_claim, options.extra_env)
     if shared_claim is not None:
         labels[LABEL_SHARED] = _digest(shared_claim, length=16)
         share_claim(container, pod_spec, shared_claim, labels[LABEL_SHARED])
@@ -361,6 +375,44 @@ def build_job(
         "metadata": _meta(name, run.namespace, run, labels=labels, annotations=annotations),
         "spec": spec,
     }
+
+
+def share_deps_cache(
+    container: dict[str, Any], pod_spec: dict[str, Any], claim: str, operator_env: Mapping[str, str]
+) -> None:
+    """The namespace's dependency cache `claim` for a locked Python run: an init container that runs only
+    the runner's install step (uv, wheels only: `--no-build`, so no package code runs) with none of the
+    Script's env, args or secrets (only the operator's own runner env, `operator_env`) writes the lock's
+    install there; the script's container mounts it read-only, so no script can change what another run
+    executes (docs/security.md)."""
+    container["volumeMounts"].append({"name": "deps", "mountPath": DEPS_DIR, "readOnly": True})
+    container["env"].append({"name": "KUBEMILL_SHARED_DEPS_DIR", "value": DEPS_DIR})
+    env = {
+        **operator_env,
+        "HOME": "/tmp",  # noqa: S108 - a path inside the pod (an emptyDir), not the host's /tmp
+        "KUBEMILL_INSTALL_ONLY": "1",
+        "KUBEMILL_CACHE_DIR": DEPS_DIR,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    init: dict[str, Any] = {
+        "name": "deps",
+        "image": container["image"],
+        "imagePullPolicy": container["imagePullPolicy"],
+        "command": container["command"],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "workingDir": "/tmp",  # noqa: S108 - a path inside the pod (an emptyDir), not the host's /tmp
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [
+            {"name": "code", "mountPath": f"{RUN_ROOT}/code", "readOnly": True},
+            {"name": "deps", "mountPath": DEPS_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a path inside the pod
+        ],
+    }
+    if "resources" in container:
+        init["resources"] = container["resources"]
+    pod_spec["initContainers"] = [init]
+    pod_spec["volumes"].append({"name": "deps", "persistentVolumeClaim": {"claimName": claim}})
 
 
 def share_claim(container: dict[str, Any], pod_spec: dict[str, Any], claim: str, label: str) -> None:

@@ -122,6 +122,8 @@ def child_run_manifest(
         spec["flowPath"] = action.flow_path
     elif action.script is not None:
         spec["script"] = {"language": action.script.language, "content": action.script.content}
+        if action.script.lock and action.script.language == "python3":  # Windmill's pinned requirements
+            spec["script"]["lock"] = action.script.lock
     else:
         spec["scriptPath"] = action.script_path
     if action.kind == "ScriptRun":

@@ -21,6 +21,7 @@ from kubemill.local.scripts import (
     default_context,
     default_state_file,
     load_workspace,
+    lock_for,
     resolve_target,
     run_script,
 )
@@ -93,6 +94,7 @@ def cli_run(args: argparse.Namespace) -> int:
             timeout=float(timeout) if timeout else None,
             requirements=requirements,
             entrypoint=call.entrypoint,
+            lock=lock_for(target, workspace_root),
         )
     except (InvalidRun, OSError) as exc:
         print(f"kubemill run: {exc}", file=sys.stderr)

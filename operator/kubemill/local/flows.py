@@ -36,6 +36,7 @@ from kubemill.local.scripts import (
     Workspace,
     default_state_file,
     load_workspace,
+    lock_for,
     resolve_target,
     run_script,
     schema_for,
@@ -43,7 +44,7 @@ from kubemill.local.scripts import (
 from kubemill.models.flows import MAX_SUBFLOW_DEPTH
 from kubemill.models.openflow import OpenFlow, PathScript
 from kubemill.paths import OutsideWorkspace, confined
-from kubemill.runners import RunContext
+from kubemill.runners import RunContext, canonical_language
 from kubemill.runners.forkserver import ForkServers
 
 MAX_DEPTH = MAX_SUBFLOW_DEPTH
@@ -237,8 +238,11 @@ class LocalFlow:
         )
         timeout = action.timeout_seconds
         meta: Mapping[str, Any] = {}
+        lock = None
         if action.script is not None:
             language, code, path = action.script.language, action.script.content, ""
+            if action.script.lock and canonical_language(language) == "python3":
+                lock = action.script.lock  # a rawscript step's pinned requirements, as in the cluster
         else:
             assert action.script_path is not None
             target = resolve_target(action.script_path, self.root)
@@ -249,6 +253,7 @@ class LocalFlow:
                 target.meta,
             )
             timeout = timeout or meta.get("timeout")
+            lock = lock_for(target, self.root)
         context = RunContext(**{**context.__dict__, "job_path": path})
         call = plan_call(language, code, action.args, entrypoint=action.entrypoint, step=action.step)
         if isinstance(call, CallProblem):
@@ -272,6 +277,7 @@ class LocalFlow:
                 servers=self.servers,
                 env={"KUBEMILL_FLOW_USER_STATES": json.dumps(dict(action.flow_user_states))},
                 entrypoint=call.entrypoint,
+                lock=lock,
             )
         except InvalidRun as exc:
             return ChildObservation(phase="Failed", error=RunError(name="InvalidRun", message=str(exc)))

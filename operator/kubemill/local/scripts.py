@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import yaml
 
+from kubemill.paths import OutsideWorkspace, confined
 from kubemill.runners import (
     Envelope,
     RunContext,
@@ -35,6 +36,7 @@ from kubemill.runners import (
     write_run_files,
 )
 from kubemill.runners.forkserver import TIMED_OUT, ForkServers, ServerGone
+from kubemill.runners.lockfile import LockError, check_lock
 from kubemill.runners.runtimes import RuntimeMissing, cache_root, find_uv, local_command
 from kubemill.runners.validation import args_for_language, run_args, validate_args
 from kubemill.signatures import SignatureError, derive_schema, language_for_path
@@ -87,6 +89,7 @@ def run_script(  # noqa: PLR0913 - complexity debt, docs/architecture.md
     shared_dir: Path | None = None,
     servers: ForkServers | None = None,
     entrypoint: str = "main",
+    lock: str | None = None,
 ) -> Envelope:
     """Validate `args`, run `main` in a child process and return its envelope.
 
@@ -95,9 +98,15 @@ def run_script(  # noqa: PLR0913 - complexity debt, docs/architecture.md
     the script's working directory has it as `./shared`. With `servers` (a flow's warm interpreters), a
     language that has a fork server starts from it instead of a new interpreter. `entrypoint` (from
     `engine.entrypoints.plan_call`) calls the script's preprocessor: its args are an event, not main's, and
-    are not checked against main's schema.
+    are not checked against main's schema. With `lock` (a Python `.script.lock`), the runner installs exactly
+    its pins instead of what the script declares.
     """
     language = canonical_language(language)
+    if lock is not None:
+        try:
+            check_lock(language, lock)
+        except LockError as exc:
+            raise InvalidRun(f"the lock cannot be used: {exc}") from exc
     if entrypoint == "main":
         schema = schema if schema is not None else schema_for(language, code)
         args = args_for_language(language, args)
@@ -113,7 +122,7 @@ def run_script(  # noqa: PLR0913 - complexity debt, docs/architecture.md
         raise InvalidRun(str(exc)) from exc
     with tempfile.TemporaryDirectory(prefix="kubemill-run-") as tmp:
         run_dir = Path(tmp)
-        write_run_files(run_dir, build_run_files(language, code, args, resources, variables))
+        write_run_files(run_dir, build_run_files(language, code, args, resources, variables, lock))
         if shared_dir is not None:  # a `same_worker` flow's steps share ./shared, as in Windmill
             (run_dir / "shared").symlink_to(shared_dir, target_is_directory=True)
         child_env = dict(os.environ)
@@ -236,6 +245,29 @@ def _language_of(file: Path, meta: Mapping[str, Any]) -> str:
         return language_for_path(file.name)
     except ValueError as exc:
         raise InvalidRun(str(exc)) from exc
+
+
+def lock_for(target: ScriptTarget, workspace: Path) -> str | None:
+    """A Python script's lock: its metadata's `lock` (text, or `!inline <file>` from the workspace root, as
+    `wmill sync pull` writes it), else `<name>.script.lock` beside it (`kubemill lock`); None without one."""
+    if target.language != "python3":
+        return None
+    value = target.meta.get("lock")
+    if isinstance(value, str) and value.startswith("!inline "):
+        try:
+            return confined(workspace, value.split(" ", 1)[1].strip()).read_text(encoding="utf-8")
+        except (OutsideWorkspace, OSError) as exc:
+            raise InvalidRun(f"{target.file.name}: lock {value!r}: {exc}") from exc
+    if isinstance(value, str) and value.strip():
+        return value
+    sibling = lock_file_of(target.file)
+    return sibling.read_text(encoding="utf-8") if sibling is not None and sibling.is_file() else None
+
+
+def lock_file_of(file: Path) -> Path | None:
+    """`<name>.script.lock` for the script file `<name>.<suffix>` (None for a file that is not a script)."""
+    suffix = next((s for s in _SUFFIXES if file.name.endswith(s)), None)
+    return file.with_name(file.name[: -len(suffix)] + ".script.lock") if suffix else None
 
 
 def _meta_for(file: Path) -> dict[str, Any]:

@@ -61,11 +61,22 @@ EXACTLY_ONE_CONTENT = (
 )
 
 
+LOCK_IS_PYTHON = "lock is for python3 scripts only (the pinned requirements `kubemill lock` writes)"
+
+
+def _python_lock(language: str, lock: str | None) -> None:
+    if lock is not None and language != "python3":
+        raise ValueError(LOCK_IS_PYTHON)
+
+
 class ScriptSpec(KubemillModel):
     """A script: Windmill path, language, code (inline or from a ConfigMap), and how it runs."""
 
     model_config = ConfigDict(
-        json_schema_extra=validations(rule("has(self.content) != has(self.contentFrom)", EXACTLY_ONE_CONTENT))
+        json_schema_extra=validations(
+            rule("has(self.content) != has(self.contentFrom)", EXACTLY_ONE_CONTENT),
+            rule("!has(self.lock) || self.language == 'python3'", LOCK_IS_PYTHON, field_path=".lock"),
+        )
     )
 
     path: WindmillPath
@@ -76,6 +87,8 @@ class ScriptSpec(KubemillModel):
     description: str = ""
     schema_: JsonObject | None = Field(default=None, alias="schema")
     requirements: tuple[str, ...] = ()
+    lock: str | None = None
+    """The pinned dependencies (a Windmill `.script.lock`), installed exactly instead of `requirements`."""
     resources: PathList = ()
     timeout_seconds: Annotated[int, Field(ge=1)] | None = None
     retry: Retry | None = None
@@ -89,6 +102,7 @@ class ScriptSpec(KubemillModel):
     @model_validator(mode="after")
     def _one_content(self) -> ScriptSpec:
         exactly_one({"content": self.content, "contentFrom": self.content_from}, EXACTLY_ONE_CONTENT)
+        _python_lock(self.language, self.lock)
         return self
 
 
@@ -117,10 +131,22 @@ RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
 class InlineScript(KubemillModel):
     """A raw script carried by the run itself (no Script resource)."""
 
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule("!has(self.lock) || self.language == 'python3'", LOCK_IS_PYTHON, field_path=".lock")
+        )
+    )
+
     language: ScriptLanguage
     content: str
     requirements: tuple[str, ...] = ()
+    lock: str | None = None
     resources: PathList = ()
+
+    @model_validator(mode="after")
+    def _lock_language(self) -> InlineScript:
+        _python_lock(self.language, self.lock)
+        return self
 
 
 class RunError(KubemillModel):

@@ -417,12 +417,21 @@ class RunExecutor:
             context,
             self.options,
             shared_claim=run.spec.shared_claim,
+            deps_claim=self._deps_claim(namespace, target),
         )
         job = self.pools.offer(identity, target, job)  # a suspended Job a pool worker claims, if it can
         _, created = self.kube.create(job)
         if created:
             metrics.RUNS_STARTED.labels(namespace, target.language, target.path).inc()
         return None
+
+    def _deps_claim(self, namespace: str, target: RunTarget) -> str | None:
+        """The namespace's shared dependency cache, for a locked Python run, when its claim is Bound."""
+        if target.lock is None or target.language != "python3":
+            return None
+        claim = self.kube.get_or_none("v1", "PersistentVolumeClaim", namespace, builders.DEPS_CLAIM)
+        bound = claim is not None and (claim.get("status") or {}).get("phase") == "Bound"
+        return builders.DEPS_CLAIM if bound else None
 
     def _after_transition(
         self,

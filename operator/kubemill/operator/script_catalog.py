@@ -24,6 +24,7 @@ from kubemill.k8s.builders import RunIdentity, RunTarget
 from kubemill.k8s.client import holds
 from kubemill.models.scripts import Script, ScriptRun, runtime_of
 from kubemill.runners import canonical_language
+from kubemill.runners.lockfile import LockError, parse_python_lock
 from kubemill.signatures import SignatureError, derive_schema
 
 API = constants.API_VERSION
@@ -108,7 +109,18 @@ class ScriptCatalog:
         return cached
 
     def target_for(self, run: ScriptRun) -> tuple[RunTarget | None, Failure | None]:
-        """What `run` executes, or why it cannot run."""
+        """What `run` executes, or why it cannot run (a lock the runner could not read is refused here,
+        naming its line, rather than failing in the pod)."""
+        target, failure = self._target_for(run)
+        if target is not None and target.lock is not None:
+            try:
+                parse_python_lock(target.lock)
+            except LockError as exc:
+                field = "spec.script.lock" if run.spec.script is not None else "the Script's spec.lock"
+                return None, Failure("ScriptNotReady", f"{field}: {exc}")
+        return target, failure
+
+    def _target_for(self, run: ScriptRun) -> tuple[RunTarget | None, Failure | None]:
         namespace = run.metadata.namespace or ""
         inline = run.spec.script
         if inline is not None:
@@ -126,6 +138,7 @@ class ScriptCatalog:
                 code=inline.content,
                 schema=schema,
                 requirements=inline.requirements,
+                lock=inline.lock,
                 resources=inline.resources,
                 timeout_seconds=run.spec.timeout_seconds,
                 retry=run.spec.retry,
@@ -155,6 +168,7 @@ class ScriptCatalog:
             code=code,
             schema=schema,
             requirements=spec.requirements,
+            lock=spec.lock,
             resources=spec.resources,
             timeout_seconds=spec.timeout_seconds,
             retry=spec.retry,

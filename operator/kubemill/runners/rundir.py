@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kubemill.runners.languages import code_filename
+from kubemill.runners.lockfile import LOCK_FILE
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -54,11 +55,14 @@ def build_run_files(
     args: Mapping[str, Any],
     resources: Mapping[str, Any] | None = None,
     variables: Mapping[str, str] | None = None,
+    lock: str | None = None,
 ) -> RunFiles:
     files = {
         f"code/{code_filename(language)}": code.encode(),
         "args.json": json.dumps(dict(args)).encode(),
     }
+    if lock is not None:  # the pinned dependencies, where the code ConfigMap puts them in a pod
+        files[f"code/{LOCK_FILE}"] = lock.encode()
     for name, content in resource_files(resources or {}, variables or {}).items():
         files[f"resources/{name}"] = content.encode()
     return RunFiles(files)

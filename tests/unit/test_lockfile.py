@@ -1,0 +1,154 @@
+"""Windmill `.script.lock` files: reading, writing, and what a tampered or foreign lock is refused with."""
+
+from __future__ import annotations
+
+import pytest
+from kubemill.k8s.builders import RunTarget, build_code_configmap, content_hash
+from kubemill.models.scripts import InlineScript, ScriptSpec
+from kubemill.runners.lockfile import (
+    LOCK_FILE,
+    BunLock,
+    LockError,
+    Pin,
+    PythonLock,
+    as_requirements,
+    format_bun_lock,
+    format_python_lock,
+    lock_digest,
+    parse_bun_lock,
+    parse_python_lock,
+    parse_uv_compile,
+)
+
+SIX = "sha256:" + "a" * 64
+SIX_SDIST = "sha256:" + "b" * 64
+IDNA = "sha256:" + "c" * 64
+
+
+def test_a_windmill_lock_reads_as_pins() -> None:
+    lock = parse_python_lock("# py: 3.11\nrequests==2.32.3\n\nidna==3.7\n")
+    assert lock.python == "3.11"
+    assert [p.requirement for p in lock.pins] == ["idna==3.7", "requests==2.32.3"]
+    assert parse_python_lock("# py311\nsix==1.17.0\n").python is None  # the older header is a comment
+
+
+def test_writing_then_reading_keeps_pins_and_hashes() -> None:
+    lock = PythonLock("3.11", (Pin("idna", "3.10", (IDNA,)), Pin("six", "1.17.0", (SIX, SIX_SDIST))))
+    text = format_python_lock(lock)
+    assert text.splitlines()[:3] == ["# py: 3.11", "idna==3.10", "six==1.17.0"]  # what Windmill reads
+    assert f"# hash: six==1.17.0 {SIX} {SIX_SDIST}" in text.splitlines()
+    assert parse_python_lock(text) == lock
+    assert format_python_lock(parse_python_lock(text)) == text  # idempotent
+
+
+def test_uv_compile_output_becomes_a_lock() -> None:
+    output = (
+        f"idna==3.10 \\\n    --hash={IDNA}\n    # via -r requirements.in\n"
+        f"six==1.17.0 \\\n    --hash={SIX} \\\n    --hash={SIX_SDIST}\n    # via -r requirements.in\n"
+    )
+    lock = parse_uv_compile(output, "3.11")
+    assert lock.pins == (Pin("idna", "3.10", (IDNA,)), Pin("six", "1.17.0", (SIX, SIX_SDIST)))
+    assert as_requirements(lock) == f"idna==3.10 --hash={IDNA}\nsix==1.17.0 --hash={SIX} --hash={SIX_SDIST}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("six>=1\n", "line 1: 'six>=1' is not a pinned requirement"),
+        ("six==1.17.0\nsix==1.16.0\n", "line 2: six is pinned twice"),
+        (f"six==1.17.0\nidna==3.10\n# hash: six==1.17.0 {SIX}\n", "none for idna==3.10"),
+        (f"six==1.17.0\n# hash: evil==1.0 {SIX}\n# hash: six==1.17.0 {SIX}\n", "hashes for evil==1.0"),
+        ("six==1.17.0\n# hash: six==1.17.0 md5:abc\n", "is not `# hash: name==version"),
+        ("-e git+https://example.com/evil.git#egg=evil\n", "is not a pinned requirement"),
+        ("evil @ https://example.com/evil.whl\n", "is not a pinned requirement"),
+    ],
+)
+def test_a_lock_that_does_not_fit_is_refused_naming_the_line(text: str, says: str) -> None:
+    with pytest.raises(LockError, match=None) as raised:
+        parse_python_lock(text)
+    assert says in str(raised.value)
+
+
+def test_a_bun_lock_splits_as_windmill_writes_it() -> None:
+    text = '{\n  "dependencies": {"lodash": "4.17.21"}\n}\n//bun.lock\n{"lockfileVersion": 1}'
+    lock = parse_bun_lock(text)
+    assert lock.dependencies() == {"lodash": "4.17.21"} and lock.bun_lock == '{"lockfileVersion": 1}'
+    assert format_bun_lock(lock) == text
+    assert parse_bun_lock(format_bun_lock(BunLock('{"dependencies": {}}', None))).bun_lock is None
+    with pytest.raises(LockError, match=r"no `//bun\.lock`"):
+        parse_bun_lock('{"dependencies": {}}')
+
+
+def test_the_lock_travels_in_the_code_configmap_and_changes_its_name() -> None:
+    plain = RunTarget(path="f/a/b", language="python3", code="def main(): pass\n")
+    locked = RunTarget(path="f/a/b", language="python3", code=plain.code, lock="six==1.17.0\n")
+    assert plain.content_hash == content_hash("python3", plain.code)  # unchanged without a lock
+    assert locked.content_hash != plain.content_hash
+    assert build_code_configmap("ns", locked, None)["data"] == {
+        "main.py": plain.code,
+        LOCK_FILE: "six==1.17.0\n",
+    }
+    assert LOCK_FILE not in build_code_configmap("ns", plain, None)["data"]
+    assert lock_digest("a") != lock_digest("b")
+
+
+def test_a_lock_is_refused_for_other_languages_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="lock is for python3 scripts only"):
+        ScriptSpec.model_validate({"path": "f/a/b", "language": "bun", "content": "x", "lock": "a==1"})
+    with pytest.raises(ValueError, match="lock is for python3 scripts only"):
+        InlineScript.model_validate({"language": "go", "content": "x", "lock": "a==1"})
+    assert ScriptSpec.model_validate({"path": "f/a/b", "language": "python3", "content": "x", "lock": "a==1"})
+
+
+def test_a_locked_python_job_installs_in_an_init_container_and_mounts_the_cache_read_only() -> None:
+    from kubemill.k8s.builders import DEPS_CLAIM, DEPS_DIR, RunIdentity, build_job
+    from kubemill.models.scripts import EnvVar
+    from kubemill.runners import RunContext
+
+    run = RunIdentity(namespace="ns", name="r", uid="u")
+    env = (EnvVar(name="UV_INDEX_URL", value="https://evil.example/simple"),)
+    locked = RunTarget(
+        path="f/a/b", language="python3", code="def main(): pass\n", lock="six==1.17.0\n", env=env
+    )
+    pod = build_job(
+        run, locked, 0, ["args.json"], RunContext(workspace="ns", job_id="j"), deps_claim=DEPS_CLAIM
+    )["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    runner = pod["containers"][0]
+    assert {"name": "deps", "mountPath": DEPS_DIR, "readOnly": True} in runner["volumeMounts"]
+    assert {"name": "deps", "mountPath": DEPS_DIR} in init["volumeMounts"]  # only the init step writes it
+    assert {m["name"] for m in init["volumeMounts"]} == {"code", "deps", "tmp"}  # no args, secrets, resources
+    assert {e["name"] for e in init["env"]} == {
+        "HOME", "KUBEMILL_INSTALL_ONLY", "KUBEMILL_CACHE_DIR", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"
+    }  # fmt: skip  # none of the Script's env (an index URL would redirect the shared install)
+    assert init["securityContext"] == runner["securityContext"]
+    plain = RunTarget(path="f/a/b", language="python3", code="def main(): pass\n")
+    for target in (plain, RunTarget(path="f/a/b", language="bash", code="echo 1\n")):
+        spec = build_job(
+            run, target, 0, ["args.json"], RunContext(workspace="ns", job_id="j"), deps_claim=DEPS_CLAIM
+        )
+        assert "initContainers" not in spec["spec"]["template"]["spec"]  # only a locked Python run uses it
+
+
+def test_a_python_rawscript_steps_lock_reaches_its_scriptrun_and_others_do_not() -> None:
+    from kubemill.engine import CreateRun, RawScriptSource
+    from kubemill.k8s.flowruns import child_run_manifest
+    from kubemill.models.flows import FlowRun
+
+    parent = FlowRun.model_validate(
+        {
+            "apiVersion": "kubemill.dev/v1alpha1",
+            "kind": "FlowRun",
+            "metadata": {"name": "f", "namespace": "ns", "uid": "u"},
+            "spec": {"flowPath": "f/a/flow"},
+        }
+    )
+
+    def step(language: str) -> dict[str, object]:
+        source = RawScriptSource(language=language, content="x", lock="# py: 3.11\nsix==1.17.0\n")
+        action = CreateRun(kind="ScriptRun", name="f-a", step="a", script=source)
+        script: dict[str, object] = child_run_manifest(action, parent)["spec"]["script"]
+        return script
+
+    assert step("python3")["lock"] == "# py: 3.11\nsix==1.17.0\n"
+    assert "lock" not in step("bun")  # Windmill's Bun lock: the Bun runner resolves imports itself
