@@ -66,6 +66,7 @@ from kubemill.operator import kube, metrics
 from kubemill.operator.approvals import approval_events, requester_of
 from kubemill.operator.resume_urls import resume_secret, resume_urls_document
 from kubemill.operator.run_queue import RunQueue
+from kubemill.operator.script_catalog import claim_order
 
 log = logging.getLogger("kubemill.flows")
 
@@ -612,9 +613,14 @@ def _paths(api: KubeApi, namespace: str, kind: str) -> set[str]:
 
 def _script_params(items: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Each Script's parameter names, from the schema its status reports (Scripts not derived yet are left
-    out, so their steps' input keys are not checked)."""
+    out, so their steps' input keys are not checked). Of two Scripts with one path, the one that keeps it
+    (script_catalog.claim_order) is the one read."""
     found: dict[str, list[str]] = {}
-    for item in items:
+
+    def rank(item: dict[str, Any]) -> tuple[str, str]:
+        return claim_order(item["metadata"].get("creationTimestamp"), item["metadata"].get("name"))
+
+    for item in sorted(items, key=rank, reverse=True):  # the keeper last, so that it is the one kept
         path = (item.get("spec") or {}).get("path")
         schema = (item.get("status") or {}).get("schema")
         if isinstance(path, str) and isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
