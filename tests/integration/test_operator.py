@@ -153,3 +153,45 @@ def test_metrics_reflect_what_ran(running_operator: Operator, cluster: Cluster, 
     assert sample("kubemill_kubernetes_api_requests_total", verb="create", resource="jobs", code="201") >= 3
     assert "kubemill_kubernetes_api_request_duration_seconds_bucket" in text
     assert "kubemill_reconcile_errors_total" in text or "kubemill_reconcile_errors" in text
+
+
+def test_two_scripts_with_one_path_the_first_created_keeps_it_across_a_restart(
+    running_operator: Operator, cluster: Cluster, namespace: str
+) -> None:
+    """A path names one Script: the first created runs, whatever order the operator hears of them in (a
+    restart lists them afresh; the last event used to win, so a path's runs switched code, #13), and the
+    other says PathConflict naming it. Deleting the first hands the path to the other."""
+    cluster.apply(
+        script("first", "f/demo/twice", "python3", "def main():\n    return 'first'\n"), "-n", namespace
+    )
+    wait_for(lambda: cluster.get("script", "first", "-n", namespace).get("status"), 30, "first's status")
+    # "z-second" is heard of last, in the watch's events and in a restart's listing (by name)
+    cluster.apply(
+        script("z-second", "f/demo/twice", "python3", "def main():\n    return 'second'\n"), "-n", namespace
+    )
+
+    def ready(name: str, expected: str) -> dict[str, Any] | None:
+        conditions = (cluster.get("script", name, "-n", namespace).get("status") or {}).get(
+            "conditions"
+        ) or []
+        found = next((c for c in conditions if c["type"] == "Ready"), None)
+        return found if found and found["status"] == expected else None
+
+    conflict = wait_for(lambda: ready("z-second", "False"), 30, "z-second's PathConflict")
+    assert (
+        conflict["reason"] == "PathConflict"
+        and "Script first has spec.path f/demo/twice" in conflict["message"]
+    )
+    assert ready("first", "True")
+    for attempt in ("before", "after"):
+        if attempt == "after":
+            running_operator.kill()
+            running_operator.start()
+        cluster.apply(script_run(f"twice-{attempt}", "f/demo/twice"), "-n", namespace)
+        status = finished(running_operator, namespace, f"twice-{attempt}")["status"]
+        assert (status["phase"], status["result"]) == ("Succeeded", "first"), (attempt, status)
+    cluster.kubectl("delete", "script", "first", "-n", namespace)
+    wait_for(lambda: ready("z-second", "True"), 30, "z-second to keep the path")
+    cluster.apply(script_run("twice-handed-over", "f/demo/twice"), "-n", namespace)
+    status = finished(running_operator, namespace, "twice-handed-over")["status"]
+    assert (status["phase"], status["result"]) == ("Succeeded", "second"), status

@@ -25,6 +25,7 @@ from kubemill.k8s.flowruns import CACHE_LABEL, SNAPSHOT_KEY, TERMINAL, cache_con
 from kubemill.models.common import API_VERSION
 from kubemill.models.flows import MAX_SUBFLOW_DEPTH, Flow, FlowRun, FlowRunStatus
 from kubemill.models.openflow import OpenFlow, PathScript
+from kubemill.operator.script_catalog import claim_order
 
 RETRY_OF = constants.ANNOTATION_RETRY_OF
 RETRY_FROM = constants.ANNOTATION_RETRY_FROM
@@ -203,9 +204,14 @@ def flow_failure(flow_body: dict[str, Any] | None, path: str) -> RunError | None
 
 def script_params(items: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Each Script's parameter names, from the schema its status reports (Scripts not derived yet are left
-    out, so their steps' input keys are not checked)."""
+    out, so their steps' input keys are not checked). Of two Scripts with one path, the one that keeps it
+    (script_catalog.claim_order) is the one read."""
     found: dict[str, list[str]] = {}
-    for item in items:
+
+    def rank(item: dict[str, Any]) -> tuple[str, str]:
+        return claim_order(item["metadata"].get("creationTimestamp"), item["metadata"].get("name"))
+
+    for item in sorted(items, key=rank, reverse=True):  # the keeper last, so that it is the one kept
         path = (item.get("spec") or {}).get("path")
         schema = (item.get("status") or {}).get("schema")
         if isinstance(path, str) and isinstance(schema, dict) and isinstance(schema.get("properties"), dict):

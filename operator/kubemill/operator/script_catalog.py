@@ -5,6 +5,11 @@ for its script; a run that names a path not (yet) seen falls back to listing the
 which covers the moments after a restart when runs may be handled before their Scripts. Schemas are derived
 once per distinct code (keyed by its content hash), and each content-addressed code ConfigMap is created once
 per process (409 adopts it).
+
+A path names one Script. When two Scripts of a namespace claim the same `spec.path`, the one created first
+keeps it (then the one whose name sorts first), whatever order their events come in: before this rule the
+last event won, so after an operator restart a path's runs could switch to the other Script's code. The
+other Script's `Ready` condition says `PathConflict`, naming the one that runs (docs/operator.md).
 """
 
 from __future__ import annotations
@@ -30,42 +35,74 @@ from kubemill.signatures import SignatureError, derive_schema
 API = constants.API_VERSION
 
 
+def claim_order(creation_timestamp: str | None, name: str | None) -> tuple[str, str]:
+    """How Scripts claiming one path are ranked: the first created, then by name, keeps it."""
+    return creation_timestamp or "", name or ""
+
+
+def _rank(script: Script) -> tuple[str, str]:
+    return claim_order(script.metadata.creation_timestamp, script.metadata.name)
+
+
 class ScriptCatalog:
     """Scripts by (namespace, path); thread-safe."""
 
     def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
-        self._scripts: dict[tuple[str, str], Script] = {}
+        self._claims: dict[tuple[str, str], dict[str, Script]] = {}  # every Script claiming a path, by name
         self._schemas: dict[str, dict[str, Any] | SignatureError] = {}
         self._code_maps: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     # --- the watch feeds these -----------------------------------------------------------------------
 
-    def put(self, script: Script) -> None:
-        namespace = script.metadata.namespace or ""
+    def put(self, script: Script) -> list[Script]:
+        """Record a Script; the other Scripts that now keep a path they did not, or no longer keep one they
+        did (it moved off or onto their path), whose Ready conditions change."""
+        namespace, name = script.metadata.namespace or "", script.metadata.name or ""
         with self._lock:
-            stale = [
-                k
-                for k, s in self._scripts.items()
-                if k[0] == namespace and s.metadata.name == script.metadata.name
-            ]
-            for key in stale:
-                del self._scripts[key]
-            self._scripts[(namespace, script.spec.path)] = script
+            before = self._winners(namespace)
+            self._drop(namespace, name)
+            self._claims.setdefault((namespace, script.spec.path), {})[name] = script
+            return self._changed(namespace, before, name)
 
-    def remove(self, namespace: str, name: str) -> None:
-        """A Script was deleted (its code ConfigMaps go with it, unless another owner keeps them)."""
+    def remove(self, namespace: str, name: str) -> list[Script]:
+        """A Script was deleted (its code ConfigMaps go with it, unless another owner keeps them); the Script
+        that now keeps the path it kept."""
         with self._lock:
-            for key in [k for k, s in self._scripts.items() if k[0] == namespace and s.metadata.name == name]:
-                del self._scripts[key]
+            before = self._winners(namespace)
+            self._drop(namespace, name)
             self._code_maps = {k for k in self._code_maps if k[0] != namespace}
+            return self._changed(namespace, before, name)
+
+    def _drop(self, namespace: str, name: str) -> None:
+        for key in [k for k, c in self._claims.items() if k[0] == namespace and name in c]:
+            del self._claims[key][name]
+            if not self._claims[key]:
+                del self._claims[key]
+
+    def _winners(self, namespace: str) -> dict[str, str]:
+        return {k[1]: min(c.values(), key=_rank).metadata.name or "" for k, c in self._claims.items()
+                if k[0] == namespace}  # fmt: skip
+
+    def _changed(self, namespace: str, before: dict[str, str], changed: str) -> list[Script]:
+        after = self._winners(namespace)
+        names = {n for p, n in after.items() if before.get(p) != n} | {
+            n for p, n in before.items() if after.get(p) != n
+        }
+        claimed = {n: s for k, c in self._claims.items() if k[0] == namespace for n, s in c.items()}
+        return [claimed[n] for n in sorted(names - {changed}) if n in claimed]
 
     # --- lookups -------------------------------------------------------------------------------------
 
-    def get(self, namespace: str, path: str) -> Script | None:
+    def _known(self, namespace: str, path: str) -> Script | None:
         with self._lock:
-            found = self._scripts.get((namespace, path))
+            claims = self._claims.get((namespace, path))
+            return min(claims.values(), key=_rank) if claims else None
+
+    def get(self, namespace: str, path: str) -> Script | None:
+        """The Script that keeps `path` in `namespace` (the first created when several claim it)."""
+        found = self._known(namespace, path)
         if found is not None:
             return found
         for body in self.kube.list(API, "Script", namespace):
@@ -74,8 +111,12 @@ class ScriptCatalog:
             except pydantic.ValidationError:
                 continue
             self.put(script)
-        with self._lock:
-            return self._scripts.get((namespace, path))
+        return self._known(namespace, path)
+
+    def kept_by(self, script: Script) -> Script | None:
+        """The other Script that keeps `script`'s path (one created earlier claims it too), or None."""
+        keeper = self._known(script.metadata.namespace or "", script.spec.path)
+        return keeper if keeper is not None and keeper.metadata.name != script.metadata.name else None
 
     def owner_of(self, namespace: str, path: str) -> RunIdentity | None:
         script = self.get(namespace, path) if path else None

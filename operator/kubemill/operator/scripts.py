@@ -1,7 +1,8 @@
 """Kopf handlers for Scripts and ScriptRuns (and the Jobs and Pods that run them): thin adapters.
 
 A Script event refreshes the script catalog and writes the Script's status (schema derived from `main`,
-content hash, `Ready` naming the line of a syntax error) and its content-addressed code ConfigMap. Every
+content hash, `Ready` naming the line of a syntax error, or `PathConflict` when an older Script keeps its
+path) and its content-addressed code ConfigMap. Every
 ScriptRun, Job and Pod event of a run hands the run to the executor (`run_executor.RunExecutor`, held by the
 `runtime.Operator` every handler gets through Kopf's memo), which
 decides with the pure `kubemill.engine.scriptrun` and acts through the one API client. Watching events (not
@@ -44,15 +45,26 @@ def script_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -
     op = of(memo)
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     if type == "DELETED":
-        op.catalog.remove(namespace, name)
-        return
-    try:
-        script = Script.model_validate(dict(body))
-    except pydantic.ValidationError as exc:
-        log.warning("Script %s/%s does not parse: %s", namespace, name, exc)
-        return
+        others = op.catalog.remove(namespace, name)
+    else:
+        try:
+            script = Script.model_validate(dict(body))
+        except pydantic.ValidationError as exc:
+            log.warning("Script %s/%s does not parse: %s", namespace, name, exc)
+            return
+        others = op.catalog.put(script)
+        _write_status(op, script, dict(body))
+    for other in others:  # it took a path over, or lost it to an older Script: its Ready changes
+        fresh = op.kube.get_or_none(f"{GROUP}/{VERSION}", "Script", namespace, other.metadata.name or "")
+        if fresh is not None:
+            _write_status(op, Script.model_validate(fresh), fresh)
+
+
+def _write_status(op: Operator, script: Script, body: dict[str, Any]) -> None:
+    """The Script's status: its schema and content hash, and Ready (a syntax error, content not found, or a
+    path another Script keeps)."""
     cat = op.catalog
-    cat.put(script)
+    namespace, name = script.metadata.namespace or "", script.metadata.name or ""
     digest = schema = problem = None
     try:
         target = cat.target_of_script(script)
@@ -64,7 +76,15 @@ def script_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -
         problem = ("ContentNotFound", str(exc).strip("'\""))
     except KubemillError as exc:
         problem = ("ContentNotFound", str(exc))
-    current: dict[str, Any] | None = dict(body)
+    keeper = cat.kept_by(script)
+    if keeper is not None and problem is None:
+        problem = (
+            "PathConflict",
+            f"Script {keeper.metadata.name} has spec.path {script.spec.path} too and was created first: runs "
+            f"of {script.spec.path} run its code, not this Script's. Give this Script another spec.path, or "
+            f"delete one of the two",
+        )
+    current: dict[str, Any] | None = body
     for _attempt in range(3):
         if current is None or current["metadata"].get("generation") != script.metadata.generation:
             return  # deleted or changed since: its own event writes the status

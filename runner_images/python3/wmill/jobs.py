@@ -7,6 +7,10 @@ its own namespace; `get` on configmaps too for results over 16 KiB). Each child 
 the run that started it (deleting the parent, or retention deleting it, deletes its children) and the
 label `kubemill.dev/parent-run-uid`. A job id is the child run's name. `wait_job` polls the child's status
 until it ends and returns its result, or raises `JobFailed` with the child's error.
+
+A child's name is chosen here, before the first attempt (not `generateName`): when the API server's answer to
+a create is lost and the request retried (kube_api.py), the 409 that follows names the child the first
+attempt made, which is adopted when it is this run's and holds what was sent, so one call makes one run.
 """
 
 from __future__ import annotations
@@ -14,17 +18,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import time
 import urllib.parse
 from typing import Any
 
-from wmill.kube_api import GROUP_VERSION, KubeApi
+from wmill.kube_api import GROUP_VERSION, ApiError, KubeApi, holds
 
 PARENT_LABEL = "kubemill.dev/parent-run-uid"
 PARENT_ANNOTATION = "kubemill.dev/parent-run"
 CANCEL_ANNOTATION = "kubemill.dev/cancel"
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
+_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"  # the API server's generateName alphabet
 _kinds: dict[str, str] = {}  # job id -> kind, for the runs this script started
 
 
@@ -48,7 +54,7 @@ def start(api: KubeApi, kind: str, path: str, args: dict[str, Any] | None) -> st
     parent_name = os.environ.get("KUBEMILL_RUN_NAME", "")
     parent_uid = os.environ.get("WM_JOB_ID", "")
     base = _NOT_NAME.sub("-", path.rsplit("/", 1)[-1].lower()).strip("-")[:40] or "run"
-    meta: dict[str, Any] = {"generateName": f"{base}-", "labels": {PARENT_LABEL: parent_uid}}
+    meta: dict[str, Any] = {"labels": {PARENT_LABEL: parent_uid}}
     if parent_name and parent_uid:
         meta["annotations"] = {PARENT_ANNOTATION: parent_name}
         meta["ownerReferences"] = [
@@ -62,10 +68,30 @@ def start(api: KubeApi, kind: str, path: str, args: dict[str, Any] | None) -> st
         "spec": {field: path, "args": dict(args or {})},
     }
     plural = kind + "s"
-    created = _request(api, "POST", _runs_path(api, plural), "create", kind, path, body)
-    name = str(created["metadata"]["name"])
-    _kinds[name] = kind
-    return name
+    for _attempt in range(5):
+        meta["name"] = f"{base}-{''.join(secrets.choice(_SUFFIX) for _ in range(5))}"
+        try:
+            created = _request(api, "POST", _runs_path(api, plural), "create", kind, path, body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            if not (exc.retried and _is_ours(api, plural, kind, path, body)):
+                continue  # the name is another run's: draw another
+            created = body  # an earlier attempt created it; its answer was lost
+        name = str(created["metadata"]["name"])
+        _kinds[name] = kind
+        return name
+    raise ApiError(f"create {plural} ({kind} {path!r}): five names in a row were taken", 409)
+
+
+def _is_ours(api: KubeApi, plural: str, kind: str, path: str, body: dict[str, Any]) -> bool:
+    """Whether the run named as `body` is the one `body` asked for, made by this run."""
+    meta = body["metadata"]
+    found = _request(api, "GET", _runs_path(api, plural, meta["name"]), "get", kind, path)
+    if found is None:
+        return False
+    labels = (found.get("metadata") or {}).get("labels") or {}
+    return labels.get(PARENT_LABEL) == meta["labels"][PARENT_LABEL] and holds(found, body["spec"])
 
 
 def get_run(api: KubeApi, job_id: str) -> tuple[str, dict[str, Any]]:

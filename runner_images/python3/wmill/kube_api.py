@@ -9,6 +9,12 @@ has no third-party dependencies). RBAC decides what the identity may do; a refus
 `PermissionDenied` naming the verb, the kind, the path and the identity. A Windmill path is found through the
 `spec.path` field selector; a new object's name is derived from the path (a DNS-1123 subdomain).
 
+Transient failures are retried (docs/runners.md, "Retries"): a connection refused, reset or timed out, an
+HTTP 502/503/504, and the API server's 500 for an admission webhook it could not call (its pod restarting),
+with exponential backoff and jitter until $KUBEMILL_API_RETRY_SECONDS (60 s) have passed. Nothing else is
+retried. A create stays one object across a retry: its name is chosen before the first attempt, and a 409
+on a later attempt is the first attempt's object when it holds what was sent.
+
 Everything but `KubeApi._send` is pure, so the unit tests load this file on its own.
 """
 
@@ -17,7 +23,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import re
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +45,11 @@ KINDS = {
     "configmap": ("ConfigMap", "configmaps"),
 }
 MAX_NAME = 253
+RETRY_ENV = "KUBEMILL_API_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 60.0
+RETRY_STATUSES = frozenset({502, 503, 504})
+ATTEMPT_TIMEOUT = 30.0  # seconds for one request, less when the retry deadline is nearer
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 _DOCS = "docs/resources.md, 'wmill calls that change resources'"
 
@@ -58,11 +71,61 @@ class ResourceExists(Exception):
 
 
 class ApiError(Exception):
-    """Any other answer of the API server."""
+    """Any other answer of the API server. `retried`: the answer came to a repeated attempt, so an earlier
+    one may have been carried out (its answer lost)."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, status: int = 0, retried: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.retried = retried
+
+
+class Unavailable(ApiError):
+    """The API server did not answer, or answered only transient failures, until the retry deadline."""
+
+
+# --- retries (pure) ----------------------------------------------------------------------------------------
+
+
+def retry_seconds(environ: Mapping[str, str]) -> float:
+    """How long a request is retried ($KUBEMILL_API_RETRY_SECONDS; 0 makes one attempt)."""
+    text = environ.get(RETRY_ENV, "").strip()
+    if not text:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise ValueError(f"{RETRY_ENV}={text!r}: give a number of seconds between 0 and 3600")
+    return value
+
+
+def transient_answer(status: int, body: str) -> bool:
+    """An answer worth another attempt: a gateway or the API server unavailable for a moment, or an admission
+    webhook the API server could not reach (e.g. its pod restarting). Every other answer is final."""
+    if status in RETRY_STATUSES:
+        return True
+    return status == 500 and "failed calling webhook" in body
+
+
+def transient_error(exc: BaseException) -> bool:
+    """A request that got no answer: connection refused, reset or aborted, a timeout, a cut-off answer or TLS
+    handshake (a certificate that does not verify is final)."""
+    import http.client
+    import ssl
+    import urllib.error
+
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    return isinstance(exc, (ConnectionError, TimeoutError, http.client.IncompleteRead, ssl.SSLEOFError))
+
+
+def backoff(attempt: int, rand: Callable[[], float] = random.random) -> float:
+    """The pause after failed attempt `attempt` (1, 2, ...): doubling from 0.2 s up to 5 s, each drawn in its
+    upper half so that runs that failed together do not come back together."""
+    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (attempt - 1))
+    return ceiling * (0.5 + rand() / 2)
 
 
 # --- pure parts --------------------------------------------------------------------------------------------
@@ -109,14 +172,19 @@ def no_identity_error(call: str, environ: Mapping[str, str]) -> Exception:
     )
 
 
+def _message(body: str) -> str:
+    """The `message` of a Status answer, else the body."""
+    try:
+        return str(json.loads(body).get("message") or body)
+    except (ValueError, AttributeError):
+        return body
+
+
 def api_error(
     status: int, body: str, verb: str, kind: str, path: str, identity: str, namespace: str
 ) -> Exception:
     """The exception for an API server answer other than success."""
-    try:
-        message = str(json.loads(body).get("message") or body)
-    except (ValueError, AttributeError):
-        message = body
+    message = _message(body)
     plural = KINDS[kind][1]
     group = "" if kind == "configmap" else "kubemill.dev"
     what = f"{verb} {plural}{'.' + group if group else ''} in namespace {namespace!r}"
@@ -176,6 +244,12 @@ def variable_spec(
     return spec
 
 
+def holds(obj: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    """Whether `obj`'s spec has every field of `spec` as given (the API server may add defaults)."""
+    found = obj.get("spec") or {}
+    return all(found.get(k) == v for k, v in spec.items())
+
+
 def windmill_view(obj: Mapping[str, Any]) -> dict[str, Any]:
     """A Resource object as Windmill's list_resources answers it."""
     spec = obj.get("spec") or {}
@@ -226,10 +300,21 @@ Sender = Callable[["urllib.request.Request"], "tuple[int, str]"]
 class KubeApi:
     """Resources and Variables of one namespace, found by Windmill path."""
 
-    def __init__(self, creds: Credentials, send: Sender | None = None) -> None:
+    def __init__(
+        self,
+        creds: Credentials,
+        send: Sender | None = None,
+        retry_for: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
+    ) -> None:
         self.creds = creds
         self._send_fn = send or self._send
         self._context: ssl.SSLContext | None = None
+        self.retry_for = retry_seconds(os.environ) if retry_for is None else retry_for
+        self._clock, self._sleep = clock, sleep
+        self.attempt_timeout = attempt_timeout
 
     def _send(self, request: urllib.request.Request) -> tuple[int, str]:
         import ssl
@@ -243,10 +328,50 @@ class KubeApi:
             urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=self._context)
         )
         try:
-            with opener.open(request, timeout=30) as response:
+            with opener.open(request, timeout=request.timeout or self.attempt_timeout) as response:
                 return int(response.status), response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
+
+    def _send_retrying(
+        self, method: str, url: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, str, bool]:
+        """(status, body, retried) of the first final answer; Unavailable once the deadline has passed."""
+        import urllib.request
+
+        start = self._clock()
+        deadline = start + self.retry_for
+        attempt = 0
+        while True:
+            attempt += 1
+            with open(self.creds.token_file, encoding="utf-8") as f:  # projected tokens rotate
+                token = f.read().strip()
+            request = urllib.request.Request(  # noqa: S310 - the API server's https URL
+                self.creds.server + url,
+                data=data,
+                method=method,
+                headers={**headers, "Authorization": f"Bearer {token}"},
+            )
+            request.timeout = max(1.0, min(self.attempt_timeout, deadline - self._clock()))
+            try:
+                status, text = self._send_fn(request)
+            except Exception as exc:
+                if not transient_error(exc):
+                    raise
+                reason = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            else:
+                if not transient_answer(status, text):
+                    return status, text, attempt > 1
+                reason = f"HTTP {status}: {_message(text)}"
+            pause = backoff(attempt)
+            if self._clock() + pause > deadline:
+                raise Unavailable(
+                    f"{method} {url} got no answer but transient failures for "
+                    f"{self._clock() - start:.0f}s ({attempt} attempts; {RETRY_ENV}={self.retry_for:g}); "
+                    f"the last: {reason}",
+                    503,
+                )
+            self._sleep(pause)
 
     def _call(
         self, method: str, verb: str, kind: str, path: str, name: str = "", body: Any = None, query: str = ""
@@ -269,22 +394,25 @@ class KubeApi:
         missing_ok: bool = False,
         content_type: str = "application/json",
     ) -> Any:
-        """One request to `url` (a path on the API server); None for a 404 with `missing_ok`."""
-        with open(self.creds.token_file, encoding="utf-8") as f:  # projected tokens rotate: read each time
-            token = f.read().strip()
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        """One request to `url` (a path on the API server), retried while it fails transiently; None for a
+        404 with `missing_ok`."""
+        headers = {"Accept": "application/json"}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = content_type
-        import urllib.request
-
-        request = urllib.request.Request(self.creds.server + url, data=data, method=method, headers=headers)  # noqa: S310
-        status, text = self._send_fn(request)
+        try:
+            status, text, retried = self._send_retrying(method, url, data, headers)
+        except Unavailable as exc:
+            what = f"{verb} {KINDS[kind][1]} in namespace {self.creds.namespace!r} ({kind} {path!r})"
+            raise Unavailable(f"{what}: {exc}", 503) from None
         if status == 404 and missing_ok:
             return None
         if status >= 300:
-            raise api_error(status, text, verb, kind, path, self.creds.identity, self.creds.namespace)
+            error = api_error(status, text, verb, kind, path, self.creds.identity, self.creds.namespace)
+            if isinstance(error, ApiError):
+                error.retried = retried
+            raise error
         return json.loads(text) if text else {}
 
     def list(self, kind: str) -> list[dict[str, Any]]:
@@ -305,13 +433,26 @@ class KubeApi:
             "metadata": {"name": object_name(path), "labels": {"app.kubernetes.io/managed-by": "wmill"}},
             "spec": spec,
         }
-        try:
-            return self._call("POST", "create", kind, path, body=body)
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
-            body["metadata"]["name"] = object_name(path, unique=True)  # the plain name is another path's
-            return self._call("POST", "create", kind, path, body=body)
+        for unique in (False, True):
+            body["metadata"]["name"] = object_name(path, unique=unique)
+            try:
+                return self._call("POST", "create", kind, path, body=body)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                if exc.retried and (mine := self._created(kind, path, body)) is not None:
+                    return mine  # an earlier attempt created it and its answer was lost
+                if unique:
+                    raise
+                # the plain name is another path's: try the name with the path's hash
+        raise AssertionError("unreachable")
+
+    def _created(self, kind: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The object named as `body` if it holds what `body` asked for (an earlier attempt's), else None."""
+        name = body["metadata"]["name"]
+        url = f"/apis/{GROUP_VERSION}/namespaces/{self.creds.namespace}/{KINDS[kind][1]}/{name}"
+        found = self.request("GET", url, "get", kind, path, missing_ok=True)
+        return dict(found) if found is not None and holds(found, body["spec"]) else None
 
     def replace(
         self, kind: str, path: str, change: Callable[[dict[str, Any]], dict[str, Any]]
@@ -334,5 +475,7 @@ class KubeApi:
         obj = self.find(kind, path)
         if obj is None:
             return False
-        self._call("DELETE", "delete", kind, path, name=obj["metadata"]["name"])
+        plural = KINDS[kind][1]
+        url = f"/apis/{GROUP_VERSION}/namespaces/{self.creds.namespace}/{plural}/{obj['metadata']['name']}"
+        self.request("DELETE", url, "delete", kind, path, missing_ok=True)  # 404 on a retry: done
         return True
