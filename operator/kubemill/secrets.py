@@ -279,6 +279,37 @@ def _arg(resolver: _Resolver, declared: set[str], value: JsonValue, where: str) 
     return resolver.variable(path) if kind == "variable" else resolver.resource(path)
 
 
+def substitute_references(
+    args: Mapping[str, JsonValue], resources: Mapping[str, JsonValue], variables: Mapping[str, str]
+) -> dict[str, JsonValue]:
+    """`kubemill run`: `$res:<path>` / `$var:<path>` strings in `args` (at any depth) replaced by the local
+    workspace's resource values and variable texts. Every path of the workspace may be named: the person
+    running it holds its files already. `UnresolvedReference` (`ResourceNotFound`) names the arg and the path
+    when the workspace has no such resource or variable."""
+
+    def one(value: JsonValue, where: str) -> JsonValue:
+        if isinstance(value, dict):
+            return {k: one(v, f"{where}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [one(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if not is_reference(value):
+            return value
+        assert isinstance(value, str)
+        kind, path = (
+            ("variable", value[len(VAR_PREFIX) :])
+            if value.startswith(VAR_PREFIX)
+            else ("resource", value[len(RES_PREFIX) :])
+        )
+        found = variables.get(path) if kind == "variable" else resources.get(path)
+        if found is None:
+            raise UnresolvedReference(
+                "ResourceNotFound", f"arg {where!r} names {kind} {path!r}, which this workspace does not have"
+            )
+        return found
+
+    return {k: one(v, k) for k, v in args.items()}
+
+
 def decode_secret(data: Mapping[str, str] | None) -> dict[str, str]:
     """A Secret's `data` (base64) as text; values that are not UTF-8 are kept as their base64 text."""
     out: dict[str, str] = {}

@@ -39,6 +39,7 @@ from kubemill.runners.forkserver import TIMED_OUT, ForkServers, ServerGone
 from kubemill.runners.lockfile import LockError, check_lock
 from kubemill.runners.runtimes import RuntimeMissing, cache_root, find_uv, local_command
 from kubemill.runners.validation import args_for_language, run_args, validate_args
+from kubemill.secrets import UnresolvedReference, has_references, substitute_references
 from kubemill.signatures import SignatureError, derive_schema, language_for_path
 
 EXIT_FAILED = 1
@@ -110,9 +111,17 @@ def run_script(  # noqa: PLR0913 - complexity debt, docs/architecture.md
     if entrypoint == "main":
         schema = schema if schema is not None else schema_for(language, code)
         args = args_for_language(language, args)
-        problems = validate_args(schema, args, language)
+        problems = [  # a `$res:`/`$var:` arg is checked when resolved, as on a cluster
+            p
+            for p in validate_args(schema, args, language)
+            if not has_references(args.get(p.field.split(".")[0]))
+        ]
         if problems:
             raise InvalidRun("invalid args: " + "; ".join(map(str, problems)))
+        try:
+            args = substitute_references(args, resources or {}, variables or {})
+        except UnresolvedReference as exc:
+            raise InvalidRun(f"{exc.reason}: {exc.message}") from exc
         args = run_args(schema, args)
     context = context or default_context("", "local")
     context = replace(context, entrypoint=entrypoint)
