@@ -4,6 +4,7 @@ Decisions are checked on the status as written to the API (`wire`): the typed en
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -150,6 +151,21 @@ def test_large_results_go_to_a_configmap_and_too_large_ones_fail(size: int, wher
         assert isinstance(d.actions[0], scriptrun.StoreResult) and wire(d)["phase"] == "Succeeded"
     else:
         assert wire(d)["error"]["name"] == "ResultTooLarge" and wire(d)["phase"] == "Failed"
+
+
+@pytest.mark.parametrize(
+    ("language", "said"),
+    [
+        ("python3", "at most 1 MiB (1048576 bytes) is kept without workspace storage"),
+        ("go", "go runners keep at most 1 MiB (1048576 bytes): only Python and TypeScript results go"),
+        ("bash", "bash runners keep at most 1 MiB"),
+    ],
+)
+def test_a_result_over_1_mib_says_what_would_keep_it_for_its_language(language: str, said: str) -> None:
+    obs = Observation("succeeded", "p", result_json=json.dumps("x" * 2_000_000))
+    target = dataclasses.replace(TARGET, language=language)
+    d = decide(run(running()), Inputs(now=NOW, target=target, observation=obs))
+    assert wire(d)["error"]["name"] == "ResultTooLarge" and said in wire(d)["error"]["message"]
 
 
 def test_a_result_the_runner_put_in_workspace_storage_is_a_reference_in_the_status() -> None:

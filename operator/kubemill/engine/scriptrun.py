@@ -263,7 +263,7 @@ def retry_due(run: ScriptRun, status: ScriptRunStatus, target: Target) -> dateti
 
 
 def _created_at(run: ScriptRun, default: datetime) -> datetime:
-    created = run.metadata.model_extra.get("creationTimestamp") if run.metadata.model_extra else None
+    created = run.metadata.creation_timestamp
     return datetime.fromisoformat(str(created).replace("Z", "+00:00")) if created else default
 
 
@@ -388,11 +388,14 @@ def _running(
             ref = ResultRef(name=cm_name, key=RESULT_KEY)
             new = _finish(status, run, inputs, "Succeeded", None, result_ref=ref, **ended)
             return Decision(new, (StoreResult(cm_name, masked), DeleteRunSecret(), *cleanup))
-        failure = Failure(
-            "ResultTooLarge",
-            f"the result is {size} bytes; at most 1 MiB (1048576 bytes) is kept without workspace "
-            f"storage (a Resource of type s3 labelled {WORKSPACE_STORAGE_LABEL}=true)",
+        where = (
+            f"{target.language} runners keep at most 1 MiB (1048576 bytes): only Python and TypeScript "
+            "results go to workspace storage"
+            if target.language in ("go", "bash")
+            else f"at most 1 MiB (1048576 bytes) is kept without workspace storage (a Resource of type s3 "
+            f"labelled {WORKSPACE_STORAGE_LABEL}=true)"
         )
+        failure = Failure("ResultTooLarge", f"the result is {size} bytes; {where}")
         return Decision(
             _finish(status, run, inputs, "Failed", failure, pod=pod),
             (DeleteRunSecret(), *cleanup),

@@ -274,7 +274,7 @@ class RunExecutor:
             )
 
     def _remember(self, key: RunKey, run: ScriptRun, phase: str) -> None:
-        created = str((run.metadata.model_extra or {}).get("creationTimestamp", ""))
+        created = run.metadata.creation_timestamp or ""
         finished = run.status.finished_at if run.status is not None else None
         with self._guard:
             record = self._runs.get(key)
@@ -451,7 +451,7 @@ class RunExecutor:
             if record is not None:
                 self._set_phase(key, record, str(phase))
         if phase == "Running" and was != "Running" and not old.get("startedAt"):
-            created = (run.metadata.model_extra or {}).get("creationTimestamp")
+            created = run.metadata.creation_timestamp
             if created:
                 waited = (self.clock() - _parse_time(str(created))).total_seconds()
                 metrics.QUEUE_WAIT.labels(language).observe(max(waited, 0.0))
