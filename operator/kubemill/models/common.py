@@ -173,7 +173,6 @@ class ObjectMeta(BaseModel):
     uid: str | None = None
     generation: int | None = None
     resource_version: str | None = None
-    creation_timestamp: str | None = None
     labels: Mapping[str, str] | None = None
     annotations: Mapping[str, str] | None = None
 

@@ -40,7 +40,8 @@ def claim_order(creation_timestamp: str | None, name: str | None) -> tuple[str, 
 
 
 def _rank(script: Script) -> tuple[str, str]:
-    return claim_order(script.metadata.creation_timestamp, script.metadata.name)
+    created = (script.metadata.model_extra or {}).get("creationTimestamp")  # kept as is, as elsewhere
+    return claim_order(str(created) if created else None, script.metadata.name)
 
 
 class ScriptCatalog:
