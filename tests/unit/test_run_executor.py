@@ -45,6 +45,9 @@ class Wakeups:
     def stop(self) -> None:
         return None
 
+    def pending(self) -> int:
+        return len({key for key, _ in self.asked})
+
 
 def world(clock: Clock, **script: Any) -> FakeKube:
     kube = FakeKube(clock)
@@ -247,3 +250,54 @@ def test_a_retry_waits_its_delay_then_starts_the_next_attempt() -> None:
     clock.now += timedelta(seconds=20)
     ex.reconcile(NS, RUN)
     assert status(kube)["attempts"] == 2 and len(kube.of_kind("Job")) == 1
+
+
+def test_what_the_executor_keeps_is_bounded_by_the_runs_that_exist_not_by_those_it_has_seen() -> None:
+    """Issue #16 (the operator's memory grew with every run it had seen). Many runs go through one process
+    with a history limit: the trimmed ones get late events of their Jobs (as the garbage collector deletes
+    them), some are deleted by retention. At the end the executor holds records only of the runs the
+    history keeps, and nothing of the others: no lock, no version, no body, no mask, no log state."""
+    clock = Clock()
+    kube = world(clock)
+    kube.delete(API, "ScriptRun", NS, RUN)
+    ex = executor(kube, clock)
+    ex.history_limit = limit = 5
+    runs, trimmed = 60, 0
+    for i in range(runs):
+        clock.now += timedelta(seconds=1)
+        name = f"tp-{i}"
+        before = {r["metadata"]["name"] for r in kube.of_kind("ScriptRun")}
+        created = kube.put(
+            {
+                "apiVersion": API,
+                "kind": "ScriptRun",
+                "metadata": {"name": name, "namespace": NS, "generation": 1},
+                "spec": {"scriptPath": PATH, "args": {"n": i}},
+            }
+        )
+        ex.reconcile(NS, name, body=created)  # its creation event
+        running = kube.find("ScriptRun", NS, name)
+        assert running is not None
+        ex.reconcile(NS, name, body=running)  # the echo of the Running write
+        job = builders.job_name(name, 1)
+        finish_job(kube, {"result": i + 1, "error": None, "state": None})
+        ex.reconcile(NS, name)  # the Job's event: the run finishes, the history is trimmed
+        ex.collect_job(NS, name, job)
+        final = kube.find("ScriptRun", NS, name)
+        assert final is not None and final["status"]["phase"] == "Succeeded"
+        ex.reconcile(NS, name, body=final)  # the echo of the final write
+        now = {r["metadata"]["name"] for r in kube.of_kind("ScriptRun")}
+        for gone in sorted(before - now):  # a Job's event after its run is gone, as `scripts.job_event`
+            ex.reconcile(NS, gone)  # handles it (its DELETED event may never come: a watch restarted)
+            ex.collect_job(NS, gone, builders.job_name(gone, 1))
+        trimmed += len(before - now)
+        if i % 10 == 9:  # retention deletes the newest finished run; its DELETED event follows
+            kube.delete(API, "ScriptRun", NS, name)
+            ex.forget(NS, name)
+    kept = {r["metadata"]["name"] for r in kube.of_kind("ScriptRun")}
+    assert trimmed >= runs - 10  # late events came for most of the runs gone
+    assert len(kept) == limit - 1  # the history limit holds (one of the last five went to retention)
+    sizes = ex.cache_sizes()
+    assert {k: sizes[k] for k in ("runs", "final", "locks")} == dict.fromkeys(("runs", "final", "locks"), 4)
+    assert sum(n for k, n in sizes.items() if k not in ("runs", "final", "locks", "requeued")) == 0, sizes
+    assert set(ex._runs) == {(NS, n) for n in kept}

@@ -20,7 +20,7 @@ from kubemill import constants
 from kubemill.k8s.builders import DEFAULT_IMAGE_TEMPLATE
 from kubemill.k8s.client import Kube
 from kubemill.k8s.retention import Policy
-from kubemill.operator import metrics
+from kubemill.operator import memory_report, metrics
 from kubemill.operator.runtime import Operator, Settings
 
 HANDLER_MODULES = ("scripts", "flows", "approval_webhooks", "schedules", "resources", "retention", "pools")
@@ -157,6 +157,7 @@ def cli_operator(args: argparse.Namespace) -> int:
     configure_settings(kopf_settings, args.workers)
     api = Kube.from_kubeconfig(args.kubeconfig, observe=metrics.observe_api_request)
     operator = Operator.build(options, api)
+    memory_report.start(operator.executor, operator.stopping)  # KUBEMILL_MEMORY_REPORT (debugging)
     kopf.run(
         settings=kopf_settings,
         memo=operator.memo(),

@@ -79,6 +79,10 @@ class PoolDispatcher:
             else:
                 self._pools[(namespace, name)] = info
 
+    def cache_sizes(self) -> dict[str, int]:
+        with self._guard:
+            return {"pool_claims_seen": len(self._claims_seen), "pool_done": len(self._done)}
+
     def _info(self, namespace: str, name: str) -> PoolInfo | None:
         with self._guard:
             return self._pools.get((namespace, name))

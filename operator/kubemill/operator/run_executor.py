@@ -136,6 +136,22 @@ class RunExecutor:
             self._locks.pop(key, None)
         self.logs.forget(key)
 
+    def cache_sizes(self) -> dict[str, int]:
+        """How many runs each per-run record holds (bounded by the runs that exist: tests and the memory
+        report read it)."""
+        with self._guard:
+            sizes = {
+                "runs": len(self._runs),
+                "written": len(self._written),
+                "final": len(self._final),
+                "seen": len(self._seen),
+                "masks": len(self._masks),
+                "locks": len(self._locks),
+                "script_locks": len(self._script_locks),
+            }
+        sizes |= self.logs.cache_sizes() | self.pools.cache_sizes()
+        return sizes | {"requeued": self.requeue.pending()}
+
     def _lock(self, key: RunKey) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
@@ -181,7 +197,8 @@ class RunExecutor:
         key = (namespace, run_name)
         with self._lock(key):
             body = self._written.get(key) or self._freshest(key, None)
-            if body is None:
+            if body is None:  # the run is gone (its Job's events outlive it): nothing of it kept here
+                self.forget(namespace, run_name)
                 return
             status = body.get("status") or {}
             current = (status.get("job") or {}).get("name")

@@ -47,6 +47,10 @@ class StoredLogs:
             self._log_due.pop(key, None)
             self._logs_written.discard(key)
 
+    def cache_sizes(self) -> dict[str, int]:
+        with self._guard:
+            return {"log_due": len(self._log_due), "logs_written": len(self._logs_written)}
+
     def live(self, key: RunKey, identity: RunIdentity, status: Mapping[str, Any]) -> None:
         """While an attempt runs, refresh its stored log every `live_log_seconds` (`kubemill logs -f` and
         the UI follow the stored, masked log, never the raw pod log)."""
