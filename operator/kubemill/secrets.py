@@ -34,7 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -244,7 +244,8 @@ def resolve(
             out_resources[path] = resolver.resource(path)
         if path in variables:
             out_variables[path] = resolver.variable(path)
-    resolved_args = {k: _arg(resolver, set(declared), v, k) for k, v in (args or {}).items()}
+    lookup = _declared_lookup(resolver, set(declared))
+    resolved_args = {k: _replace_references(v, k, lookup) for k, v in (args or {}).items()}
     return ResolvedRun(out_resources, out_variables, frozenset(resolver.masks), storage, resolved_args)
 
 
@@ -261,22 +262,33 @@ def has_references(value: Any) -> bool:
     return is_reference(value)
 
 
-def _arg(resolver: _Resolver, declared: set[str], value: JsonValue, where: str) -> JsonValue:
+Lookup = Callable[[str, str, str], JsonValue]
+"""(kind "resource" or "variable", path, the arg's place like `db.hosts[0]`) -> the value to put there."""
+
+
+def _replace_references(value: JsonValue, where: str, lookup: Lookup) -> JsonValue:
+    """`value` with every `$res:`/`$var:` string (at any depth) replaced by what `lookup` gives."""
     if isinstance(value, dict):
-        return {k: _arg(resolver, declared, v, f"{where}.{k}") for k, v in value.items()}
+        return {k: _replace_references(v, f"{where}.{k}", lookup) for k, v in value.items()}
     if isinstance(value, list):
-        return [_arg(resolver, declared, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_replace_references(v, f"{where}[{i}]", lookup) for i, v in enumerate(value)]
     if not isinstance(value, str) or not is_reference(value):
         return value
     kind = "variable" if value.startswith(VAR_PREFIX) else "resource"
-    path = value.split(":", 1)[1]
-    if path not in declared:
-        raise UnresolvedReference(
-            "ReferenceNotAllowed",
-            f"arg {where!r} names {kind} {path!r}, which the script does not declare in spec.resources: a "
-            f"run's args may name only the resources and variables its Script may read",
-        )
-    return resolver.variable(path) if kind == "variable" else resolver.resource(path)
+    return lookup(kind, value.split(":", 1)[1], where)
+
+
+def _declared_lookup(resolver: _Resolver, declared: set[str]) -> Lookup:
+    def lookup(kind: str, path: str, where: str) -> JsonValue:
+        if path not in declared:
+            raise UnresolvedReference(
+                "ReferenceNotAllowed",
+                f"arg {where!r} names {kind} {path!r}, which the script does not declare in spec.resources: "
+                f"a run's args may name only the resources and variables its Script may read",
+            )
+        return resolver.variable(path) if kind == "variable" else resolver.resource(path)
+
+    return lookup
 
 
 def substitute_references(
@@ -287,19 +299,7 @@ def substitute_references(
     running it holds its files already. `UnresolvedReference` (`ResourceNotFound`) names the arg and the path
     when the workspace has no such resource or variable."""
 
-    def one(value: JsonValue, where: str) -> JsonValue:
-        if isinstance(value, dict):
-            return {k: one(v, f"{where}.{k}") for k, v in value.items()}
-        if isinstance(value, list):
-            return [one(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        if not is_reference(value):
-            return value
-        assert isinstance(value, str)
-        kind, path = (
-            ("variable", value[len(VAR_PREFIX) :])
-            if value.startswith(VAR_PREFIX)
-            else ("resource", value[len(RES_PREFIX) :])
-        )
+    def lookup(kind: str, path: str, where: str) -> JsonValue:
         found = variables.get(path) if kind == "variable" else resources.get(path)
         if found is None:
             raise UnresolvedReference(
@@ -307,7 +307,7 @@ def substitute_references(
             )
         return found
 
-    return {k: one(v, k) for k, v in args.items()}
+    return {k: _replace_references(v, k, lookup) for k, v in args.items()}
 
 
 def decode_secret(data: Mapping[str, str] | None) -> dict[str, str]:
