@@ -205,6 +205,24 @@ class PodWorker(threading.Thread):
             if self.stopped.wait(min(10.0, 0.5 * 2**restarts)):
                 return code
 
+    def _stage_hidden_sources(self, mounts: list[tuple[Path, str, bool]], prefix: str) -> list[str]:
+        """A volume's source under another mount's destination (a hostPath volume under /tmp, where the
+        runner's emptyDir goes, as on a checkout cloned under /tmp) is hidden by the time its turn comes: it
+        is bind-mounted aside before any mount, and mounted from there. `mounts` is rewritten in place."""
+        setup = []
+        for index, (src, dst, ro) in enumerate(mounts):
+            if not any(src.is_relative_to(Path(d)) for _, d, _ in mounts):
+                continue
+            stage = self.stage_dir / f"{prefix}-source-{index}"
+            if src.is_dir():
+                stage.mkdir(parents=True, exist_ok=True)
+            else:
+                stage.parent.mkdir(parents=True, exist_ok=True)
+                stage.touch()
+            setup.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(str(stage))}")
+            mounts[index] = (stage, dst, ro)
+        return setup
+
     def _run_once(self, c: dict[str, Any], statuses: dict[str, dict[str, Any]], restarts: int) -> int:  # noqa: C901, PLR0912, PLR0915
         name = c["name"]
         volumes = {v["name"]: self.dir / "volumes" / v["name"] for v in self.spec.get("volumes") or []}
@@ -259,6 +277,7 @@ class PodWorker(threading.Thread):
             restore.append(f"mount --bind {shlex.quote(str(stage))} {shlex.quote(str(keep))}")
             if keep != self.dir:
                 restore.append(f"mount -o remount,bind,ro {shlex.quote(str(keep))}")
+        setup += self._stage_hidden_sources(mounts, f"{name}-{restarts}")
         for index, (src, dst, ro) in enumerate(mounts):
             target = Path(dst)
             if src.is_dir():

@@ -6,30 +6,21 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conformance.cases import ROOT, Case, check, load_cases, run_locally
+from tests.conformance.cases import Case, check, load_cases, run_locally
 from tests.conftest import Cluster, wait_for
 from tests.operator_harness import Operator
 
 pytestmark = pytest.mark.cluster
 
 API = "kubemill.dev/v1alpha1"
-KNOWN_FAILING = {
-    "same_worker_shared_folder": "known bug: on a clean clone the node agent's bind mount of the shared "
-    "PVC fails (mount exit 32) and step a fails; it passed in the semantics branch, cause not yet found",
-}
-CASES = [
-    pytest.param(case, marks=pytest.mark.xfail(reason=KNOWN_FAILING[case.name], strict=False))
-    if case.name in KNOWN_FAILING
-    else case
-    for case in load_cases()
-    if case.cluster
-]
+CASES = [case for case in load_cases() if case.cluster]
 
 
 def test_a_representative_subset_runs_on_the_cluster() -> None:
@@ -84,10 +75,10 @@ def flowrun_conforms(
 @contextlib.contextmanager
 def shared_volume(cluster: Cluster, namespace: str) -> Iterator[None]:
     """A PersistentVolume for the run's `./shared` claim, as an administrator (or a provisioner: the test
-    control plane has none) provides one: a host directory the node agent mounts, like a `local` volume
-    (outside /tmp, which the runner's own /tmp mount covers)."""
-    folder = ROOT / ".cache" / "volumes" / namespace
-    folder.mkdir(parents=True)
+    control plane has none) provides one: a host directory the node agent mounts, like a `local` volume.
+    It is under /tmp on purpose, where the runner mounts its own /tmp over it (as for any checkout cloned
+    under /tmp): the node agent must mount it all the same."""
+    folder = Path(tempfile.mkdtemp(prefix=f"kubemill-shared-{namespace}-", dir="/tmp"))
     folder.chmod(0o777)
     spec: dict[str, Any] = {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}
     spec["hostPath"] = {"path": str(folder)}
