@@ -153,7 +153,7 @@ def test_a_conflicting_writer_is_not_overwritten_and_the_run_goes_on() -> None:
             kube.put(body)
 
     kube.before_write = someone_else_first
-    rec.queue.trigger(NS, RUN)  # through the queue: a Conflict means read again at once
+    rec.trigger(NS, RUN)  # through the queue: a Conflict means read again at once
     assert other["done"]
     assert run_status(kube)["phase"] == "Running"
     drive(kube, rec, lambda: process(kube))

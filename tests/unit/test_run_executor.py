@@ -18,6 +18,7 @@ import pytest
 from kubemill.k8s import builders
 from kubemill.operator.run_executor import RunExecutor
 from kubemill.operator.script_catalog import ScriptCatalog
+from kubemill.operator.work_queue import WorkQueue
 from kubemill.testing.kubeapi import Crash, FakeKube
 
 NS, RUN, PATH = "ns", "r1", "f/demo/inc"
@@ -67,10 +68,8 @@ def world(clock: Clock, **script: Any) -> FakeKube:
 
 def executor(kube: FakeKube, clock: Clock) -> RunExecutor:
     """A fresh operator process: nothing remembered."""
-    ex = RunExecutor(kube, ScriptCatalog(kube), clock=clock, workers=1, live_log_seconds=0)
-    ex.requeue.stop()
-    ex.requeue = Wakeups()  # type: ignore[assignment]
-    return ex
+    queue = WorkQueue(workers=1, timer=Wakeups())
+    return RunExecutor(kube, ScriptCatalog(kube), clock=clock, live_log_seconds=0, queue=queue)
 
 
 def finish_job(kube: FakeKube, envelope: dict[str, Any]) -> None:
@@ -243,7 +242,7 @@ def test_a_retry_waits_its_delay_then_starts_the_next_attempt() -> None:
     ex.reconcile(NS, RUN)
     finish_job(kube, {"result": None, "error": {"name": "E", "message": "boom"}, "state": None})
     ex.reconcile(NS, RUN)
-    assert status(kube)["phase"] == "Pending" and ((NS, RUN), 30) in ex.requeue.asked  # type: ignore[attr-defined]
+    assert status(kube)["phase"] == "Pending" and (("ScriptRun", NS, RUN), 30) in ex.queue.timer.asked  # type: ignore[attr-defined]
     clock.now += timedelta(seconds=10)
     ex.reconcile(NS, RUN)
     assert status(kube)["attempts"] == 1

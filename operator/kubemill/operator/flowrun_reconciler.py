@@ -3,10 +3,10 @@ out the actions (create or delete child runs, keep a cached result, offload a la
 once (a whole-status update guarded by `resourceVersion`, so two writers can never interleave).
 
 A reconcile is triggered by the run's own watch events (creation, annotations for approvals and cancel), by a
-child run reaching a final phase, and by timers for the engine's `RequeueAfter`; `run_queue.RunQueue`
-serialises and coalesces them. The reconcile is idempotent, so an event seen twice costs a few reads and
-nothing else. One `FlowRunReconciler` lives in the process's `runtime.Operator`; a unit test builds one
-around `kubemill.testing.FakeKube`.
+child run reaching a final phase, and by timers for the engine's `RequeueAfter`; the operator's one
+`work_queue.WorkQueue` (kind "FlowRun") serialises and coalesces them. The reconcile is idempotent, so an
+event seen twice costs a few reads and nothing else. One `FlowRunReconciler` lives in the process's
+`runtime.Operator`; a unit test builds one around `kubemill.testing.FakeKube`.
 """
 
 from __future__ import annotations
@@ -53,20 +53,32 @@ from kubemill.operator import flow_pin, metrics
 from kubemill.operator.approvals import approval_events, requester_of
 from kubemill.operator.flowrun_cache import Observed
 from kubemill.operator.resume_urls import ResumeLinks, resume_secret
-from kubemill.operator.run_queue import RunQueue
+from kubemill.operator.work_queue import WorkQueue
 
 log = logging.getLogger("kubemill.flows")
+KIND = "FlowRun"
 
 
 class FlowRunReconciler:
     """The FlowRun controller of one operator process: its caches, its queue, and the reconcile."""
 
-    def __init__(self, api: KubeApi, links: ResumeLinks, evaluator: Evaluator | None = None) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        links: ResumeLinks,
+        evaluator: Evaluator | None = None,
+        queue: WorkQueue | None = None,
+    ) -> None:
         self.api = api
         self.links = links
         self.evaluator = evaluator
         self.observed = Observed()
-        self.queue = RunQueue(self.reconcile, on_conflict=self._drop_run)
+        self.queue = queue if queue is not None else WorkQueue()
+        self.queue.register(KIND, self.reconcile, on_conflict=self._drop_run)
+
+    def trigger(self, namespace: str, name: str) -> None:
+        """Reconcile the run through the queue (now, unless a reconcile of it is already waiting)."""
+        self.queue.trigger(KIND, namespace, name)
 
     def _drop_run(self, namespace: str, name: str) -> None:
         self.observed.runs.pop((namespace, name), None)
@@ -82,13 +94,13 @@ class FlowRunReconciler:
             self.on_child(event_type, raw)
         if event_type == "DELETED" or (raw.get("status") or {}).get("phase") in TERMINAL:
             if event_type == "DELETED":
-                self.queue.forget(namespace, name)
+                self.queue.forget(KIND, namespace, name)
             self.forget_run(namespace, name, meta.get("uid", ""))
             return
         self.observed.runs[(namespace, name)] = raw
         if self.observed.written.get((namespace, name)) == meta.get("resourceVersion"):
             return  # the event of our own status write
-        self.queue.trigger(namespace, name)
+        self.trigger(namespace, name)
 
     def on_child(self, event_type: str | None, body: dict[str, Any]) -> None:
         """A child run changed: when it reached a final phase, is being deleted or vanished, its parent has
@@ -102,13 +114,13 @@ class FlowRunReconciler:
         self.remember_child(body, deleted=event_type == "DELETED")
         if event_type == "DELETED":
             self.observed.child_phase.pop(uid, None)
-            self.queue.trigger(meta["namespace"], parent)
+            self.trigger(meta["namespace"], parent)
             return
         if phase not in TERMINAL and meta.get("deletionTimestamp"):
             phase = "Deleting"  # deleted before it finished (a finalizer holds it): its step fails
         if (phase in TERMINAL or phase == "Deleting") and self.observed.child_phase.get(uid) != phase:
             self.observed.child_phase[uid] = phase
-            self.queue.trigger(meta["namespace"], parent)
+            self.trigger(meta["namespace"], parent)
 
     def on_flow(self, event_type: str | None, raw: dict[str, Any]) -> None:
         """A Flow's watch event: keep its latest body by path (runs find their Flow without a read)."""

@@ -19,7 +19,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Hashable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, assert_never
@@ -47,10 +46,10 @@ from kubemill.k8s.builders import JobOptions, RunIdentity, RunTarget
 from kubemill.models.scripts import ScriptRun, ScriptRunStatus
 from kubemill.operator import metrics
 from kubemill.operator.pool_dispatch import PoolDispatcher
-from kubemill.operator.requeue import Requeue
 from kubemill.operator.run_inputs import run_secret_files
 from kubemill.operator.run_logs import StoredLogs
 from kubemill.operator.script_catalog import ScriptCatalog
+from kubemill.operator.work_queue import WorkQueue
 from kubemill.runners.languages import RunContext
 from kubemill.runners.validation import args_for_language, run_args
 from kubemill.secrets import UnresolvedReference, decode_secret, masks_from_secret_data
@@ -62,6 +61,7 @@ FLOW_RUN_LABEL = constants.LABEL_FLOW_RUN_UID
 PARENT_RUN_LABEL = constants.LABEL_PARENT_RUN_UID
 """On runs a script started through `wmill` (runner_images/python3/wmill/jobs.py): the starting run's uid."""
 RunKey = tuple[str, str]
+KIND = "ScriptRun"
 
 
 @dataclass
@@ -87,6 +87,7 @@ class RunExecutor:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         workers: int = 8,
         live_log_seconds: float = 5.0,
+        queue: WorkQueue | None = None,
     ) -> None:
         self.kube = kube
         self.catalog = catalog
@@ -94,7 +95,6 @@ class RunExecutor:
         self.history_limit = history_limit
         self.clock = clock
         self.live_log_seconds = live_log_seconds
-        self._locks: dict[RunKey, threading.Lock] = {}
         self._script_locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self._runs: dict[RunKey, RunRecord] = {}
@@ -102,25 +102,22 @@ class RunExecutor:
         self._final: dict[RunKey, str] = {}  # resourceVersion at which a run became final (no body kept)
         self._seen: dict[RunKey, set[str]] = {}  # versions read or written before the last write
         self._masks: dict[RunKey, frozenset[str]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kubemill-requeued")
-        self.requeue = Requeue(self._requeued)
-        wake = lambda key: self.requeue.after(key, live_log_seconds)  # noqa: E731 - reads self.requeue late
+        self.queue = queue if queue is not None else WorkQueue(workers=workers)
+        self.queue.register(KIND, self._reconcile_queued)
+        wake = lambda key: self.requeue_after(key, live_log_seconds)  # noqa: E731 - a live log's next refresh
         self.logs = StoredLogs(kube, self._masks_for, wake, clock, live_log_seconds)
-        self.pools = PoolDispatcher(kube, clock, self.requeue.after)  # warm runner pools (docs/pools.md)
+        self.pools = PoolDispatcher(kube, clock, self.requeue_after)  # warm runner pools (docs/pools.md)
 
     # --- triggers ------------------------------------------------------------------------------------
 
-    def _requeued(self, key: Hashable) -> None:
+    def requeue_after(self, key: Hashable, seconds: float) -> None:
+        """Reconcile the run `key` (namespace, name) again in `seconds`, through the operator's queue."""
         assert isinstance(key, tuple)  # the executor only requeues RunKeys
-        self._pool.submit(self._safe_reconcile, str(key[0]), str(key[1]))
+        self.queue.after(KIND, str(key[0]), str(key[1]), seconds)
 
-    def _safe_reconcile(self, namespace: str, name: str) -> None:
-        try:
-            self.reconcile(namespace, name)
-        except Exception as exc:
-            metrics.RECONCILE_ERRORS.labels("ScriptRun", type(exc).__name__).inc()
-            log.exception("reconcile of scriptrun %s/%s failed; retrying in 5s", namespace, name)
-            self.requeue.after((namespace, name), 5.0)
+    def _reconcile_queued(self, namespace: str, name: str) -> None:
+        """A re-add that came due: the queue retries it when it fails."""
+        self.reconcile(namespace, name)
 
     def forget(self, namespace: str, name: str) -> None:
         """The run was deleted."""
@@ -133,7 +130,7 @@ class RunExecutor:
             self._final.pop(key, None)
             self._seen.pop(key, None)
             self._masks.pop(key, None)
-            self._locks.pop(key, None)
+        self.queue.forget(KIND, namespace, name)
         self.logs.forget(key)
 
     def cache_sizes(self) -> dict[str, int]:
@@ -146,15 +143,10 @@ class RunExecutor:
                 "final": len(self._final),
                 "seen": len(self._seen),
                 "masks": len(self._masks),
-                "locks": len(self._locks),
                 "script_locks": len(self._script_locks),
             }
         sizes |= self.logs.cache_sizes() | self.pools.cache_sizes()
-        return sizes | {"requeued": self.requeue.pending()}
-
-    def _lock(self, key: RunKey) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+        return sizes | self.queue.sizes(KIND)
 
     def _script_lock(self, namespace: str, path: str) -> threading.Lock:
         with self._guard:
@@ -171,7 +163,7 @@ class RunExecutor:
     ) -> None:
         """Bring one run a step forward: decide on its freshest body, act, write its status once."""
         key = (namespace, name)
-        with self._lock(key):
+        with self.queue.holding(KIND, namespace, name):
             if body is not None and key in self._final:
                 if _rv(body) == self._final[key]:  # the echo of the final status this process wrote
                     self._seen.pop(key, None)
@@ -195,7 +187,7 @@ class RunExecutor:
         """Delete a Job its run no longer needs (the run finished, or moved on to a later attempt), and a
         finished run's Secret: what a crash between recording a result and the cleanup leaves behind."""
         key = (namespace, run_name)
-        with self._lock(key):
+        with self.queue.holding(KIND, namespace, run_name):
             body = self._written.get(key) or self._freshest(key, None)
             if body is None:  # the run is gone (its Job's events outlive it): nothing of it kept here
                 self.forget(namespace, run_name)
@@ -365,7 +357,7 @@ class RunExecutor:
                 case DeleteRunSecret():
                     self.kube.delete("v1", "Secret", namespace, builders.run_secret_name(name))
                 case RequeueAfter(seconds=seconds):
-                    self.requeue.after(key, seconds)
+                    self.requeue_after(key, seconds)
                 case StartAttempt() | StoreResult() | StoreState():
                     pass  # before the write
                 case _:
@@ -512,7 +504,7 @@ class RunExecutor:
                 if k[0] == namespace and r.script_path == path and r.phase == "Pending"
             )
         for _, key in waiting:
-            self.requeue.after(key, 0)
+            self.requeue_after(key, 0)
 
     def _trim_history(self, namespace: str, path: str) -> None:
         """Delete the oldest finished runs of a script beyond its history limit (the operator's

@@ -1,10 +1,10 @@
 """The operator's one object: its options, its API client and what it keeps between events.
 
-`cli_operator` builds one `Operator` (options parsed once, one API client, the script catalog, the ScriptRun
-executor with its caches, the FlowRun reconciler with its caches and queue, the resume links and their
-signing key, the Schedules' locks, the operator's own user) and hands it to every handler through Kopf's memo
-(`kopf.run(memo=...)`; a handler reads it with `of(memo)`), so handler modules hold no state of their own and
-a test can build one around an in-memory `KubeApi`.
+`cli_operator` builds one `Operator` (options parsed once, one API client, the script catalog, the one work
+queue of both run kinds, the ScriptRun executor with its caches, the FlowRun reconciler with its caches, the
+resume links and their signing key, the Schedules' locks, the operator's own user) and hands it to every
+handler through Kopf's memo (`kopf.run(memo=...)`; a handler reads it with `of(memo)`), so handler modules
+hold no state of their own and a test can build one around an in-memory `KubeApi`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from kubemill.operator.run_executor import RunExecutor
 from kubemill.operator.schedule_locks import ScheduleLocks
 from kubemill.operator.script_catalog import ScriptCatalog
 from kubemill.operator.signing import SigningKey
+from kubemill.operator.work_queue import WorkQueue
 
 MEMO_KEY = "operator"
 
@@ -50,6 +51,8 @@ class Operator:
     settings: Settings
     kube: KubeApi
     catalog: ScriptCatalog
+    queue: WorkQueue
+    """Both run kinds' reconciles: one at a time per run, triggers coalesced, re-adds on one timer."""
     executor: RunExecutor
     flowruns: FlowRunReconciler
     links: ResumeLinks
@@ -65,6 +68,7 @@ class Operator:
     @classmethod
     def build(cls, settings: Settings, kube: KubeApi) -> Operator:
         catalog = ScriptCatalog(kube)
+        queue = WorkQueue(workers=settings.workers)
         options = builders.JobOptions(
             image_template=settings.runner_image_template, extra_env=dict(settings.runner_env)
         )
@@ -75,10 +79,11 @@ class Operator:
             history_limit=settings.run_history_limit,
             workers=settings.workers,
             live_log_seconds=settings.live_log_seconds,
+            queue=queue,
         )
         links = ResumeLinks(kube, SigningKey(kube))
-        flowruns = FlowRunReconciler(kube, links, evaluator=IsolatedEvaluator())
-        return cls(settings, kube, catalog, executor, flowruns, links, ScheduleLocks())
+        flowruns = FlowRunReconciler(kube, links, evaluator=IsolatedEvaluator(), queue=queue)
+        return cls(settings, kube, catalog, queue, executor, flowruns, links, ScheduleLocks())
 
     def memo(self) -> kopf.Memo:
         return kopf.Memo({MEMO_KEY: self})

@@ -114,7 +114,7 @@ def _reconcile(op: Operator, namespace: str, name: str, body: Any = None, pod: A
     except Exception as exc:
         metrics.RECONCILE_ERRORS.labels("ScriptRun", type(exc).__name__).inc()
         log.exception("reconcile of scriptrun %s/%s failed; retrying in 2s", namespace, name)
-        ex.requeue.after((namespace, name), 2.0)
+        ex.requeue_after((namespace, name), 2.0)
 
 
 @kopf.on.event(GROUP, VERSION, "scriptruns")
