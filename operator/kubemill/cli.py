@@ -24,7 +24,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     # On the cluster, as the kubeconfig's user (kubemill.ctl); also `kubectl kubemill <command>`.
     "submit": ("kubemill.ctl", "cli_submit", "start a run of a Script or Flow on the cluster"),
     "get": ("kubemill.ctl", "cli_get", "list runs, or show one run's tree of steps"),
-    "logs": ("kubemill.ctl", "cli_logs", "print a run's stored (masked) log, or a step's"),
+    "logs": ("kubemill.ctl.logs", "cli_logs", "print a run's stored (masked) log, or a step's"),
     "approve": ("kubemill.ctl", "cli_approve", "approve a suspended step, as yourself"),
     "reject": ("kubemill.ctl", "cli_reject", "reject a suspended step, as yourself"),
     "cancel": ("kubemill.ctl", "cli_cancel", "cancel a run"),

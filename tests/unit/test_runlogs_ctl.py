@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from kubemill.ctl import CtlError, parse_args, retry_manifest, runs_table, step_tree
+from kubemill.ctl import parse_args, retry_manifest
+from kubemill.ctl.common import CtlError
+from kubemill.ctl.views import runs_table, step_tree
 from kubemill.k8s import runlogs
 from kubemill.k8s.builders import RunIdentity
 
