@@ -20,7 +20,8 @@ from kubemill.engine import (
     child_run_name,
 )
 from kubemill.engine.retry import retry_delay
-from kubemill.models.openflow import OpenFlow, Retry
+from kubemill.models.openflow import OpenFlow
+from kubemill.models.openflow_parts import Retry
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -16,7 +16,7 @@ from kubemill.engine.scriptrun import Decision, Failure, Inputs, Observation, de
 from kubemill.k8s import builders, scriptruns
 from kubemill.k8s.builders import RunTarget
 from kubemill.k8s.scriptruns import observe_attempt
-from kubemill.models.openflow import Retry
+from kubemill.models.openflow_parts import Retry
 from kubemill.models.scripts import ScriptRun
 from kubemill.runners.envelope import parse_envelope
 

@@ -10,14 +10,13 @@ import yaml
 from kubemill.models.openflow import (
     Approval,
     BranchOne,
-    JavascriptTransform,
     OpenFlow,
     PathScript,
-    StaticTransform,
     WhileloopFlow,
     load_flow_yaml,
     walk_modules,
 )
+from kubemill.models.openflow_parts import JavascriptTransform, StaticTransform
 from pydantic import ValidationError
 
 BRIEF = Path("/work/shared/seed/windmill-skill.md")

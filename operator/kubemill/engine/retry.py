@@ -9,7 +9,7 @@ waits exactly as long as the original did.
 from __future__ import annotations
 
 from kubemill.engine.naming import identity_digest
-from kubemill.models.openflow import Retry
+from kubemill.models.openflow_parts import Retry
 
 
 def retry_delay(policy: Retry | None, failed_attempt: int, run_name: str, step_path: str) -> float | None:

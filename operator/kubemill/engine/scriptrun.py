@@ -30,7 +30,7 @@ from kubemill.engine.entrypoints import Call, CallProblem, plan_call
 from kubemill.engine.naming import job_name, result_configmap_name
 from kubemill.engine.retry import retry_delay
 from kubemill.models.common import Condition, ConditionStatus, condition
-from kubemill.models.openflow import Retry
+from kubemill.models.openflow_parts import Retry
 from kubemill.models.scripts import ObjectRef, ResultRef, RunError, ScriptRun, ScriptRunStatus
 from kubemill.runners.envelope import EnvelopeError
 from kubemill.runners.validation import args_for_language, validate_args

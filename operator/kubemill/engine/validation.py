@@ -21,16 +21,14 @@ from kubemill.models.openflow import (
     FlowModule,
     FlowValue,
     ForloopFlow,
-    InputTransform,
-    JavascriptTransform,
     OpenFlow,
-    OpenFlowModel,
     PathFlow,
     PathScript,
     RawScript,
     WhileloopFlow,
     walk_modules,
 )
+from kubemill.models.openflow_parts import InputTransform, JavascriptTransform, OpenFlowModel
 from kubemill.signatures import PREPROCESSOR_LANGUAGES, SignatureError, derive_schema
 
 

@@ -45,15 +45,14 @@ from kubemill.models.openflow import (
     FlowModule,
     ForloopFlow,
     Identity,
-    InputTransform,
     OpenFlow,
     PathFlow,
     PathScript,
     RawScript,
-    StaticTransform,
     WhileloopFlow,
     walk_modules,
 )
+from kubemill.models.openflow_parts import InputTransform, StaticTransform
 
 OutcomeState = Literal["done", "running", "failed", "stopped"]
 

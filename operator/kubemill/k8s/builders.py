@@ -27,7 +27,7 @@ from kubemill.engine.naming import child_name as child_name
 from kubemill.engine.naming import job_name as job_name
 from kubemill.engine.naming import result_configmap_name as result_configmap_name
 from kubemill.engine.scriptrun import RESULT_KEY as RESULT_KEY
-from kubemill.models.openflow import Retry
+from kubemill.models.openflow_parts import Retry
 from kubemill.models.scripts import EnvVar, RunnerSpec
 from kubemill.runners import code_filename, command_for, env_for
 from kubemill.runners.languages import RUN_ROOT, RunContext

@@ -20,7 +20,7 @@ from kubemill.models.common import (
     rule,
     validations,
 )
-from kubemill.models.openflow import Retry
+from kubemill.models.openflow_parts import Retry
 
 SERVER_DEFAULT = {"x-kubemill-server-default": True}
 """Filled in by the API server, so `kubectl get` shows it (see kubemill.crdgen)."""

@@ -22,7 +22,7 @@ from kubemill.models.common import (
     rule,
     validations,
 )
-from kubemill.models.openflow import Retry, ScriptLanguage
+from kubemill.models.openflow_parts import Retry, ScriptLanguage
 
 
 def runtime_of(language: ScriptLanguage) -> ScriptLanguage:
