@@ -299,4 +299,4 @@ def test_what_the_executor_keeps_is_bounded_by_the_runs_that_exist_not_by_those_
     sizes = ex.cache_sizes()
     assert {k: sizes[k] for k in ("runs", "final", "locks")} == dict.fromkeys(("runs", "final", "locks"), 4)
     assert sum(n for k, n in sizes.items() if k not in ("runs", "final", "locks", "requeued")) == 0, sizes
-    assert set(ex._runs) == {(NS, n) for n in kept}
+    assert ex.records.keys() == {(NS, n) for n in kept}

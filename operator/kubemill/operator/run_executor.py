@@ -15,23 +15,20 @@ one with a version it never saw is another writer's, which a read from the API s
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
 from kubemill import constants
 from kubemill.engine import scriptrun
 from kubemill.engine.actions import RequeueAfter
-from kubemill.engine.entrypoints import CallProblem
 from kubemill.engine.scriptrun import (
     Decision,
     DeleteJob,
     DeleteRunSecret,
-    Failure,
     Inputs,
     Observation,
     StartAttempt,
@@ -39,20 +36,19 @@ from kubemill.engine.scriptrun import (
     StoreState,
     status_data,
 )
-from kubemill.errors import Conflict, NotFound, NotOurs
+from kubemill.errors import Conflict, NotFound
 from kubemill.k8s import builders, scriptruns
 from kubemill.k8s.api import Body, KubeApi
 from kubemill.k8s.builders import JobOptions, RunIdentity, RunTarget
 from kubemill.models.scripts import ScriptRun, ScriptRunStatus
 from kubemill.operator import metrics
+from kubemill.operator.attempts import Attempts
 from kubemill.operator.pool_dispatch import PoolDispatcher
-from kubemill.operator.run_inputs import run_secret_files
 from kubemill.operator.run_logs import StoredLogs
+from kubemill.operator.run_records import RunKey, RunRecords
 from kubemill.operator.script_catalog import ScriptCatalog
 from kubemill.operator.work_queue import WorkQueue
-from kubemill.runners.languages import RunContext
-from kubemill.runners.validation import args_for_language, run_args
-from kubemill.secrets import UnresolvedReference, decode_secret, masks_from_secret_data
+from kubemill.secrets import decode_secret, masks_from_secret_data
 
 log = logging.getLogger(__name__)
 API = constants.API_VERSION
@@ -60,19 +56,7 @@ HISTORY_ANNOTATION = constants.ANNOTATION_HISTORY_LIMIT
 FLOW_RUN_LABEL = constants.LABEL_FLOW_RUN_UID
 PARENT_RUN_LABEL = constants.LABEL_PARENT_RUN_UID
 """On runs a script started through `wmill` (runner_images/python3/wmill/jobs.py): the starting run's uid."""
-RunKey = tuple[str, str]
 KIND = "ScriptRun"
-
-
-@dataclass
-class RunRecord:
-    """What the executor remembers of a run between events (for concurrency limits and history)."""
-
-    script_path: str
-    phase: str
-    created: str
-    finished: str = ""
-    kept_by_parent: bool = False  # a flow's step: the FlowRun, not the script's history, decides
 
 
 class RunExecutor:
@@ -97,7 +81,7 @@ class RunExecutor:
         self.live_log_seconds = live_log_seconds
         self._script_locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
-        self._runs: dict[RunKey, RunRecord] = {}
+        self.records = RunRecords()
         self._written: dict[RunKey, Body] = {}  # the last body written, while the run is not final
         self._final: dict[RunKey, str] = {}  # resourceVersion at which a run became final (no body kept)
         self._seen: dict[RunKey, set[str]] = {}  # versions read or written before the last write
@@ -107,6 +91,7 @@ class RunExecutor:
         wake = lambda key: self.requeue_after(key, live_log_seconds)  # noqa: E731 - a live log's next refresh
         self.logs = StoredLogs(kube, self._masks_for, wake, clock, live_log_seconds)
         self.pools = PoolDispatcher(kube, clock, self.requeue_after)  # warm runner pools (docs/pools.md)
+        self.attempts = Attempts(kube, catalog, self.options, self.pools, clock)
 
     # --- triggers ------------------------------------------------------------------------------------
 
@@ -122,10 +107,8 @@ class RunExecutor:
     def forget(self, namespace: str, name: str) -> None:
         """The run was deleted."""
         key = (namespace, name)
+        self.records.drop(key)
         with self._guard:
-            record = self._runs.pop(key, None)
-            if record is not None:
-                self._set_phase(key, record, "")
             self._written.pop(key, None)
             self._final.pop(key, None)
             self._seen.pop(key, None)
@@ -138,7 +121,7 @@ class RunExecutor:
         report read it)."""
         with self._guard:
             sizes = {
-                "runs": len(self._runs),
+                "runs": len(self.records),
                 "written": len(self._written),
                 "final": len(self._final),
                 "seen": len(self._seen),
@@ -220,7 +203,7 @@ class RunExecutor:
         run = ScriptRun.model_validate(body)
         status = scriptrun.current_status(run)
         phase = status.phase
-        self._remember(key, run, phase)
+        self.records.remember(key, run, phase)
         if phase in scriptrun.TERMINAL:
             return
         target, problem = self.catalog.target_for(run)
@@ -232,7 +215,7 @@ class RunExecutor:
         elif phase == "Pending" and target is not None and target.concurrency_limit:
             # Count and take a slot under the script's lock, so two runs never take the last one together.
             with self._script_lock(key[0], target.path):
-                running = self._running_count(key, target.path)
+                running = self.records.running_besides(key, target.path)
                 inputs = replace(inputs, slot_free=running < target.concurrency_limit, running_count=running)
                 self._act(key, run, body, target, scriptrun.decide(run, inputs))
             return
@@ -273,40 +256,6 @@ class RunExecutor:
         masks = masks_from_secret_data(decode_secret((secret or {}).get("data")))
         self._masks[key] = masks
         return masks
-
-    def _running_count(self, key: RunKey, path: str) -> int:
-        with self._guard:
-            return sum(
-                1
-                for k, r in self._runs.items()
-                if k != key and k[0] == key[0] and r.script_path == path and r.phase == "Running"
-            )
-
-    def _remember(self, key: RunKey, run: ScriptRun, phase: str) -> None:
-        created = run.metadata.creation_timestamp or ""
-        finished = run.status.finished_at if run.status is not None else None
-        with self._guard:
-            record = self._runs.get(key)
-            if record is None:
-                record = self._runs[key] = RunRecord(
-                    run.spec.script_path or "",
-                    "",
-                    created,
-                    kept_by_parent=bool(run.spec.flow_run or (run.metadata.labels or {}).get(FLOW_RUN_LABEL)),
-                )
-            self._set_phase(key, record, phase)
-            if finished is not None and not record.finished:
-                record.finished = finished.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    @staticmethod
-    def _set_phase(key: RunKey, record: RunRecord, phase: str) -> None:
-        """Record a phase; the active-runs gauge follows every move into and out of Running, however the
-        operator learned of it (its own write, or a run already running when it started)."""
-        if record.phase != "Running" and phase == "Running":
-            metrics.ACTIVE_RUNS.labels(key[0]).inc()
-        elif record.phase == "Running" and phase != "Running":
-            metrics.ACTIVE_RUNS.labels(key[0]).dec()
-        record.phase = phase
 
     # --- acting --------------------------------------------------------------------------------------
 
@@ -378,69 +327,11 @@ class RunExecutor:
     def _start(
         self, key: RunKey, run: ScriptRun, identity: RunIdentity, target: RunTarget, attempt: int
     ) -> dict[str, Any] | None:
-        try:
-            return self._create_attempt(key, run, identity, target, attempt)
-        except NotOurs as exc:  # something planted under a name we compute: never run with it
-            inputs = Inputs(now=self.clock(), target=None, target_problem=Failure("NotOurs", str(exc)))
-            return status_data(scriptrun.decide(run, inputs).status)
-
-    def _create_attempt(
-        self, key: RunKey, run: ScriptRun, identity: RunIdentity, target: RunTarget, attempt: int
-    ) -> dict[str, Any] | None:
-        namespace, name = key
-        script_owner = self.catalog.owner_of(namespace, target.path)
-        self.catalog.ensure_code(namespace, target, script_owner or identity)
-        call = scriptrun.call_for(run, target)  # main, or a preprocessor: never chosen by the args
-        if isinstance(call, CallProblem):
-            inputs = Inputs(now=self.clock(), target=None, target_problem=Failure(call.name, call.message))
-            return status_data(scriptrun.decide(run, inputs).status)
-        args = args_for_language(target.language, call.args)
-        if target.schema is not None and call.validate:
-            args = run_args(target.schema, args)  # optional nulls left out, so the script's defaults apply
-        try:  # `$res:`/`$var:` in args resolved here, into the per-run Secret (never into the status)
-            files, args = run_secret_files(self.kube, namespace, target.resources, args)
-        except UnresolvedReference as exc:
-            failure = Failure(exc.reason, exc.message)
-            inputs = Inputs(now=self.clock(), target=None, target_problem=failure)
-            return status_data(scriptrun.decide(run, inputs).status)
-        self._masks[key] = masks_from_secret_data(files)
-        if run.spec.flow_user_states is not None:
-            files = {**files, builders.FLOW_STATES_KEY: json.dumps(run.spec.flow_user_states)}
-        secret = builders.build_run_secret(identity, args, files)
-        self.kube.create(secret)
-        context = RunContext(
-            workspace=namespace,
-            job_id=run.metadata.uid or name,
-            job_path=target.path,
-            flow_job_id=(run.metadata.labels or {}).get(FLOW_RUN_LABEL, ""),
-            flow_step_id=run.spec.step_id or "",
-            schedule_path=run.spec.schedule_path or "",
-            scheduled_for=run.spec.scheduled_for.isoformat() if run.spec.scheduled_for else "",
-            entrypoint=call.entrypoint,
-        )
-        job = builders.build_job(
-            identity,
-            target,
-            attempt,
-            list(secret["stringData"]),
-            context,
-            self.options,
-            shared_claim=run.spec.shared_claim,
-            deps_claim=self._deps_claim(namespace, target),
-        )
-        job = self.pools.offer(identity, target, job)  # a suspended Job a pool worker claims, if it can
-        _, created = self.kube.create(job)
-        if created:
-            metrics.RUNS_STARTED.labels(namespace, target.language, target.path).inc()
-        return None
-
-    def _deps_claim(self, namespace: str, target: RunTarget) -> str | None:
-        """The namespace's shared dependency cache, for a locked Python run, when its claim is Bound."""
-        if target.lock is None or target.language != "python3":
-            return None
-        claim = self.kube.get_or_none("v1", "PersistentVolumeClaim", namespace, builders.DEPS_CLAIM)
-        bound = claim is not None and (claim.get("status") or {}).get("phase") == "Bound"
-        return builders.DEPS_CLAIM if bound else None
+        """Create the attempt's Secret and Job; a status instead when the run fails before it has a Job."""
+        started = self.attempts.start(run, identity, target, attempt)
+        if started.masks is not None:
+            self._masks[key] = started.masks
+        return started.status
 
     def _after_transition(
         self,
@@ -455,10 +346,7 @@ class RunExecutor:
         phase, was = new.get("phase"), old.get("phase", "Pending")
         language = target.language if target is not None else "unknown"
         path = target.path if target is not None else (run.spec.script_path or "")
-        with self._guard:
-            record = self._runs.get(key)
-            if record is not None:
-                self._set_phase(key, record, str(phase))
+        self.records.moved(key, str(phase), str(new.get("finishedAt", "")) if decision.finished else "")
         if phase == "Running" and was != "Running" and not old.get("startedAt"):
             created = run.metadata.creation_timestamp
             if created:
@@ -475,8 +363,6 @@ class RunExecutor:
                 duration = (_parse_time(str(new["finishedAt"])) - _parse_time(str(started))).total_seconds()
                 metrics.RUN_DURATION.labels(language, str(phase)).observe(max(duration, 0.0))
             with self._guard:
-                if record is not None:
-                    record.finished = str(new.get("finishedAt", ""))
                 self._masks.pop(key, None)
             self.logs.forget(key)
             self._trim_history(namespace, path)
@@ -497,13 +383,7 @@ class RunExecutor:
                     continue
 
     def _wake_waiting(self, namespace: str, path: str) -> None:
-        with self._guard:
-            waiting = sorted(
-                (r.created, k)
-                for k, r in self._runs.items()
-                if k[0] == namespace and r.script_path == path and r.phase == "Pending"
-            )
-        for _, key in waiting:
+        for key in self.records.pending(namespace, path):
             self.requeue_after(key, 0)
 
     def _trim_history(self, namespace: str, path: str) -> None:
@@ -518,17 +398,7 @@ class RunExecutor:
             limit = int(annotated)
         if not path or limit <= 0:
             return
-        with self._guard:
-            finished = sorted(
-                (r.finished, k)
-                for k, r in self._runs.items()
-                if k[0] == namespace
-                and r.script_path == path
-                and r.phase in scriptrun.TERMINAL
-                and r.finished
-                and not r.kept_by_parent
-            )
-        for _, (ns, name) in finished[: max(len(finished) - limit, 0)]:
+        for ns, name in self.records.beyond_history(namespace, path, limit):
             self.kube.delete(API, "ScriptRun", ns, name)
             self.forget(ns, name)
 
