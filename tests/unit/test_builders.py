@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from kubemill.k8s import builders
+from kubemill.k8s import builders, jobs
 from kubemill.k8s.builders import JobOptions, RunIdentity, RunTarget
 from kubemill.models.scripts import RunnerSpec
 from kubemill.runners.languages import RunContext
@@ -19,9 +19,7 @@ CONTEXT = RunContext(workspace="team-a", job_id="uid-1", job_path="f/demo/hello"
 
 
 def job(target: RunTarget = TARGET, attempt: int = 1, keys: tuple[str, ...] = ()) -> dict[str, Any]:
-    return builders.build_job(
-        RUN, target, attempt, ["args.json", *keys], CONTEXT, JobOptions(version="1.2.3")
-    )
+    return jobs.build_job(RUN, target, attempt, ["args.json", *keys], CONTEXT, JobOptions(version="1.2.3"))
 
 
 def test_names_are_deterministic_dns_labels_even_for_long_run_names() -> None:
@@ -196,7 +194,7 @@ def test_the_scripts_state_is_mounted_read_only_when_there_is_one() -> None:
     assert volume["configMap"]["optional"] is True
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "state")
     assert mount == {"name": "state", "mountPath": "/var/run/kubemill/state", "readOnly": True}
-    inline = builders.build_job(RUN, TARGET, 1, ["args.json"], RunContext(workspace="w", job_id="j"))
+    inline = jobs.build_job(RUN, TARGET, 1, ["args.json"], RunContext(workspace="w", job_id="j"))
     assert all(v["name"] != "state" for v in inline["spec"]["template"]["spec"]["volumes"])
 
 
@@ -218,7 +216,7 @@ def test_the_workspace_storage_is_mounted_only_when_the_run_secret_has_it() -> N
 
 
 def test_a_same_worker_step_mounts_the_runs_claim_at_shared_and_joins_its_running_peers_node() -> None:
-    built = builders.build_job(RUN, TARGET, 1, (), CONTEXT, shared_claim="order-1-shared")
+    built = jobs.build_job(RUN, TARGET, 1, (), CONTEXT, shared_claim="order-1-shared")
     pod = built["spec"]["template"]["spec"]
     mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -228,7 +226,7 @@ def test_a_same_worker_step_mounts_the_runs_claim_at_shared_and_joins_its_runnin
     (term,) = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     selector = {"matchLabels": {builders.LABEL_SHARED: label}}
     assert term == {"labelSelector": selector, "topologyKey": "kubernetes.io/hostname"}
-    other = builders.build_job(RUN, TARGET, 2, (), CONTEXT, shared_claim="order-1-shared")
+    other = jobs.build_job(RUN, TARGET, 2, (), CONTEXT, shared_claim="order-1-shared")
     assert other["spec"]["template"]["metadata"]["labels"][builders.LABEL_SHARED] == label
     assert "affinity" not in job()["spec"]["template"]["spec"]
     assert all("persistentVolumeClaim" not in v for v in job()["spec"]["template"]["spec"]["volumes"])

@@ -101,7 +101,8 @@ def test_a_lock_is_refused_for_other_languages_naming_the_field() -> None:
 
 
 def test_a_locked_python_job_installs_in_an_init_container_and_mounts_the_cache_read_only() -> None:
-    from kubemill.k8s.builders import DEPS_CLAIM, DEPS_DIR, RunIdentity, build_job
+    from kubemill.k8s.builders import DEPS_CLAIM, DEPS_DIR, RunIdentity
+    from kubemill.k8s.jobs import build_job
     from kubemill.models.scripts import EnvVar
     from kubemill.runners import RunContext
 

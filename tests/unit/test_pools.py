@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubemill.k8s import builders
+from kubemill.k8s import builders, jobs
 from kubemill.k8s import pools as kpools
 from kubemill.models.scripts import RunnerSpec
 from kubemill.runners import RunContext
@@ -18,7 +18,7 @@ def job(**runner: Any) -> dict[str, Any]:
     target = builders.RunTarget(
         path="f/a/b", language="python3", code="def main():\n    return 1\n", runner=RunnerSpec(**runner)
     )
-    return builders.build_job(RUN, target, 1, ["args.json"], RunContext(workspace="ns", job_id="uid-1"))
+    return jobs.build_job(RUN, target, 1, ["args.json"], RunContext(workspace="ns", job_id="uid-1"))
 
 
 def test_an_attempt_needing_more_than_a_pool_gives_runs_as_a_job_and_says_why() -> None:
@@ -28,7 +28,7 @@ def test_an_attempt_needing_more_than_a_pool_gives_runs_as_a_job_and_says_why() 
     assert "resources" in str(kpools.offer_problem(job(resources={"limits": {"cpu": "1"}})))
     target = builders.RunTarget(path="f/a/b", language="python3", code="def main():\n    return 1\n")
     context = RunContext(workspace="ns", job_id="uid-1")
-    shared = builders.build_job(RUN, target, 1, ["args.json"], context, shared_claim="flow-1-shared")
+    shared = jobs.build_job(RUN, target, 1, ["args.json"], context, shared_claim="flow-1-shared")
     assert "same_worker" in str(kpools.offer_problem(shared))  # a pool worker has no ./shared volume
 
 

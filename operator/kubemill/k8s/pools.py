@@ -34,9 +34,8 @@ from kubemill.k8s.builders import (
     _meta,
     child_name,
     owner_reference,
-    restricted_container_security,
-    restricted_pod_security,
 )
+from kubemill.k8s.jobs import restricted_container_security, restricted_pod_security
 from kubemill.runners import command_for
 
 LABEL_POOL = "kubemill.dev/pool"

@@ -20,7 +20,7 @@ from kubemill.engine import scriptrun
 from kubemill.engine.entrypoints import CallProblem
 from kubemill.engine.scriptrun import Failure, Inputs, status_data
 from kubemill.errors import NotOurs
-from kubemill.k8s import builders
+from kubemill.k8s import builders, jobs
 from kubemill.k8s.api import KubeApi
 from kubemill.k8s.builders import JobOptions, RunIdentity, RunTarget
 from kubemill.models.scripts import ScriptRun
@@ -99,7 +99,7 @@ class Attempts:
             scheduled_for=run.spec.scheduled_for.isoformat() if run.spec.scheduled_for else "",
             entrypoint=call.entrypoint,
         )
-        job = builders.build_job(
+        job = jobs.build_job(
             identity,
             target,
             attempt,
