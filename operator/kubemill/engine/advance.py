@@ -19,9 +19,10 @@ from kubemill.engine.actions import Action, Decision, EarlyReturn, Finish, Obser
 from kubemill.engine.containers import sequence
 from kubemill.engine.expressions import Evaluator
 from kubemill.engine.sandbox import IsolatedEvaluator
+from kubemill.engine.scope import MissingResult, Outcome, Scope, StepFailed
 from kubemill.engine.state import DONE_STEP_PHASES, FlowRunStatus, RunError, RunPhase
 from kubemill.engine.validation import input_problem
-from kubemill.engine.walk import MissingResult, Outcome, Scope, StepFailed, Walk
+from kubemill.engine.walk import Walk
 from kubemill.models.openflow import OpenFlow, walk_modules
 
 WAIT_FOR_SLOT_SECONDS = 10.0

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from pydantic import JsonValue
 
+from kubemill.engine.scope import RUNNING, Outcome, Scope, StepFailed
 from kubemill.engine.state import RunError, StepRecord
-from kubemill.engine.walk import RUNNING, Outcome, Scope, StepFailed, Walk, is_loop, replace_record
+from kubemill.engine.walk import Walk, is_loop, replace_record
 from kubemill.models.openflow import BranchAll, BranchOne, FlowModule, ForloopFlow, WhileloopFlow
 
 MAX_WHILE_ITERATIONS = 10_000

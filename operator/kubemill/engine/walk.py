@@ -6,7 +6,8 @@ records what finished. A `Walk` holds the working copy of the records and collec
 written anywhere else. Leaves (script, rawscript, flow, identity, approval) live here; branches, loops and
 `sequence` (which runs a body, so it calls both) in `containers.py`, which imports this module and never the
 reverse. The life of a step: started -> (child run, retries) -> result -> (approval) -> (sleep) ->
-stop_after_if -> done.
+stop_after_if -> done. Outcomes, scopes and expression evaluation are in `scope.py` (a `Walk` is its
+`Expressions` plus the records and actions of the pass).
 """
 
 from __future__ import annotations
@@ -24,20 +25,18 @@ from kubemill.engine.actions import (
     CacheEntry,
     CreateRun,
     DeleteRun,
-    Observations,
     RawScriptSource,
 )
 from kubemill.engine.approvals import decide, pending_approval
-from kubemill.engine.expressions import Evaluator, ExpressionError
 from kubemill.engine.naming import child_run_name
 from kubemill.engine.retry import retry_delay
+from kubemill.engine.scope import RUNNING, Expressions, Outcome, Scope
 from kubemill.engine.state import (
     DONE_STEP_PHASES,
     ApprovalRecord,
     PendingApproval,
     RunError,
     StepRecord,
-    referenced_run,
     store_result,
 )
 from kubemill.models.openflow import (
@@ -45,73 +44,19 @@ from kubemill.models.openflow import (
     FlowModule,
     ForloopFlow,
     Identity,
-    OpenFlow,
     PathFlow,
     PathScript,
     RawScript,
     WhileloopFlow,
     walk_modules,
 )
-from kubemill.models.openflow_parts import InputTransform, StaticTransform
-
-OutcomeState = Literal["done", "running", "failed", "stopped"]
-
-
-class StepFailed(Exception):
-    """Unwinds a step whose expression or input failed (never retried: expressions are deterministic)."""
-
-    def __init__(self, error: RunError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-class MissingResult(Exception):
-    """A stored result points at a child run the operator did not list (it must list every child)."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """Where a step or a sequence of steps stands after this pass."""
-
-    state: OutcomeState
-    result: JsonValue = None
-    """Stored form (may hold `$ref`s)."""
-    error: RunError | None = None
-    skipped: bool = False
-    """skip_if fired: the result is null and `previous_result` passes over this step."""
-    stop_skip: bool = False
-    stop_error: RunError | None = None
-
-
-RUNNING = Outcome("running")
 
 
 @dataclass
-class Scope:
-    """What expressions of the steps in one sequence see."""
-
-    prefix: str
-    flow_input: dict[str, JsonValue]
-    results: dict[str, JsonValue]
-    previous: JsonValue = None
-    resume: JsonValue = None
-    approvers: tuple[str, ...] = ()
-    resumes: tuple[JsonValue, ...] = ()
-
-    def path(self, step_id: str) -> str:
-        return f"{self.prefix}{step_id}"
-
-
-@dataclass
-class Walk:
+class Walk(Expressions):
     """The working state of one `advance()` call."""
 
-    flow: OpenFlow
-    obs: Observations
     now: datetime
-    clock: datetime
-    """What `Date` is in expressions: the run's start, so re-evaluation gives the same value."""
-    evaluator: Evaluator
     records: dict[str, StepRecord]
     ledger: tuple[ApprovalRecord, ...]
     user_states: dict[str, JsonValue] = field(default_factory=dict)
@@ -121,61 +66,6 @@ class Walk:
     """`cache_ttl` results stored in this pass (a later step of the same pass takes them already)."""
     wakes: list[datetime] = field(default_factory=list)
     pending: list[PendingApproval] = field(default_factory=list)
-
-    # --- results and expressions -------------------------------------------------------------------------
-
-    def resolve(self, stored: JsonValue) -> JsonValue:
-        """A stored result as its value: `$ref`s are read from the child runs the operator listed."""
-        run = referenced_run(stored)
-        if run is not None:
-            child = self.obs.children.get(run)
-            if child is None:
-                raise MissingResult(run)
-            return child.result
-        if isinstance(stored, list):
-            return [self.resolve(item) for item in stored]
-        return stored
-
-    def variables(self, expr: str, scope: Scope, extra: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        """What an expression sees. `result` is Windmill's other name of `previous_result` (a condition's
-        own `result`, passed in `extra`, takes its place); `resumes` holds every payload of the last
-        approval; `flow_env` is the flow's own values."""
-        wanted = any(name in expr for name in ("previous_result", "error", "result"))
-        previous = self.resolve(scope.previous) if wanted else None
-        variables: dict[str, JsonValue] = {
-            "flow_input": scope.flow_input,
-            "results": {k: self.resolve(v) for k, v in scope.results.items() if k in expr},
-            "previous_result": previous,
-            "result": previous,
-            "resume": scope.resume,
-            "resumes": list(scope.resumes),
-            "approvers": list(scope.approvers),
-            "error": previous.get("error") if isinstance(previous, dict) else None,
-            "flow_env": dict(self.flow.value.flow_env or {}),
-        }
-        variables.update(extra)
-        return variables
-
-    def evaluate(self, expr: str, scope: Scope, step: str, **extra: JsonValue) -> JsonValue:
-        try:
-            return self.evaluator.evaluate(expr, self.variables(expr, scope, extra), self.clock)
-        except ExpressionError as exc:
-            raise StepFailed(RunError(name=exc.name, message=str(exc), step=step)) from None
-
-    def transform(self, transform: InputTransform, scope: Scope, step: str) -> JsonValue:
-        if isinstance(transform, StaticTransform):
-            return transform.value
-        return self.evaluate(transform.expr, scope, step)
-
-    def number(self, transform: InputTransform | None, scope: Scope, step: str, what: str) -> float | None:
-        if transform is None:
-            return None
-        value = self.transform(transform, scope, step)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise StepFailed(RunError(name="InvalidValue", message=f"{what} must be a number, got {value!r}"))
-        return float(value)
 
     def wake_at(self, when: datetime) -> None:
         self.wakes.append(when)
