@@ -2,7 +2,8 @@
 
 A plain script (`make bench` runs it): each step is a script with one JavaScript input transform
 (`previous_result.n + 1`) and one static input, so every transition evaluates one expression in the QuickJS
-sandbox. Each run makes 41 advance() calls (one per child run finishing, plus the first).
+sandbox (the killable `IsolatedEvaluator`, as the operator and `kubemill run` use it). Each run makes 41
+advance() calls (one per child run finishing, plus the first).
 
     .venv/bin/python tests/bench/bench_engine.py [runs]
 """
@@ -14,7 +15,8 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from kubemill.engine import ChildObservation, CreateRun, FlowRunStatus, Observations, advance
+from kubemill.engine import ChildObservation, CreateRun, Evaluator, FlowRunStatus, Observations, advance
+from kubemill.engine.sandbox import IsolatedEvaluator
 from kubemill.models.openflow import OpenFlow
 
 STEPS = 40
@@ -38,12 +40,12 @@ def forty_step_flow() -> OpenFlow:
     return OpenFlow.model_validate({"value": {"modules": modules}})
 
 
-def one_run(flow: OpenFlow, samples: list[float]) -> None:
+def one_run(flow: OpenFlow, samples: list[float], evaluator: Evaluator) -> None:
     status, children, now = FlowRunStatus(), {}, datetime(2025, 1, 1, tzinfo=UTC)
     while not status.done:
         observations = Observations(run_name="bench", args={"start": 0}, children=dict(children))
         start = time.perf_counter()
-        decision = advance(flow, status, observations, now)
+        decision = advance(flow, status, observations, now, evaluator)
         samples.append(time.perf_counter() - start)
         status = decision.status
         for action in decision.actions:
@@ -56,10 +58,11 @@ def one_run(flow: OpenFlow, samples: list[float]) -> None:
 def main() -> int:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     flow = forty_step_flow()
-    one_run(flow, [])  # warm-up
+    evaluator = IsolatedEvaluator()  # what the operator and `kubemill run` use
+    one_run(flow, [], evaluator)  # warm-up
     samples: list[float] = []
     for _ in range(runs):
-        one_run(flow, samples)
+        one_run(flow, samples, evaluator)
     samples.sort()
     ms = [s * 1000 for s in samples]
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]

@@ -134,3 +134,32 @@ def test_kubemill_run_keeps_a_flow_cache_ttl_result_between_runs(
     runs = [run_flow_file(folder / "flow.yaml", {"n": n}, tmp_path / "ws", ()) for n in (1, 1, 2)]
     assert runs[0] == runs[1] != runs[2]
     assert len(list((tmp_path / "home" / "cache" / "results").glob("*.json"))) == 2
+
+
+def test_kubemill_run_stops_a_backtracking_regex_in_a_flow_expression(workspace: Path) -> None:
+    """`kubemill run` evaluates expressions in its own killable sandbox (the engine keeps none of its own):
+    a regex that backtracks for ever fails its step with ExpressionTimeout instead of hanging the run."""
+    write(
+        workspace,
+        "f/math/spin.flow/flow.yaml",
+        """
+summary: a regex that never ends
+value:
+  modules:
+    - id: spin
+      value:
+        type: script
+        path: f/math/double
+        input_transforms:
+          n: {type: javascript, expr: '/^(a+)+$/.test("a".repeat(40) + "b") ? 1 : 2'}
+""",
+    )
+    done = subprocess.run(
+        [KUBEMILL, "run", "f/math/spin", "--workspace", str(workspace)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "ExpressionTimeout" in done.stderr and "spin" in done.stderr

@@ -17,8 +17,7 @@ from pydantic import JsonValue
 from kubemill.engine import cache
 from kubemill.engine.actions import Action, Decision, EarlyReturn, Finish, Observations, RequeueAfter
 from kubemill.engine.containers import sequence
-from kubemill.engine.expressions import Evaluator
-from kubemill.engine.sandbox import IsolatedEvaluator
+from kubemill.engine.expressions import Evaluator, QuickJSEvaluator
 from kubemill.engine.scope import MissingResult, Outcome, Scope, StepFailed
 from kubemill.engine.state import DONE_STEP_PHASES, FlowRunStatus, RunError, RunPhase
 from kubemill.engine.validation import input_problem
@@ -29,17 +28,6 @@ WAIT_FOR_SLOT_SECONDS = 10.0
 """How soon a run held back by `concurrent_limit` asks to be looked at again."""
 MISSING_CHILD_SECONDS = 5.0
 
-_default_evaluator: Evaluator | None = None
-
-
-def default_evaluator() -> Evaluator:
-    """QuickJS in killable worker processes (`IsolatedEvaluator`): a regex that backtracks for ever stops
-    at the hard limit, locally and in the operator."""
-    global _default_evaluator
-    if _default_evaluator is None:
-        _default_evaluator = IsolatedEvaluator()
-    return _default_evaluator
-
 
 def advance(
     flow: OpenFlow,
@@ -48,7 +36,11 @@ def advance(
     now: datetime,
     evaluator: Evaluator | None = None,
 ) -> Decision:
-    """The next status of the run and what to do about it."""
+    """The next status of the run and what to do about it.
+
+    `evaluator` runs the flow's expressions. The operator and `kubemill run` each hand in the killable
+    `IsolatedEvaluator` they own (a regex that backtracks for ever stops at the hard limit); without one
+    (tests, benches of the engine alone) expressions run in this process's QuickJS."""
     if status.done:
         return Decision(status=status)
     if status.phase == "Pending":
@@ -71,7 +63,7 @@ def advance(
         obs=observations,
         now=now,
         clock=status.started_at or now,
-        evaluator=evaluator or default_evaluator(),
+        evaluator=evaluator if evaluator is not None else QuickJSEvaluator(),
         records=dict(status.steps),
         ledger=status.approvals,
         user_states=dict(status.user_states),

@@ -30,6 +30,7 @@ from kubemill.engine.actions import (
 )
 from kubemill.engine.advance import advance
 from kubemill.engine.expressions import Evaluator
+from kubemill.engine.sandbox import IsolatedEvaluator
 from kubemill.engine.state import FlowRunStatus, RunError
 from kubemill.models.openflow import OpenFlow
 
@@ -174,7 +175,11 @@ def run_flow_locally(
     approve: Approve | None = None,
 ) -> JsonValue:
     """Run `flow` on this machine with real time; its result, or `FlowFailed`."""
-    run = drive(flow, args, run_step, clock=Clock(), approve=approve)
+    evaluator = IsolatedEvaluator()
+    try:
+        run = drive(flow, args, run_step, clock=Clock(), approve=approve, evaluator=evaluator)
+    finally:
+        evaluator.close()
     if run.status.phase != "Succeeded":
         raise FlowFailed(run.status.phase, run.status.error, run.status.result)
     return run.status.result

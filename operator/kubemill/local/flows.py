@@ -28,6 +28,7 @@ import yaml
 from kubemill.engine import ApprovalEvent, AwaitApproval, ChildObservation, CreateRun, RunError
 from kubemill.engine.cache import uses_cache
 from kubemill.engine.entrypoints import CallProblem, plan_call
+from kubemill.engine.sandbox import IsolatedEvaluator
 from kubemill.engine.validation import Problem, field_problems, input_key_problems, unknown_key_problems
 from kubemill.local.cache import FileCache
 from kubemill.local.driver import Clock, FlowFailed, drive
@@ -124,6 +125,8 @@ class LocalFlow:
         """The top flow's `early_return` result, once handed out."""
         self.servers = ForkServers()
         """Warm interpreters for the steps, for the length of the top flow's run."""
+        self.evaluator = IsolatedEvaluator()
+        """The flows' expressions, in killable worker processes (closed with the top flow's run)."""
 
     def say(self, message: str) -> None:
         print(f"[kubemill] {message}", file=self.log, flush=True)
@@ -137,6 +140,7 @@ class LocalFlow:
         with contextlib.ExitStack() as stack:
             if depth == 0:
                 stack.enter_context(self.servers)
+                stack.callback(self.evaluator.close)
             shared = None
             if flow.value.same_worker:
                 shared = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kubemill-shared-")))
@@ -154,6 +158,7 @@ class LocalFlow:
                 cache=FileCache() if uses_cache(flow) else None,
                 on_early_return=self.early_return if depth == 0 else None,
                 trigger_event=event,
+                evaluator=self.evaluator,
             )
         if depth == 0:
             self.early, self.early_sent = run.status.early_result, run.status.early_result_sent
