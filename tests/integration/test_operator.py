@@ -195,3 +195,52 @@ def test_two_scripts_with_one_path_the_first_created_keeps_it_across_a_restart(
     cluster.apply(script_run("twice-handed-over", "f/demo/twice"), "-n", namespace)
     status = finished(running_operator, namespace, "twice-handed-over")["status"]
     assert (status["phase"], status["result"]) == ("Succeeded", "second"), status
+
+
+def test_code_shared_by_runs_and_scripts_outlives_the_first_of_them(
+    running_operator: Operator, cluster: Cluster, namespace: str
+) -> None:
+    """One ConfigMap holds each distinct code, owned by every Script and inline run that has it: the garbage
+    collector takes it with the last of them, never while another still runs it (a process that had made it
+    once used to skip it for good, and the next run of the same code waited for it forever)."""
+    code = "def main():\n    return 'shared'\n"
+
+    def inline(name: str) -> dict[str, Any]:
+        body = script_run(name, "", script={"language": "python3", "content": code})
+        del body["spec"]["scriptPath"]
+        return body
+
+    def code_maps() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = cluster.get("configmaps", "-n", namespace, "-l", "kubemill.dev/code")[
+            "items"
+        ]
+        return items
+
+    cluster.apply(inline("inline-1"), "-n", namespace)
+    assert finished(running_operator, namespace, "inline-1")["status"]["result"] == "shared"
+    [made] = code_maps()
+    cluster.kubectl("delete", "scriptrun", "inline-1", "-n", namespace)  # as retention does
+    wait_for(lambda: code_maps() == [] or None, 60, "the garbage collector to take inline-1's code")
+    cluster.apply(inline("inline-2"), "-n", namespace)
+    assert finished(running_operator, namespace, "inline-2")["status"]["result"] == "shared"
+    [again] = code_maps()
+    assert again["metadata"]["name"] == made["metadata"]["name"]
+    assert [ref["name"] for ref in again["metadata"]["ownerReferences"]] == ["inline-2"]
+
+    # Two Scripts with that code (and the run): each is an owner; the first deleted, the other still runs
+    for name, path in (("one", "f/demo/one"), ("two", "f/demo/two")):
+        cluster.apply(script(name, path, "python3", code), "-n", namespace)
+        wait_for(
+            lambda n=name: cluster.get("script", n, "-n", namespace).get("status"), 30, f"{name}'s status"
+        )
+    uids = {cluster.get("script", n, "-n", namespace)["metadata"]["uid"] for n in ("one", "two")}
+
+    def owned_by_both() -> bool | None:
+        [held] = code_maps()
+        return uids <= {ref["uid"] for ref in held["metadata"]["ownerReferences"]} or None
+
+    wait_for(owned_by_both, 30, "both Scripts to own the code")
+    cluster.kubectl("delete", "scriptrun", "inline-2", "-n", namespace)
+    cluster.kubectl("delete", "script", "one", "-n", namespace)
+    cluster.apply(script_run("two-runs", "f/demo/two"), "-n", namespace)
+    assert finished(running_operator, namespace, "two-runs")["status"]["result"] == "shared"

@@ -6,8 +6,11 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from kubemill.k8s import builders
+from kubemill.k8s.builders import RunIdentity
 from kubemill.models.scripts import Script
-from kubemill.operator.script_catalog import ScriptCatalog
+from kubemill.operator.script_catalog import ScriptCatalog, identity_of
+from kubemill.testing.kubeapi import FakeKube
 
 
 class NoApi:
@@ -51,3 +54,76 @@ def test_the_path_is_handed_over_when_its_keeper_goes_or_moves() -> None:
     assert catalog.kept_by(NEW) is OLD
     assert catalog.remove("t", "zz-old") == [NEW]
     assert catalog.get("t", "f/a/x") is NEW and catalog.remove("t", "aa-new") == []
+
+
+# --- the shared code ConfigMap: every Script and inline run with the same code owns it ---------------------
+
+
+def owners(kube: FakeKube, catalog: ScriptCatalog, s: Script) -> list[str]:
+    name = builders.code_configmap_name(catalog.target_of_script(s).content_hash)
+    found = kube.find("ConfigMap", "t", name)
+    assert found is not None, name
+    return [ref["uid"] for ref in found["metadata"]["ownerReferences"]]
+
+
+def test_every_script_with_the_same_code_owns_its_configmap_so_deleting_one_keeps_it_for_the_other() -> None:
+    kube = FakeKube()
+    catalog = ScriptCatalog(kube)
+    first, second = (kube.put(s.model_dump(by_alias=True, exclude_none=True)) for s in (OLD, NEW))
+    for body in (first, second, first):  # heard of twice (a resync): one owner each, never dropped
+        s = Script.model_validate(body)
+        catalog.ensure_code("t", catalog.target_of_script(s), identity_of(s))
+    assert owners(kube, catalog, OLD) == [first["metadata"]["uid"], second["metadata"]["uid"]]
+    assert [w for w in kube.writes if w[1] == "ConfigMap"] == [
+        ("create", "ConfigMap", builders.code_configmap_name(catalog.target_of_script(OLD).content_hash)),
+        ("patch", "ConfigMap", builders.code_configmap_name(catalog.target_of_script(OLD).content_hash)),
+    ]  # the second Script is added once; the resync costs nothing
+
+
+def test_an_inline_runs_ownership_is_checked_each_attempt_so_a_configmap_gone_with_its_run_comes_back() -> (
+    None
+):
+    kube = FakeKube()
+    catalog = ScriptCatalog(kube)
+    target = catalog.target_of_script(OLD)
+    name = builders.code_configmap_name(target.content_hash)
+    one, two = (RunIdentity("t", n, f"uid-{n}") for n in ("run-1", "run-2"))
+    catalog.ensure_code("t", target, one)
+    kube.delete("v1", "ConfigMap", "t", name)  # run-1 retained away: the garbage collector took its code
+    catalog.ensure_code("t", target, two)  # a process that remembered run-1's ConfigMap used to skip this
+    found = kube.find("ConfigMap", "t", name)
+    assert found is not None and [r["uid"] for r in found["metadata"]["ownerReferences"]] == ["uid-run-2"]
+    catalog.ensure_code("t", target, one)
+    found = kube.find("ConfigMap", "t", name)
+    assert found is not None and [r["uid"] for r in found["metadata"]["ownerReferences"]] == [
+        "uid-run-2",
+        "uid-run-1",
+    ]
+
+
+def test_an_owner_added_concurrently_is_never_dropped() -> None:
+    kube = FakeKube()
+    catalog = ScriptCatalog(kube)
+    target = catalog.target_of_script(OLD)
+    name = builders.code_configmap_name(target.content_hash)
+    catalog.ensure_code("t", target, RunIdentity("t", "run-1", "uid-1"))
+
+    raced: list[str] = []
+
+    def race(verb: str, kind: str, _name: str) -> None:
+        # another writer adds its owner between our read and our write, once
+        if verb == "patch" and kind == "ConfigMap" and not raced:
+            raced.append(verb)
+            body = kube.get("v1", "ConfigMap", "t", name)
+            body["metadata"]["ownerReferences"].append({"uid": "uid-other", "kind": "ScriptRun", "name": "o"})
+            kube.put(body)
+
+    kube.before_write = race
+    catalog.ensure_code("t", target, RunIdentity("t", "run-2", "uid-2"))
+    found = kube.find("ConfigMap", "t", name)
+    assert found is not None
+    assert raced and [r["uid"] for r in found["metadata"]["ownerReferences"]] == [
+        "uid-1",
+        "uid-other",
+        "uid-2",
+    ]

@@ -72,7 +72,8 @@ class Attempts:
 
     def _create(self, run: ScriptRun, identity: RunIdentity, target: RunTarget, attempt: int) -> Started:
         namespace, name = identity.namespace, identity.name
-        script_owner = self.catalog.owner_of(namespace, target.path)
+        # A Script's code is owned by its Script; inline code by the run (even when it names a Script's path)
+        script_owner = self.catalog.owner_of(namespace, target.path) if run.spec.script is None else None
         self.catalog.ensure_code(namespace, target, script_owner or identity)
         call = scriptrun.call_for(run, target)  # main, or a preprocessor: never chosen by the args
         if isinstance(call, CallProblem):

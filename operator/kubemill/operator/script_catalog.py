@@ -3,8 +3,11 @@
 Kept current from the Script watch (`scripts.py` feeds every event in), so starting a run costs no API call
 for its script; a run that names a path not (yet) seen falls back to listing the namespace's Scripts once,
 which covers the moments after a restart when runs may be handled before their Scripts. Schemas are derived
-once per distinct code (keyed by its content hash), and each content-addressed code ConfigMap is created once
-per process (409 adopts it).
+once per distinct code (keyed by its content hash). The content-addressed code ConfigMap is shared by every
+Script and run with the same code, so each of them is one of its owners (it goes when the last does): a
+Script's ownership is made once per process, an inline run's on each attempt (its uid never comes back).
+Before that, a ConfigMap made for a Script that was then deleted went with it, and the next run of another
+owner of the same code waited forever for it (a flow's inline step after its first FlowRun was retained away).
 
 A path names one Script. When two Scripts of a namespace claim the same `spec.path`, the one created first
 keeps it (then the one whose name sorts first), whatever order their events come in: before this rule the
@@ -22,7 +25,7 @@ import pydantic
 
 from kubemill import constants
 from kubemill.engine.scriptrun import Failure
-from kubemill.errors import NotFound, NotOurs
+from kubemill.errors import Conflict, NotFound, NotOurs
 from kubemill.k8s import builders
 from kubemill.k8s.api import KubeApi
 from kubemill.k8s.builders import RunIdentity, RunTarget
@@ -40,6 +43,12 @@ def claim_order(creation_timestamp: str | None, name: str | None) -> tuple[str, 
     return creation_timestamp or "", name or ""
 
 
+def identity_of(script: Script) -> RunIdentity:
+    """A Script as the owner of what is made for it."""
+    meta = script.metadata
+    return RunIdentity(meta.namespace or "", meta.name or "", meta.uid or "", kind="Script")
+
+
 def _rank(script: Script) -> tuple[str, str]:
     return claim_order(script.metadata.creation_timestamp, script.metadata.name)
 
@@ -51,7 +60,7 @@ class ScriptCatalog:
         self.kube = kube
         self._claims: dict[tuple[str, str], dict[str, Script]] = {}  # every Script claiming a path, by name
         self._schemas: dict[str, dict[str, Any] | SignatureError] = {}
-        self._code_maps: set[tuple[str, str]] = set()
+        self._code_maps: set[tuple[str, str, str]] = set()  # (namespace, digest, owner uid) made so
         self._lock = threading.Lock()
 
     # --- the watch feeds these -----------------------------------------------------------------------
@@ -119,10 +128,9 @@ class ScriptCatalog:
         return keeper if keeper is not None and keeper.metadata.name != script.metadata.name else None
 
     def owner_of(self, namespace: str, path: str) -> RunIdentity | None:
+        """The Script that keeps `path`, as an owner (None if none does)."""
         script = self.get(namespace, path) if path else None
-        if script is None:
-            return None
-        return RunIdentity(namespace, script.metadata.name or "", script.metadata.uid or "", kind="Script")
+        return None if script is None else identity_of(script)
 
     def code_of(self, script: Script) -> str:
         """The Script's code, inline or from its ConfigMap key (NotFound/KeyError if missing)."""
@@ -219,25 +227,50 @@ class ScriptCatalog:
         )
 
     def ensure_code(self, namespace: str, target: RunTarget, owner: RunIdentity | None) -> str:
-        """Create the content-addressed code ConfigMap once; returns its name."""
+        """The content-addressed code ConfigMap, created or found, with `owner` among its owners; its name.
+        Raises NotOurs if something else holds that name."""
         digest = target.content_hash
         name = builders.code_configmap_name(digest)
+        key = (namespace, digest, owner.uid if owner is not None else "")
         with self._lock:
-            known = (namespace, digest) in self._code_maps
-        if not known:
-            desired = builders.build_code_configmap(namespace, target, owner)
+            if key in self._code_maps:
+                return name
+        desired = builders.build_code_configmap(namespace, target, owner)
+        # Shared by every run of the same code, whoever owns it: only its content must be ours.
+        content = {k: v for k, v in desired.items() if k != "metadata"} | {"metadata": {}}
+        for _attempt in range(5):
             existing, created = self.kube.create(desired, adopt_any=True)
-            # Shared by every run of the same code, whoever owns it: only its content must be ours.
-            content = {k: v for k, v in desired.items() if k != "metadata"} | {"metadata": {}}
-            if not created and (problem := holds(existing, content)) is not None:
-                raise NotOurs(
-                    f"ConfigMap {namespace}/{name} already exists and is not the one kubemill would create "
-                    f"({problem}): it does not hold this script's code; delete it, or find who made it"
-                )
+            if not created:
+                if (problem := holds(existing, content)) is not None:
+                    raise NotOurs(
+                        f"ConfigMap {namespace}/{name} already exists and is not the one kubemill would "
+                        f"create ({problem}): it does not hold this script's code; delete it, or find who "
+                        "made it"
+                    )
+                if owner is not None and not self._owned_by(existing, owner):
+                    continue  # changed or deleted meanwhile (the garbage collector): look again
+            break
+        else:
+            who = f"{owner.kind} {owner.name}" if owner is not None else "kubemill"
+            raise Conflict(f"ConfigMap {namespace}/{name} kept changing: {who} is not yet its owner")
+        if owner is None or owner.kind == "Script":
             with self._lock:
-                self._code_maps.add((namespace, digest))
+                self._code_maps.add(key)
         return name
 
-    def forget_code(self, namespace: str, digest: str) -> None:
-        with self._lock:
-            self._code_maps.discard((namespace, digest))
+    def _owned_by(self, existing: Mapping[str, Any], owner: RunIdentity) -> bool:
+        """True if `owner` owns `existing` now, adding it if it does not; False if the ConfigMap changed or
+        went meanwhile. The patch carries the resourceVersion it read, so an owner added by a concurrent
+        caller is never dropped, and the garbage collector (which deletes on the resourceVersion it checked)
+        never deletes a ConfigMap that gained a living owner."""
+        meta = existing.get("metadata") or {}
+        refs = list(meta.get("ownerReferences") or [])
+        if any(ref.get("uid") == owner.uid for ref in refs):
+            return True
+        refs.append(builders.owner_reference(owner, controller=False))
+        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"), "ownerReferences": refs}}
+        try:
+            self.kube.patch("v1", "ConfigMap", meta.get("namespace"), meta.get("name") or "", patch)
+        except (Conflict, NotFound):
+            return False
+        return True

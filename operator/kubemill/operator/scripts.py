@@ -26,6 +26,7 @@ from kubemill.k8s import builders
 from kubemill.models.scripts import Script
 from kubemill.operator import metrics
 from kubemill.operator.runtime import Operator, of
+from kubemill.operator.script_catalog import identity_of
 from kubemill.signatures import SignatureError
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def _write_status(op: Operator, script: Script, body: dict[str, Any]) -> None:
     try:
         target = cat.target_of_script(script)
         digest, schema = target.content_hash, target.schema
-        cat.ensure_code(namespace, target, cat.owner_of(namespace, script.spec.path))
+        cat.ensure_code(namespace, target, identity_of(script))  # its own code, even on a path it lost
     except SignatureError as exc:
         problem = ("SyntaxError", str(exc))
     except (KeyError, LookupError) as exc:

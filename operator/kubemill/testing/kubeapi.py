@@ -176,6 +176,9 @@ class FakeKube:
             self._before("patch", kind, name)
             current = self.get(api_version, kind, namespace, name)
             assert isinstance(patch, Mapping)
+            expected = (patch.get("metadata") or {}).get("resourceVersion")
+            if expected not in (None, current["metadata"]["resourceVersion"]):  # a precondition, as served
+                raise Conflict(f"{kind} {name}: the object has been modified")
             if status:
                 patch = {"status": patch.get("status")}
             else:
