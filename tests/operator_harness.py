@@ -26,6 +26,7 @@ RUNNER_HOST_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "HTTP_PROXY",
 SYSTEM_NAMESPACE = "kubemill-system"
 SERVICE_ACCOUNT = "kubemill-operator"
 POOL_POLICY = REPO / "config" / "admission" / "pool-jobs-policy.yaml"
+RUN_FIELDS_POLICY = REPO / "config" / "admission" / "run-fields-policy.yaml"
 
 
 def _http_status(url: str) -> int:
@@ -150,6 +151,8 @@ def install_operator_identity(cluster: Cluster, workdir: Path) -> Path:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "config" / "rbac"))
     # The pool workers' admission policy, installed beside the operator as the chart does (pools rely on it).
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(POOL_POLICY))
+    # Who may set inline code and a flow step's fields on runs, as the chart installs it.
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(RUN_FIELDS_POLICY))
     crd_names = [
         f"crd/{p.name.split('_', 1)[1].removesuffix('.yaml')}.kubemill.dev"
         for p in (REPO / "crds").glob("*.yaml")
