@@ -136,7 +136,7 @@ def test_the_default_rendering(helm: str) -> None:
     policies = [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
     sources = [
         doc
-        for name in ("resource-secrets-policy.yaml", "pool-jobs-policy.yaml")
+        for name in ("resource-secrets-policy.yaml", "pool-jobs-policy.yaml", "run-fields-policy.yaml")
         for doc in yaml.safe_load_all((REPO / "config/admission" / name).read_text())
     ]
 
@@ -145,7 +145,7 @@ def test_the_default_rendering(helm: str) -> None:
             (o["kind"], o["metadata"]["name"], json.dumps(o["spec"], sort_keys=True)) for o in objects
         )
 
-    assert specs(policies) == specs(sources)  # both policies, as generated (the pool workers' too)
+    assert specs(policies) == specs(sources)  # every policy, as generated (the pool workers', the runs')
     crd_last = max(i for i, d in enumerate(docs) if d["kind"] == "CustomResourceDefinition")
     assert min(i for i, d in enumerate(docs) if d in policies) > crd_last  # Helm installs in this order
     configs = [d for d in docs if d["kind"].endswith("WebhookConfiguration")]
