@@ -155,6 +155,19 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
         "set exactly one of spec.scriptPath or spec.flowPath",
     ),
     (
+        "retry on a flow's schedule",
+        manifest(
+            "Schedule",
+            "flow-retry",
+            {
+                "schedule": "0 * * * *",
+                "flowPath": "f/a/c",
+                "retry": {"constant": {"attempts": 2, "seconds": 5}},
+            },
+        ),
+        "spec.retry applies to Schedules of scripts (spec.scriptPath)",
+    ),
+    (
         "cron with 3 fields",
         manifest("Schedule", "cron3", {"schedule": "* * *", "scriptPath": "f/a/b"}),
         "must be a cron expression with 5 fields (minute hour day month weekday), or 6 with seconds first",

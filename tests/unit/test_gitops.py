@@ -64,6 +64,8 @@ def test_the_example_workspace_becomes_every_kind_with_no_errors() -> None:
     assert sorted(result.notes) == [
         "f/demo/hello.http_trigger.yaml: skipped, not a kind kubemill has",
         "f/order_processing/folder.meta.yaml: skipped, not a kind kubemill has",
+        "f/order_processing/nightly_replay.schedule.yaml: retry left out: Windmill ignores a schedule's "
+        "retry for a flow; set retry on the flow's steps",
     ]
 
 
@@ -209,6 +211,28 @@ def test_schedules_map_windmill_fields(tmp_path: Path) -> None:
         "onSuccess": {"scriptPath": "f/s/log_ok", "args": {"level": "info"}},
     }
     assert result.notes == ["f/s/flow.schedule.yaml: kubemill ignores dynamic_skip"]
+
+
+def test_a_flows_schedule_leaves_its_retry_out_as_windmill_ignores_it(tmp_path: Path) -> None:
+    retry = "retry: {constant: {attempts: 2, seconds: 60}}"
+    ws = write(
+        tmp_path,
+        {
+            "f/s/flow.schedule.yaml": f"schedule: 0 2 * * *\nscript_path: f/s/flow\nis_flow: true\n{retry}",
+            "f/s/script.schedule.yaml": f"schedule: 0 2 * * *\nscript_path: f/s/job\n{retry}",
+        },
+    )
+    result = sync_workspace(ws)
+    assert result.errors == []
+    specs = {m["metadata"]["name"]: m["spec"] for m in result.manifests}
+    assert "retry" not in specs["f-s-flow"]
+    assert specs["f-s-script"]["retry"] == {"constant": {"attempts": 2, "seconds": 60}}
+    assert result.notes == [
+        "f/s/flow.schedule.yaml: retry left out: Windmill ignores a schedule's retry for a flow; "
+        "set retry on the flow's steps"
+    ]
+    for manifest in result.manifests:  # what sync writes, the models (and so the API server) accept
+        parse_manifest(manifest)
 
 
 def test_secret_values_never_reach_the_output(tmp_path: Path) -> None:

@@ -178,6 +178,13 @@ def test_a_streak_count_without_its_handler_is_refused_naming_it(field: str) -> 
         spec(**{field: True if field.endswith("Exact") else 2})
 
 
+def test_a_retry_on_a_flows_schedule_is_refused_naming_it() -> None:
+    retry = {"constant": {"attempts": 2, "seconds": 5}}
+    assert spec(retry=retry).retry is not None  # a script's schedule keeps it
+    with pytest.raises(ValueError, match=r"spec.retry applies to Schedules of scripts \(spec.scriptPath\)"):
+        ScheduleSpec.model_validate({"schedule": "30 2 * * *", "flowPath": "f/ops/flow", "retry": retry})
+
+
 def test_the_lag_is_measured_once_per_tick_from_the_tick_to_the_run() -> None:
     tick = utc(2024, 5, 1, 12)
     created = datetime(2024, 5, 1, 12, 0, 4, tzinfo=UTC)

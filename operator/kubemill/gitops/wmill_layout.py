@@ -315,7 +315,8 @@ class _Workspace:
         target = str(data.pop("script_path", "") or "")
         spec: dict[str, Any] = {"schedule": data.pop("schedule", None)}
         _set(spec, "timezone", data.pop("timezone", None))
-        spec["flowPath" if data.pop("is_flow", False) else "scriptPath"] = target
+        is_flow = bool(data.pop("is_flow", False))
+        spec["flowPath" if is_flow else "scriptPath"] = target
         _set(spec, "args", data.pop("args", None))
         _set(spec, "summary", data.pop("summary", None))
         if "enabled" in data:
@@ -323,7 +324,14 @@ class _Workspace:
         _set(spec, "pausedUntil", data.pop("paused_until", None))
         if data.pop("no_flow_overlap", False):
             spec["noOverlap"] = True
-        _set(spec, "retry", data.pop("retry", None))
+        retry = data.pop("retry", None)
+        if is_flow and retry:  # Windmill applies a schedule's retry to scripts only, and so does kubemill
+            self.result.notes.append(
+                f"{self.rel(file)}: retry left out: Windmill ignores a schedule's retry for a flow; "
+                "set retry on the flow's steps"
+            )
+        elif not is_flow:
+            _set(spec, "retry", retry)
         for event in ("failure", "recovery", "success"):
             hook = _hook(data.pop(f"on_{event}", None), data.pop(f"on_{event}_extra_args", None))
             _set(spec, f"on{event.capitalize()}", hook)

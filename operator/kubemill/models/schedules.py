@@ -71,6 +71,13 @@ def _needs(field: str, hook: str) -> str:
     return f"spec.{field} applies to spec.{hook}: set {hook}, or remove {field}"
 
 
+RETRY_RULE = "!has(self.retry) || has(self.scriptPath)"
+RETRY_ON_A_FLOW = (
+    "spec.retry applies to Schedules of scripts (spec.scriptPath), as in Windmill, which ignores it for a "
+    "flow: set retry on the flow's steps, or remove spec.retry"
+)
+
+
 class ScheduleHook(KubemillModel):
     """A script or flow run when a scheduled run fails, recovers or succeeds."""
 
@@ -93,6 +100,7 @@ class ScheduleSpec(KubemillModel):
         json_schema_extra=validations(
             rule(TARGET_RULE, EXACTLY_ONE_TARGET),
             *(rule(f"!has(self.{f}) || has(self.{hook})", _needs(f, hook)) for f, hook in HOOK_COUNTS),
+            rule(RETRY_RULE, RETRY_ON_A_FLOW),
         )
     )
 
@@ -124,6 +132,8 @@ class ScheduleSpec(KubemillModel):
         for field, hook in HOOK_COUNTS:
             if getattr(self, _snake(field)) is not None and getattr(self, _snake(hook)) is None:
                 raise ValueError(_needs(field, hook))
+        if self.retry is not None and self.script_path is None:
+            raise ValueError(RETRY_ON_A_FLOW)
         return self
 
 
