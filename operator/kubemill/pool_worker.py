@@ -2,18 +2,19 @@
 
 One agent per worker pod (docs/pools.md). It watches its pool's offered Jobs (suspended attempt Jobs the
 operator labelled with the pool), claims one with a JSON patch whose `test` makes the claim atomic, renews the
-claim while the run goes on, writes the run's files (the Job's own volumes: code, args, resources, state)
-into a fresh directory of the volume it shares with the runner container, asks the runner's fork server to
-run it there with the Job's environment, and reports the runner's envelope on the Job. The agent alone holds
-the pool's API identity; the runner container has no token. A run it cannot start (its inputs unreadable) is
-handed back; a claim it could not renew for most of the lease is given up: the run is killed and nothing is
-reported (the operator fails the attempt as `WorkerLost`). SIGTERM stops claiming; the run under way finishes.
+claim while the run goes on, writes the run's files (the Job's own volumes: code, args, resources, state,
+sealed on the offered Job for the pool: k8s/pool_inputs.py; the agent reads no Secret or ConfigMap) into a
+fresh directory of the volume it shares with the runner container, asks the runner's fork server to run it
+there with the Job's environment, and reports the runner's envelope on the Job. The agent alone holds the
+pool's API identity and the pool's key; the runner container has neither. A run it cannot start (its sealed
+inputs do not open) is handed back; a claim it could not renew for most of the lease is given up: the run is
+killed and nothing is reported (the operator fails the attempt as `WorkerLost`). SIGTERM stops claiming; the
+run under way finishes.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import logging
@@ -25,12 +26,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kubemill.errors import ApiRejected, ApiUnavailable, KubemillError, NotFound
+from kubemill.k8s import pool_inputs
 from kubemill.k8s import pools as kpools
 from kubemill.k8s.client import JSON_PATCH, Kube, load_configuration
 from kubemill.runners.forkserver import LOST, TIMED_OUT, Connection, ServerGone
@@ -42,7 +43,14 @@ LOG_TAIL = 64 * 1024
 
 class Worker:
     def __init__(
-        self, configuration: Any, namespace: str, pool: str, name: str, socket_path: str, lease: float
+        self,
+        configuration: Any,
+        namespace: str,
+        pool: str,
+        name: str,
+        socket_path: str,
+        lease: float,
+        key_file: str,
     ) -> None:
         self.kube_configuration = configuration
         self.kube = Kube(configuration)
@@ -56,7 +64,21 @@ class Worker:
         self.changed = threading.Condition()
         self.stopping = threading.Event()
         self.connection: Connection | None = None
-        self._reads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="read")
+        self.key_file = Path(key_file)
+        self._key: bytes | None = None
+
+    def key(self, fresh: bool = False) -> bytes:
+        """The pool's key, from the mounted key Secret (read again when asked: a Secret volume is updated in
+        place). Raises KubemillError when the file holds no key."""
+        if self._key is None or fresh:
+            try:
+                key = pool_inputs.key_from_file_text(self.key_file.read_text())
+            except OSError as exc:
+                raise KubemillError(f"the pool key {self.key_file} cannot be read: {exc}") from None
+            if key is None:
+                raise KubemillError(f"the pool key {self.key_file} holds no {pool_inputs.KEY_BYTES}-byte key")
+            self._key = key
+        return self._key
 
     # --- the watch ------------------------------------------------------------------------------------
 
@@ -146,11 +168,12 @@ class Worker:
         try:
             try:
                 env, cwd = self._prepare(job, run_dir)
-            except (PermissionError, KubemillError) as exc:
-                log.warning("run %s: its inputs cannot be read (%s); handing it back", name, exc)
+            except (OSError, KubemillError, pool_inputs.SealError) as exc:
+                log.warning("run %s: its inputs cannot be opened (%s); handing it back", name, exc)
                 renewing.stop()
                 with contextlib.suppress(KubemillError):
                     self._patch(name, kpools.hand_back_patch(self.name))
+                self.stopping.wait(1.0)  # not straight back to the same run
                 return
             timeout = job["spec"].get("activeDeadlineSeconds")
             exit_code = self._execute(name, run_dir, env, cwd, float(timeout) if timeout else None, renewing)
@@ -164,12 +187,12 @@ class Worker:
             shutil.rmtree(run_dir, ignore_errors=True)
 
     def _prepare(self, job: Mapping[str, Any], run_dir: Path) -> tuple[dict[str, str], Path]:
-        """The Job's volumes as files under `run_dir`, and its container's environment pointed at them."""
+        """The Job's volumes as files under `run_dir` (opened from its sealed inputs), and its container's
+        environment pointed at them."""
+        files = self._unseal(job)
         pod = job["spec"]["template"]["spec"]
         container = pod["containers"][0]
-        volumes = {v["name"]: v for v in pod.get("volumes") or []}
         mapped: dict[str, Path] = {}
-        writes = []
         for mount in container.get("volumeMounts") or []:
             path = mount["mountPath"]
             where = run_dir / (
@@ -177,9 +200,12 @@ class Worker:
             )
             where.mkdir(parents=True, exist_ok=True)
             mapped[path] = where
-            writes.append(self._reads.submit(self._write_volume, volumes[mount["name"]], where))
-        for write in writes:  # the reads go out together; the first failure is the run's
-            write.result()
+            for relative, content in (files.get(mount["name"]) or {}).items():
+                target = (where / relative).resolve()
+                if not target.is_relative_to(where.resolve()):
+                    raise KubemillError(f"volume {mount['name']}: the path {relative!r} leaves its volume")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
         tmp = run_dir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
 
@@ -200,44 +226,15 @@ class Worker:
         }
         return env, tmp
 
-    def _write_volume(self, volume: Mapping[str, Any], where: Path) -> None:
-        if "configMap" in volume:
-            source, kind, key = volume["configMap"], "ConfigMap", "name"
-        elif "secret" in volume:
-            source, kind, key = volume["secret"], "Secret", "secretName"
-        else:
-            return  # emptyDir: the directory itself
-        obj = self._read(kind, source[key], bool(source.get("optional")))
-        if obj is None:
-            return
-        data = (
-            {k: v.encode() for k, v in (obj.get("data") or {}).items()}
-            if kind == "ConfigMap"
-            else {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
-        )
-        items = source.get("items") or [{"key": k, "path": k} for k in data]
-        for item in items:
-            if item["key"] not in data:
-                continue
-            target = where / item["path"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data[item["key"]])
-
-    def _read(self, kind: str, name: str, optional: bool) -> dict[str, Any] | None:
-        """A Secret or ConfigMap of the run; the grant may be a moment behind the offer: 403 is retried
-        briefly (RBAC's cache in the API server), then the run is handed back."""
-        deadline = time.monotonic() + 3.0
-        while True:
-            try:
-                return self.kube.get("v1", kind, self.namespace, name)
-            except NotFound:
-                if optional:
-                    return None
-                raise
-            except ApiRejected as exc:
-                if exc.status != 403 or time.monotonic() > deadline:
-                    raise
-                self.stopping.wait(0.05)
+    def _unseal(self, job: Mapping[str, Any]) -> pool_inputs.Files:
+        meta = job["metadata"]
+        text = (meta.get("annotations") or {}).get(pool_inputs.INPUTS)
+        if not text:
+            raise KubemillError(f"Job {meta['name']} carries no sealed inputs ({pool_inputs.INPUTS})")
+        try:
+            return pool_inputs.unseal(self.key(), self.namespace, meta["name"], self.pool, text)
+        except pool_inputs.SealError:  # the key Secret may have been replaced: its volume updates in place
+            return pool_inputs.unseal(self.key(fresh=True), self.namespace, meta["name"], self.pool, text)
 
     def _execute(
         self,
@@ -375,6 +372,11 @@ def add_arguments_worker(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--socket", default=kpools.SOCKET, help="the runner's fork server socket")
     parser.add_argument("--lease-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--key-file",
+        default=f"{pool_inputs.KEY_DIR}/{pool_inputs.KEY_FILE}",
+        help="the pool's key (its key Secret, mounted)",
+    )
     parser.add_argument("--kubeconfig", help="default: the in-cluster identity")
 
 
@@ -387,7 +389,9 @@ def cli_worker(args: argparse.Namespace) -> int:
         )
         return 2
     configuration = load_configuration(args.kubeconfig)
-    worker = Worker(configuration, args.namespace, args.pool, args.name, args.socket, args.lease_seconds)
+    worker = Worker(
+        configuration, args.namespace, args.pool, args.name, args.socket, args.lease_seconds, args.key_file
+    )
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     watcher = threading.Thread(target=worker.watch, daemon=True, name="watch")
     watcher.start()

@@ -14,6 +14,7 @@ reported by, or run a second time in, the pool.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubemill.k8s import builders, pool_inputs
 from kubemill.k8s import pools as kpools
 
 from tests.conftest import Cluster, wait_for
@@ -33,6 +35,7 @@ from tests.integration.test_pools import (  # noqa: F401 (marks_file: a fixture)
     MARKED,
     marks,
     marks_file,
+    pool_key,
     pool_kubeconfig,
     ready_pool,
     worker_processes,
@@ -161,6 +164,42 @@ def test_a_pools_token_claims_renews_and_reports_its_own_pools_run(
     assert status["result"] == {"via": "the pool's token"}, status
 
 
+def test_a_pools_token_reads_no_run_secret_and_whoever_reads_jobs_sees_only_ciphertext(
+    running_operator: Operator, cluster: Cluster, namespace: str, paused_pool: str, tmp_path: Path
+) -> None:
+    """A run's files travel sealed on its offered Job (k8s/pool_inputs.py): the pool's token is refused the
+    run's Secret and code ConfigMap, the Job holds neither the secret value nor its base64, and the blob opens
+    with the pool's key for this Job only (not copied onto another Job, not for another pool)."""
+    ns = namespace
+    value = "s3cret-" + namespace[-6:] + "-kept-out-of-jobs"
+    code = "def main(token: str):\n    return len(token)\n"
+    cluster.apply(script("t", "f/pool/t", "python3", code, runner={"pool": paused_pool}), "-n", ns)
+    cluster.apply(script_run("t-1", "f/pool/t", {"token": value}), "-n", ns)
+
+    def offered() -> dict[str, Any] | None:
+        jobs = cluster.get("jobs", "-n", ns, "-l", f"{kpools.LABEL_POOL}={paused_pool}")["items"]
+        return next((j for j in jobs if kpools.claim_of(j).state == "offered"), None)
+
+    job = wait_for(offered, 60, "the run offered to the pool")
+    token = PoolToken(cluster, ns, paused_pool, tmp_path)
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    code_map = next(v["configMap"]["name"] for v in volumes if v["name"] == "code")
+    for kind, name in (("secret", builders.run_secret_name("t-1")), ("configmap", code_map)):
+        result = token.kubectl("get", kind, name, "-n", ns)
+        assert result.returncode != 0, result.stdout
+        assert "Forbidden" in result.stderr, result.stderr
+    as_viewer = cluster.kubectl("get", "job", job["metadata"]["name"], "-n", ns, "-o", "json").stdout
+    assert value not in as_viewer
+    assert base64.b64encode(value.encode()).decode()[:16] not in as_viewer
+    sealed = job["metadata"]["annotations"][pool_inputs.INPUTS]
+    key = pool_key(cluster, ns, paused_pool)
+    files = pool_inputs.unseal(key, ns, job["metadata"]["name"], paused_pool, sealed)
+    assert json.loads(files["input"]["args.json"]) == {"token": value}  # the run's real inputs
+    for job_name, pool in ((job["metadata"]["name"] + "x", paused_pool), (job["metadata"]["name"], "other")):
+        with pytest.raises(pool_inputs.SealError):
+            pool_inputs.unseal(key, ns, job_name, pool, sealed)
+
+
 def test_a_pools_token_may_not_touch_other_jobs_or_other_fields(
     running_operator: Operator, cluster: Cluster, namespace: str, paused_pool: str, tmp_path: Path
 ) -> None:
@@ -171,7 +210,7 @@ def test_a_pools_token_may_not_touch_other_jobs_or_other_fields(
     now = datetime.now(UTC)
     claim = kpools.claim_patch("w-1", now)
     # A Job the operator offered to another pool (the operator's own builder; created by the admin here).
-    other = kpools.offered(plain_job(ns, "other-offered"), "other", now)
+    other = kpools.offered(plain_job(ns, "other-offered"), "other", now, "sealed")
     cluster.apply(other)
     cluster.apply(plain_job(ns, "no-pool"))
     in_force(cluster, ns, "no-pool", own_account(own))

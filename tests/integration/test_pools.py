@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubemill.k8s import pool_inputs
 from kubemill.k8s import pools as kpools
 
 from tests.conftest import Cluster, wait_for
@@ -299,6 +300,21 @@ def pool_kubeconfig(cluster: Cluster, namespace: str, pool_name: str, port: int,
     return path
 
 
+def pool_key(cluster: Cluster, namespace: str, pool_name: str) -> bytes:
+    """The pool's sealing key, read (as the admin) from the key Secret the operator made for the pool."""
+    secret = cluster.get("secret", kpools.key_secret_name(pool_name), "-n", namespace)
+    key = pool_inputs.key_from_secret_data(secret.get("data"))
+    assert key is not None, secret.get("metadata")
+    return key
+
+
+def pool_key_file(cluster: Cluster, namespace: str, pool_name: str, where: Path) -> Path:
+    """The pool's key as its agent containers have it mounted (`--key-file`)."""
+    path = where / "pool.key"
+    path.write_text(pool_inputs.key_secret_value(pool_key(cluster, namespace, pool_name)))
+    return path
+
+
 def test_a_worker_cut_off_from_the_api_kills_its_run_and_the_retry_runs_elsewhere(
     running_operator: Operator, cluster: Cluster, namespace: str, marks_file: Path, tmp_path: Path
 ) -> None:
@@ -327,6 +343,7 @@ def test_a_worker_cut_off_from_the_api_kills_its_run_and_the_retry_runs_elsewher
             str(REPO / ".venv/bin/kubemill"),
             *("worker", "--pool", name, "--namespace", ns, "--name", "cut-off-worker"),
             *("--socket", str(work / "fork.sock"), "--lease-seconds", "3"),
+            *("--key-file", str(pool_key_file(cluster, ns, name, tmp_path))),
             *("--kubeconfig", str(pool_kubeconfig(cluster, ns, name, proxy.port, tmp_path))),
         ],
         stderr=agent_log,

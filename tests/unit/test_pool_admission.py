@@ -55,7 +55,7 @@ def test_the_policy_allows_exactly_the_annotations_and_moves_of_the_workers_patc
 
 
 def test_an_offered_job_names_the_one_account_the_policy_matches() -> None:
-    offered = kpools.offered(job(), "py", NOW)
+    offered = kpools.offered(job(), "py", NOW, "sealed")
     account = offered["spec"]["template"]["metadata"]["labels"][kpools.OFFERED_TO_ACCOUNT]
     assert account == kpools.worker_account("py")
     pattern = re.compile(pool_admission.WORKER_ACCOUNT)

@@ -14,9 +14,8 @@ A claimed run whose claim is not renewed within the pool's `leaseSeconds` is los
 attempt (`WorkerLost`) and the Script's retry decides what follows; a late report from that worker fails its
 `test` (the state is no longer `claimed` by it) and is dropped, so no attempt is recorded twice.
 
-While a run is offered or claimed, a Role naming exactly its Secret and ConfigMaps (by resourceNames) is bound
-to the pool's ServiceAccount; it goes with the run (owner reference) and is deleted when the attempt ends.
-docs/security.md says what that identity can and cannot read.
+The run's files travel sealed on the offered Job itself (k8s/pool_inputs.py): the pool's identity reads no
+Secret or ConfigMap. docs/security.md says what that identity can and cannot read.
 """
 
 from __future__ import annotations
@@ -27,11 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from kubemill.k8s import pool_inputs
 from kubemill.k8s.builders import (
     CONTAINER,
     MANAGED_BY,
     RunIdentity,
-    _meta,
     child_name,
     owner_reference,
 )
@@ -92,8 +91,9 @@ def offer_problem(job: Mapping[str, Any]) -> str | None:
     return None
 
 
-def offered(job: Mapping[str, Any], pool: str, now: datetime) -> dict[str, Any]:
-    """The attempt's Job as offered to `pool`: suspended, labelled and annotated with the claim state. Its
+def offered(job: Mapping[str, Any], pool: str, now: datetime, sealed_inputs: str) -> dict[str, Any]:
+    """The attempt's Job as offered to `pool`: suspended, labelled, annotated with the claim state and its
+    sealed files (`pool_inputs.seal`, for the pool's workers: they read no Secret or ConfigMap). Its
     pod template names the pool too (`OFFERED_TO`): a Job's template cannot change once the Job has started,
     so a Job created to run as a pod cannot be relabelled into a pool Job by whoever may patch Jobs. And it
     names the pool's ServiceAccount (`OFFERED_TO_ACCOUNT`), the one worker account admission lets patch it."""
@@ -110,7 +110,12 @@ def offered(job: Mapping[str, Any], pool: str, now: datetime) -> dict[str, Any]:
         "metadata": {
             **meta,
             "labels": {**(meta.get("labels") or {}), LABEL_POOL: pool},
-            "annotations": {**(meta.get("annotations") or {}), STATE: "offered", OFFERED_AT: _iso(now)},
+            "annotations": {
+                **(meta.get("annotations") or {}),
+                STATE: "offered",
+                OFFERED_AT: _iso(now),
+                pool_inputs.INPUTS: sealed_inputs,
+            },
         },
         "spec": {
             **job["spec"],
@@ -139,39 +144,6 @@ def pool_of(job: Mapping[str, Any]) -> str | None:
     if not pool or (template_meta.get("labels") or {}).get(OFFERED_TO) != pool:
         return None
     return pool
-
-
-def grant_name(job_name: str) -> str:
-    return child_name(job_name, "pool")
-
-
-def build_grant(run: RunIdentity, job: Mapping[str, Any], pool: str) -> list[dict[str, Any]]:
-    """A Role naming only the Secrets and ConfigMaps this attempt's pod mounts, bound to the pool's
-    ServiceAccount; owned by the run, so it never outlives it."""
-    name = grant_name(job["metadata"]["name"])
-    volumes = job["spec"]["template"]["spec"].get("volumes") or []
-    secrets = sorted({v["secret"]["secretName"] for v in volumes if "secret" in v})
-    configmaps = sorted({v["configMap"]["name"] for v in volumes if "configMap" in v})
-    rules = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": secrets}]
-    if configmaps:
-        rules.append(
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": configmaps}
-        )
-    labels = {**MANAGED_BY, LABEL_POOL: pool}
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": _meta(name, run.namespace, run, labels=labels),
-        "rules": rules,
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": _meta(name, run.namespace, run, labels=labels),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": worker_account(pool), "namespace": run.namespace}],
-    }
-    return [role, binding]
 
 
 # --- the claim protocol ------------------------------------------------------------------------------------
@@ -266,6 +238,23 @@ def worker_account(pool: str) -> str:
     return child_name(pool, "worker")
 
 
+def key_secret_name(pool: str) -> str:
+    return child_name(pool, "key")
+
+
+def build_key_secret(pool: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    """The pool's sealing key (k8s/pool_inputs.py), mounted into its agent containers only; owned by the pool.
+    The operator creates it once and never replaces it: workers running keep opening what it seals."""
+    name = pool["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _pool_meta(pool, key_secret_name(name), {LABEL_POOL: name}),
+        "type": "Opaque",
+        "stringData": {pool_inputs.KEY_FILE: pool_inputs.key_secret_value(key)},
+    }
+
+
 def _pool_meta(pool: Mapping[str, Any], name: str, labels: Mapping[str, str]) -> dict[str, Any]:
     meta = pool["metadata"]
     owner = RunIdentity(meta["namespace"], meta["name"], meta.get("uid", ""), kind="RunnerPool")
@@ -279,7 +268,8 @@ def _pool_meta(pool: Mapping[str, Any], name: str, labels: Mapping[str, str]) ->
 
 def build_pool_objects(pool: Mapping[str, Any], agent_image: str, runner_image: str) -> list[dict[str, Any]]:
     """ServiceAccount, Role (get/list/watch/patch on the namespace's Jobs; admission narrows the patches to
-    the pool's own Jobs: k8s/pool_admission.py), RoleBinding and the Deployment."""
+    the pool's own Jobs: k8s/pool_admission.py), RoleBinding and the Deployment (its agent containers mount
+    the key Secret, `build_key_secret`, which the operator creates first)."""
     name = pool["metadata"]["name"]
     spec = pool["spec"]
     account = worker_account(name)
@@ -312,7 +302,18 @@ def build_pool_objects(pool: Mapping[str, Any], agent_image: str, runner_image: 
         "name": "agent",
         "image": agent_image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["kubemill", "worker", "--pool", name, "--lease-seconds", str(lease), "--socket", SOCKET],
+        "command": [
+            "kubemill",
+            "worker",
+            "--pool",
+            name,
+            "--lease-seconds",
+            str(lease),
+            "--socket",
+            SOCKET,
+            "--key-file",
+            f"{pool_inputs.KEY_DIR}/{pool_inputs.KEY_FILE}",
+        ],
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -322,6 +323,7 @@ def build_pool_objects(pool: Mapping[str, Any], agent_image: str, runner_image: 
         "volumeMounts": [
             {"name": "work", "mountPath": WORK_DIR},
             {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
+            {"name": "key", "mountPath": pool_inputs.KEY_DIR, "readOnly": True},
             {"name": "agent-tmp", "mountPath": "/tmp"},  # noqa: S108 - a path inside the pod
         ],
     }
@@ -364,6 +366,7 @@ def build_pool_objects(pool: Mapping[str, Any], agent_image: str, runner_image: 
             {"name": "tmp", "emptyDir": {}},
             {"name": "agent-tmp", "emptyDir": {}},
             {"name": "token", "projected": {"defaultMode": 0o444, "sources": token_sources}},
+            {"name": "key", "secret": {"secretName": key_secret_name(name), "defaultMode": 0o444}},
         ],
     }
     deployment = {

@@ -30,7 +30,7 @@ from kubemill.operator.run_inputs import run_secret_files
 from kubemill.operator.script_catalog import ScriptCatalog
 from kubemill.runners.languages import RunContext
 from kubemill.runners.validation import args_for_language, run_args
-from kubemill.secrets import UnresolvedReference, masks_from_secret_data
+from kubemill.secrets import UnresolvedReference, decode_secret, masks_from_secret_data
 
 FLOW_RUN_LABEL = constants.LABEL_FLOW_RUN_UID
 
@@ -89,7 +89,8 @@ class Attempts:
         if run.spec.flow_user_states is not None:
             files = {**files, builders.FLOW_STATES_KEY: json.dumps(run.spec.flow_user_states)}
         secret = builders.build_run_secret(identity, args, files)
-        self.kube.create(secret)
+        stored, created = self.kube.create(secret)  # immutable: a retry's attempt mounts what is stored
+        secret_data = secret["stringData"] if created else decode_secret(stored.get("data"))
         context = RunContext(
             workspace=namespace,
             job_id=run.metadata.uid or name,
@@ -110,7 +111,7 @@ class Attempts:
             shared_claim=run.spec.shared_claim,
             deps_claim=self._deps_claim(namespace, target),
         )
-        job = self.pools.offer(identity, target, job)  # a suspended Job a pool worker claims, if it can
+        job = self.pools.offer(identity, target, job, secret_data)  # suspended, for a pool worker, if it can
         _, created = self.kube.create(job)
         if created:
             metrics.RUNS_STARTED.labels(namespace, target.language, target.path).inc()

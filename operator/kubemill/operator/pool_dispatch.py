@@ -1,27 +1,27 @@
 """Warm runner pools: the dispatcher the run executor asks, pool or Job, and that follows pool attempts.
 
-`PoolDispatcher` is the executor's one contact with pools (docs/pools.md): `offer` turns
-an attempt's Job into a suspended Job offered to the Script's pool when the pool can take it (and grants the
-pool's identity that run's Secret and ConfigMaps), `observe` reads a pool attempt's claim from its Job and
-answers with the same `Observation` a Job's pod gives; it falls back to the Job (unsuspends it) when no
-worker claims the run in time or the pool has no ready worker, and fails an attempt whose claim lapsed
+`PoolDispatcher` is the executor's one contact with pools (docs/pools.md): `offer` turns an attempt's Job
+into a suspended Job offered to the Script's pool when the pool can take it, the run's files sealed on it for
+the pool's workers (k8s/pool_inputs.py); `observe` reads a pool attempt's claim from its Job and answers
+with the same `Observation` a Job's pod gives; it falls back to the Job (unsuspends it) when no worker
+claims the run in time or the pool has no ready worker, and fails an attempt whose claim lapsed
 (`WorkerLost`) so the Script's retry decides what follows. The RunnerPool handlers (operator/pools.py) keep
-its view of each pool's capacity current.
+its view of each pool's capacity, and its key, current.
 """
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import logging
 import threading
-from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from kubemill.engine.scriptrun import Failure, Observation
-from kubemill.errors import ApiRejected, Conflict, NotFound
+from kubemill.errors import ApiRejected, Conflict
+from kubemill.k8s import builders, pool_inputs
 from kubemill.k8s import pools as kpools
 from kubemill.k8s.api import JSON_PATCH, KubeApi
 from kubemill.k8s.builders import RunIdentity, RunTarget
@@ -65,8 +65,9 @@ class PoolDispatcher:
         self._claims_seen: set[str] = set()
         self._done: dict[tuple[str, str], None] = {}
         """Pool attempts settled (oldest first, at most DONE_KEPT): each is counted and revoked once."""
+        self._keys: dict[tuple[str, str], bytes] = {}
+        """Each pool's sealing key (its key Secret, created or read when the pool is applied)."""
         self._guard = threading.Lock()
-        self._revoker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kubemill-pool-revoke")
         self.applied: dict[tuple[str, str], tuple[str, int]] = {}
         """(uid, generation) of each pool spec applied here: status writes do not apply it again."""
 
@@ -76,8 +77,17 @@ class PoolDispatcher:
         with self._guard:
             if info is None:
                 self._pools.pop((namespace, name), None)
+                self._keys.pop((namespace, name), None)
             else:
                 self._pools[(namespace, name)] = info
+
+    def set_key(self, namespace: str, name: str, key: bytes) -> None:
+        with self._guard:
+            self._keys[(namespace, name)] = key
+
+    def has_key(self, namespace: str, name: str) -> bool:
+        with self._guard:
+            return (namespace, name) in self._keys
 
     def cache_sizes(self) -> dict[str, int]:
         with self._guard:
@@ -101,13 +111,18 @@ class PoolDispatcher:
 
     # --- offering -------------------------------------------------------------------------------------
 
-    def offer(self, run: RunIdentity, target: RunTarget, job: dict[str, Any]) -> dict[str, Any]:
-        """The Job to create for this attempt: offered to a pool (suspended), or as it is (a Job runs it;
-        when the Script asked for a pool, the Job's annotation says why not)."""
+    def offer(
+        self, run: RunIdentity, target: RunTarget, job: dict[str, Any], run_secret: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """The Job to create for this attempt: offered to a pool (suspended, its files sealed on it), or as it
+        is (a Job runs it; when the Script asked for a pool, the Job's annotation says why not).
+        `run_secret` is the per-run Secret's data as the Job mounts it (text)."""
         pool = self.pool_for(run.namespace, target)
         if pool is None:
             return job
         info = self._info(run.namespace, pool)
+        with self._guard:
+            key = self._keys.get((run.namespace, pool))
         reason = kpools.offer_problem(job)
         if info is None:
             reason = f"no RunnerPool {pool} in namespace {run.namespace}"
@@ -117,14 +132,51 @@ class PoolDispatcher:
             reason = f"RunnerPool {pool} has no ready worker"
         elif info.queued >= info.max_queued:
             reason = f"RunnerPool {pool} has {info.queued} runs queued (maxQueued {info.max_queued})"
+        elif key is None:
+            reason = f"RunnerPool {pool}'s key Secret {kpools.key_secret_name(pool)} is not readable yet"
+        sealed = None
+        if reason is None:
+            assert key is not None
+            sealed = pool_inputs.seal(
+                key, run.namespace, job["metadata"]["name"], pool, self._files(run, target, job, run_secret)
+            )
+            if len(sealed) > pool_inputs.INPUTS_MAX:
+                reason = (
+                    f"the run's files seal to {len(sealed)} characters, more than a pool run carries "
+                    f"({pool_inputs.INPUTS_MAX}): runs as a Job"
+                )
         if reason is not None:
             return kpools.with_fallback_reason(job, reason)
         assert info is not None
-        for grant in kpools.build_grant(run, job, pool):
-            self.kube.create(grant, adopt_any=True)
+        assert sealed is not None
         with self._guard:
             info.queued += 1
-        return kpools.offered(job, pool, self.clock())
+        return kpools.offered(job, pool, self.clock(), sealed)
+
+    def _files(
+        self, run: RunIdentity, target: RunTarget, job: dict[str, Any], run_secret: Mapping[str, str]
+    ) -> pool_inputs.Files:
+        """What the Job's pod would find in its volumes: the code (built here, as its ConfigMap is), the
+        per-run Secret (given), the state and the resume links (read: each is optional)."""
+        code = builders.build_code_configmap(run.namespace, target, None)["data"]
+        sources: dict[tuple[str, str], Mapping[str, bytes] | None] = {
+            ("ConfigMap", builders.code_configmap_name(target.content_hash)): _utf8(code),
+            ("Secret", builders.run_secret_name(run.name)): _utf8(run_secret),
+        }
+        for volume in job["spec"]["template"]["spec"].get("volumes") or []:
+            if "configMap" in volume and ("ConfigMap", volume["configMap"]["name"]) not in sources:
+                found = self.kube.get_or_none("v1", "ConfigMap", run.namespace, volume["configMap"]["name"])
+                sources[("ConfigMap", volume["configMap"]["name"])] = (
+                    None if found is None else _utf8(found.get("data") or {})
+                )
+            elif "secret" in volume and ("Secret", volume["secret"]["secretName"]) not in sources:
+                found = self.kube.get_or_none("v1", "Secret", run.namespace, volume["secret"]["secretName"])
+                sources[("Secret", volume["secret"]["secretName"])] = (
+                    None
+                    if found is None
+                    else {k: base64.b64decode(v) for k, v in (found.get("data") or {}).items()}
+                )
+        return pool_inputs.volume_files(job, sources)
 
     # --- following ------------------------------------------------------------------------------------
 
@@ -184,16 +236,6 @@ class PoolDispatcher:
         except ApiRejected as exc:  # a `test` failed: the claim moved meanwhile
             raise Conflict(f"the claim on Job {meta['name']} changed: {exc}") from None
 
-    def _revoke(self, namespace: str, job_name: str) -> None:
-        try:
-            for kind in ("RoleBinding", "Role"):
-                with contextlib.suppress(NotFound):
-                    self.kube.delete(
-                        "rbac.authorization.k8s.io/v1", kind, namespace, kpools.grant_name(job_name)
-                    )
-        except Exception:  # the owner reference removes it with the run
-            log.exception("revoking the pool grant of Job %s/%s", namespace, job_name)
-
     def _saw_claim(self, namespace: str, pool: str, job_name: str, claim: kpools.Claim) -> None:
         with self._guard:
             if job_name in self._claims_seen or (namespace, job_name) in self._done:
@@ -207,8 +249,7 @@ class PoolDispatcher:
             CLAIM_LATENCY.labels(namespace, pool).observe(max(latency, 0.0))
 
     def _settled(self, namespace: str, pool: str, job_name: str, outcome: str) -> None:
-        """The pool is done with this attempt: its grant goes (off the run's critical path; the run owns it,
-        so it goes with the run in any case), and it counts once."""
+        """The pool is done with this attempt: it counts once."""
         with self._guard:
             self._claims_seen.discard(job_name)
             if (namespace, job_name) in self._done:
@@ -216,8 +257,11 @@ class PoolDispatcher:
             self._done[(namespace, job_name)] = None
             while len(self._done) > DONE_KEPT:
                 del self._done[next(iter(self._done))]
-        self._revoker.submit(self._revoke, namespace, job_name)
         POOL_OUTCOMES.labels(namespace, pool, outcome).inc()
+
+
+def _utf8(data: Mapping[str, str]) -> dict[str, bytes]:
+    return {k: v.encode() for k, v in data.items()}
 
 
 def _lost(pool: str, claim: kpools.Claim, lease: int) -> Observation:

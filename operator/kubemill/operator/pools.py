@@ -1,18 +1,22 @@
 """RunnerPool handlers: a pool becomes its workers, and its status says what they are doing.
 
-A RunnerPool becomes a ServiceAccount, a Role on the namespace's Jobs, a RoleBinding and a Deployment of
-workers (k8s/pools.py builds them, docs/pools.md says how they work). A timer reads each pool's Deployment and
+A RunnerPool becomes a key Secret (what seals its runs' files, k8s/pool_inputs.py), a ServiceAccount, a Role
+on the namespace's Jobs, a RoleBinding and a Deployment of workers (k8s/pools.py builds them, docs/pools.md
+says how they work). A timer reads each pool's Deployment and
 Jobs every two seconds: the pool's status (ready, busy, queued: `kubectl get runnerpools`), its Prometheus
 gauges, and the run executor's dispatcher's view of its capacity.
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import kopf
 
 from kubemill import __version__
+from kubemill.errors import NotOurs
+from kubemill.k8s import pool_inputs
 from kubemill.k8s import pools as kpools
 from kubemill.k8s.api import KubeApi
 from kubemill.operator.pool_dispatch import BUSY_WORKERS, QUEUE_DEPTH, READY_WORKERS, PoolInfo
@@ -35,8 +39,30 @@ def _info_of(body: Any, ready: int = 0, queued: int = 0) -> PoolInfo:
     )
 
 
-def apply_pool(api: KubeApi, runner_image_template: str, agent_image: str, body: Any) -> None:
-    """Create or bring up to date the pool's ServiceAccount, Role, RoleBinding and Deployment."""
+def pool_key(api: KubeApi, body: Any) -> bytes:
+    """The pool's sealing key: its key Secret's, created with a new random key when there is none. A Secret
+    of that name that this pool does not own, or that holds no key, is refused (NotOurs), never used: whoever
+    planted it would know the key."""
+    secret, created = api.create(kpools.build_key_secret(body, pool_inputs.new_key()), adopt_any=True)
+    data = secret.get("data")
+    if created and not data:  # the create's answer carries `data`; a fake may echo stringData only
+        data = {k: base64.b64encode(v.encode()).decode() for k, v in secret["stringData"].items()}
+    owners = {o.get("uid") for o in (secret.get("metadata") or {}).get("ownerReferences") or []}
+    key = pool_inputs.key_from_secret_data(data)
+    if key is None or body["metadata"].get("uid") not in owners:
+        name = kpools.key_secret_name(body["metadata"]["name"])
+        raise NotOurs(
+            f"Secret {body['metadata']['namespace']}/{name} is not this RunnerPool's key (it must be owned "
+            f"by the pool and hold a {pool_inputs.KEY_BYTES}-byte key under '{pool_inputs.KEY_FILE}'): "
+            "delete it, or find who made it"
+        )
+    return key
+
+
+def apply_pool(api: KubeApi, runner_image_template: str, agent_image: str, body: Any) -> bytes:
+    """Create or bring up to date the pool's key Secret, ServiceAccount, Role, RoleBinding and Deployment;
+    the pool's key."""
+    key = pool_key(api, body)
     spec = body.get("spec") or {}
     runner_image = spec.get("image") or runner_image_template.format(
         language=spec.get("language", "python3"), version=__version__
@@ -52,6 +78,7 @@ def apply_pool(api: KubeApi, runner_image_template: str, agent_image: str, body:
                 obj["metadata"]["name"],
                 {"spec": {"replicas": obj["spec"]["replicas"], "template": obj["spec"]["template"]}},
             )
+    return key
 
 
 @kopf.on.event(GROUP, VERSION, "runnerpools")
@@ -65,7 +92,8 @@ def pool_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
         return
     seen = (body.metadata.uid or "", int(body.get("metadata", {}).get("generation") or 0))
     if applied.get((namespace, name)) != seen:
-        apply_pool(op.kube, op.settings.runner_image_template, op.settings.pool_agent_image, dict(body))
+        key = apply_pool(op.kube, op.settings.runner_image_template, op.settings.pool_agent_image, dict(body))
+        op.executor.pools.set_key(namespace, name, key)
         applied[(namespace, name)] = seen
         refresh(op, namespace, name, dict(body))
 
