@@ -98,7 +98,10 @@ def test_a_lock_on_a_bash_script_is_refused_by_the_api_server(cluster: Cluster, 
     manifest = script("sh", "f/demo/sh", "bash", "echo 1\n", lock="six==1.15.0\n")
     done = cluster.apply(manifest, "-n", namespace, check=False)
     assert done.returncode != 0
-    assert "lock is for python3 scripts only" in done.stderr
+    assert (
+        "lock is for python3 or bun scripts (the pinned dependencies `kubemill lock` writes), not bash"
+        in (done.stderr)
+    )
 
 
 @pytest.fixture
