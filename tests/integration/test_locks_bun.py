@@ -8,11 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kubemill.cli import main
-from kubemill.gitops import sync_workspace
 from kubemill.runners.lockfile import parse_bun_lock
 
 from tests.conftest import Cluster
+from tests.integration.test_locks import locked_and_synced
 from tests.integration.test_operator import finished, script, script_run
 from tests.operator_harness import Operator
 
@@ -28,13 +27,7 @@ UNLISTED = 'import leftPad from "left-pad";\n\nexport function main() {\n  retur
 @pytest.fixture(scope="module")
 def synced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The Script manifest `kubemill sync` makes of a workspace where `kubemill lock` locked is-odd."""
-    ws = tmp_path_factory.mktemp("ws")
-    (ws / "wmill.yaml").write_text("defaultTs: bun\n")
-    (ws / "f" / "demo").mkdir(parents=True)
-    (ws / "f" / "demo" / "odd.bun.ts").write_text(CODE)
-    assert main(["lock", "--workspace", str(ws), str(ws / "f")]) == 0
-    (manifest,) = sync_workspace(ws).manifests
-    return manifest
+    return locked_and_synced(tmp_path_factory, "odd.bun.ts", CODE)
 
 
 def run_of(op: Operator, namespace: str, name: str, content: str, lock: str) -> dict[str, Any]:
