@@ -13,7 +13,11 @@ from collections.abc import Callable, Sequence
 # subcommand -> (module, function, help). Each function takes the parsed args and returns an exit code.
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("kubemill.local.cli", "cli_run", "run a script or flow on this machine, without a cluster"),
-    "lock": ("kubemill.local.lock", "cli_lock", "pin Python scripts' dependencies into <name>.script.lock"),
+    "lock": (
+        "kubemill.local.lock",
+        "cli_lock",
+        "pin Python and Bun scripts' dependencies into <name>.script.lock",
+    ),
     "schema": ("kubemill.signatures", "cli_schema", "print the JSON Schema derived from a script's main"),
     "crds": ("kubemill.crdgen", "cli_crds", "print (or write) the CustomResourceDefinitions"),
     "operator": ("kubemill.operator", "cli_operator", "run the operator"),

@@ -28,16 +28,22 @@ CODE = (
 )
 
 
-@pytest.fixture(scope="module")
-def synced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The Script manifest `kubemill sync` makes of a workspace where `kubemill lock` pinned six."""
+def locked_and_synced(tmp_path_factory: pytest.TempPathFactory, file: str, code: str) -> dict[str, Any]:
+    """The Script manifest `kubemill sync` makes of a workspace holding `f/demo/<file>`, once `kubemill lock`
+    locked it."""
     ws = tmp_path_factory.mktemp("ws")
     (ws / "wmill.yaml").write_text("defaultTs: bun\n")
     (ws / "f" / "demo").mkdir(parents=True)
-    (ws / "f" / "demo" / "six_user.py").write_text(CODE)
+    (ws / "f" / "demo" / file).write_text(code)
     assert main(["lock", "--workspace", str(ws), str(ws / "f")]) == 0
     (manifest,) = sync_workspace(ws).manifests
     return manifest
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The Script manifest `kubemill sync` makes of a workspace where `kubemill lock` pinned six."""
+    return locked_and_synced(tmp_path_factory, "six_user.py", CODE)
 
 
 def jobs_of(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
@@ -98,7 +104,10 @@ def test_a_lock_on_a_bash_script_is_refused_by_the_api_server(cluster: Cluster, 
     manifest = script("sh", "f/demo/sh", "bash", "echo 1\n", lock="six==1.15.0\n")
     done = cluster.apply(manifest, "-n", namespace, check=False)
     assert done.returncode != 0
-    assert "lock is for python3 scripts only" in done.stderr
+    assert (
+        "lock is for python3 or bun scripts (the pinned dependencies `kubemill lock` writes), not bash"
+        in (done.stderr)
+    )
 
 
 @pytest.fixture

@@ -321,6 +321,35 @@ def test_script_metadata_maps_to_the_spec(tmp_path: Path) -> None:
     assert (spec["timeoutSeconds"], spec["concurrencyLimit"]) == (30, 2)
 
 
+def test_a_bun_lock_is_carried_into_the_spec_and_a_broken_or_deno_one_is_not(tmp_path: Path) -> None:
+    from tests.unit.test_lockfile import BUN_SCRIPT_LOCK
+
+    code = 'import isOdd from "npm:is-odd@3.0.1";\nexport function main() {\n  return isOdd(1);\n}\n'
+    ws = write(
+        tmp_path,
+        {
+            "wmill.yaml": "defaultTs: bun\n",
+            "f/ts/odd.ts": code,  # `wmill sync pull`'s name for a Bun script in a defaultTs: bun workspace
+            "f/ts/odd.script.lock": BUN_SCRIPT_LOCK,
+            "f/ts/broken.ts": code,
+            "f/ts/broken.script.lock": BUN_SCRIPT_LOCK.replace(
+                '"lockfileVersion": 1,', '"lockfileVersion": 1'
+            ),
+            "f/ts/old.deno.ts": code,
+            "f/ts/old.script.lock": BUN_SCRIPT_LOCK,
+        },
+    )
+    result = sync_workspace(ws)
+    specs = {m["spec"]["path"]: m["spec"] for m in result.manifests}
+    assert specs["f/ts/odd"]["language"] == "bun" and specs["f/ts/odd"]["lock"] == BUN_SCRIPT_LOCK
+    assert "f/ts/broken" not in specs
+    assert any(
+        e.startswith("f/ts/broken.ts: ") and "its lock: line 9: the bun.lock part" in e for e in result.errors
+    )
+    assert "lock" not in specs["f/ts/old"]
+    assert any("f/ts/old.deno.ts: its deno lock is not used" in n for n in result.notes), result.notes
+
+
 def test_names_are_dns_labels_and_colliding_paths_stay_distinct(tmp_path: Path) -> None:
     long = "f/" + "very_long_folder_name/" * 4 + "script"
     ws = write(tmp_path, {"f/a/b_c.sh": "echo 1\n", "f/a/b-c.sh": "echo 2\n", f"{long}.sh": "echo 3\n"})

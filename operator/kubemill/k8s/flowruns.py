@@ -23,7 +23,7 @@ from kubemill.engine.actions import CacheEntry, ChildObservation, ChildPhase, Cr
 from kubemill.models.common import API_VERSION
 from kubemill.models.flows import FlowRun, FlowRunStatus
 from kubemill.models.openflow import OpenFlow
-from kubemill.models.scripts import ResultRef, RunError
+from kubemill.models.scripts import LOCKED, ResultRef, RunError
 
 PARENT_UID_LABEL = constants.LABEL_FLOW_RUN_UID
 """On every child run: the uid of the FlowRun that created it (label values are limited to 63 characters,
@@ -122,7 +122,7 @@ def child_run_manifest(
         spec["flowPath"] = action.flow_path
     elif action.script is not None:
         spec["script"] = {"language": action.script.language, "content": action.script.content}
-        if action.script.lock and action.script.language == "python3":  # Windmill's pinned requirements
+        if action.script.lock and action.script.language in LOCKED:  # Windmill's pinned deps
             spec["script"]["lock"] = action.script.lock
     else:
         spec["scriptPath"] = action.script_path

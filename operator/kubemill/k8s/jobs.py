@@ -131,7 +131,7 @@ def build_job(
         "name": CONTAINER,
         "image": runner.image or options.image(target.language),
         "imagePullPolicy": "IfNotPresent",
-        "command": command_for(target.language),
+        "command": command_for(target.language, locked=target.lock is not None),
         "env": container_env,
         "workingDir": "/tmp",  # noqa: S108 - a path inside the pod (an emptyDir), not the host's /tmp
         "terminationMessagePath": "/dev/termination-log",

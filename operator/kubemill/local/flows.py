@@ -47,6 +47,7 @@ from kubemill.models.openflow import OpenFlow, PathScript
 from kubemill.paths import OutsideWorkspace, confined
 from kubemill.runners import RunContext, canonical_language
 from kubemill.runners.forkserver import ForkServers
+from kubemill.runners.lockfile import LOCKED_LANGUAGES
 
 MAX_DEPTH = MAX_SUBFLOW_DEPTH
 
@@ -246,8 +247,8 @@ class LocalFlow:
         lock = None
         if action.script is not None:
             language, code, path = action.script.language, action.script.content, ""
-            if action.script.lock and canonical_language(language) == "python3":
-                lock = action.script.lock  # a rawscript step's pinned requirements, as in the cluster
+            if action.script.lock and canonical_language(language) in LOCKED_LANGUAGES:
+                lock = action.script.lock  # a rawscript step's pinned dependencies, as in the cluster
         else:
             assert action.script_path is not None
             target = resolve_target(action.script_path, self.root)

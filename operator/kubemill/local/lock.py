@@ -1,4 +1,4 @@
-"""`kubemill lock`: pin each Python script's dependencies into `<name>.script.lock`, as Windmill does.
+"""`kubemill lock`: pin each Python and Bun script's dependencies into `<name>.script.lock`, as Windmill does.
 
 A script's requirements are what the Python runner would install without a lock (the same functions, loaded
 from runner_images/python3/run.py): a `# requirements:` header or a PEP 723 block, else its third-party
@@ -6,7 +6,8 @@ imports; plus its metadata's `requirements`. `uv pip compile --generate-hashes` 
 that runs scripts, preferring the versions an existing lock already pins (so re-running changes nothing until
 `--upgrade`). The lock is written in Windmill's format (runners/lockfile.py), atomically, and only when its
 text changes; `--check` writes nothing and fails when a lock is missing or differs from what the script
-resolves to (a pin added by hand, a hash changed, a new import).
+resolves to (a pin added by hand, a hash changed, a new import). Bun scripts are resolved by `local.bun_lock`
+(package.json from the imports, bun.lock from `bun install`), into Windmill's Bun lock.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
+from kubemill.local.bun_lock import LockFailed, bun_difference, resolve_bun
 from kubemill.local.scripts import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -31,23 +34,23 @@ from kubemill.local.scripts import (
     resolve_target,
 )
 from kubemill.runners.lockfile import (
+    LOCKED_LANGUAGES,
     LockError,
     Pin,
     PythonLock,
     as_requirements,
+    format_bun_lock,
     format_python_lock,
     normalize,
+    parse_bun_lock,
     parse_python_lock,
     parse_uv_compile,
 )
 from kubemill.runners.runtimes import RuntimeMissing, find_uv, local_command, runner_images_dir
 
 FLOW_FOLDERS = (".flow", "__flow")
+L = TypeVar("L")
 _SKIP_DIRS = ("node_modules", ".venv", "__pycache__")
-
-
-class LockFailed(Exception):
-    """A script's dependencies cannot be resolved; the message names the script and the package."""
 
 
 @dataclass(frozen=True)
@@ -151,18 +154,36 @@ def _explain(script: str, requirements: list[str], stderr: str) -> str:
     return f"{script}: uv pip compile failed{which}: {text[:600]}"
 
 
+def _previous(lock_path: Path, parse: Callable[[str], L]) -> tuple[str | None, L | None, str]:
+    """The lock file's text, the lock it holds (None when absent or unreadable) and why it is unreadable."""
+    text = lock_path.read_text(encoding="utf-8") if lock_path.is_file() else None
+    try:
+        return text, (parse(text) if text is not None else None), ""
+    except LockError as exc:
+        return text, None, f"the lock cannot be read: {exc}"
+
+
+def _settle(
+    target: ScriptTarget, lock_path: Path, old: str | None, new: str, check: bool, why: str
+) -> Outcome:
+    """Write the lock `new` where the file holds `old` (with `check`, only say whether they differ, `why`)."""
+    if new == old:
+        return Outcome(target.path, lock_path, "unchanged")
+    if check:
+        return Outcome(
+            target.path, lock_path, "missing" if old is None else "stale", "" if old is None else why
+        )
+    _write_atomically(lock_path, new)
+    return Outcome(target.path, lock_path, "written")
+
+
 def lock_script(target: ScriptTarget, workspace: Path, check: bool, upgrade: bool) -> Outcome:
     lock_path = lock_file_of(target.file)
     assert lock_path is not None
     code = target.file.read_text(encoding="utf-8")
-    previous_text = lock_path.read_text(encoding="utf-8") if lock_path.is_file() else None
-    previous = None
-    if previous_text is not None:
-        try:
-            previous = parse_python_lock(previous_text)
-        except LockError as exc:
-            if check:
-                return Outcome(target.path, lock_path, "stale", f"the lock cannot be read: {exc}")
+    previous_text, previous, unreadable = _previous(lock_path, parse_python_lock)
+    if unreadable and check:
+        return Outcome(target.path, lock_path, "stale", unreadable)
     requirements = requirements_of(code, dict(target.meta))
     if not requirements:  # as Windmill: a script without dependencies has no lock file
         if previous_text is None:
@@ -172,15 +193,21 @@ def lock_script(target: ScriptTarget, workspace: Path, check: bool, upgrade: boo
         lock_path.unlink()
         return Outcome(target.path, lock_path, "removed")
     wanted = resolve(target.path, requirements, previous, upgrade)
-    text = format_python_lock(wanted)
-    if text == previous_text:
-        return Outcome(target.path, lock_path, "unchanged")
-    if check:
-        if previous_text is None:
-            return Outcome(target.path, lock_path, "missing")
-        return Outcome(target.path, lock_path, "stale", _difference(previous, wanted))
-    _write_atomically(lock_path, text)
-    return Outcome(target.path, lock_path, "written")
+    return _settle(
+        target, lock_path, previous_text, format_python_lock(wanted), check, _difference(previous, wanted)
+    )
+
+
+def lock_bun_script(target: ScriptTarget, check: bool, upgrade: bool) -> Outcome:
+    """A Bun script's lock, always written (`<empty>` without dependencies, as Windmill writes it)."""
+    lock_path = lock_file_of(target.file)
+    assert lock_path is not None
+    previous_text, previous, unreadable = _previous(lock_path, parse_bun_lock)
+    if unreadable and check:
+        return Outcome(target.path, lock_path, "stale", unreadable)
+    wanted = resolve_bun(target.path, target.file, previous, upgrade)
+    text = format_bun_lock(wanted)
+    return _settle(target, lock_path, previous_text, text, check, bun_difference(previous, wanted))
 
 
 def _difference(old: PythonLock | None, new: PythonLock) -> str:
@@ -223,7 +250,7 @@ def _script_files(paths: list[str], workspace: Path) -> list[Path]:
                     for d in dirs
                     if not d.startswith(".") and d not in _SKIP_DIRS and not d.endswith(FLOW_FOLDERS)
                 )  # a flow's inline scripts have their locks in its flow.yaml
-                found += [Path(folder, f) for f in sorted(files) if f.endswith(".py")]
+                found += [Path(folder, f) for f in sorted(files) if f.endswith((".py", ".ts"))]
         elif given.is_file():
             found.append(given)
         else:
@@ -240,14 +267,17 @@ def cli_lock(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     failed = False
     for target in targets:
-        if target.language != "python3":
+        if target.language not in LOCKED_LANGUAGES:
             print(
                 f"kubemill lock: {target.path}: skipped ({target.language} scripts are not locked)",
                 file=sys.stderr,
             )
             continue
         try:
-            outcome = lock_script(target, workspace, args.check, args.upgrade)
+            if target.language == "bun":
+                outcome = lock_bun_script(target, args.check, args.upgrade)
+            else:
+                outcome = lock_script(target, workspace, args.check, args.upgrade)
         except (LockFailed, OSError, subprocess.CalledProcessError) as exc:
             print(f"kubemill lock: {exc}", file=sys.stderr)
             failed = True

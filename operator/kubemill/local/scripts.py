@@ -36,7 +36,7 @@ from kubemill.runners import (
     write_run_files,
 )
 from kubemill.runners.forkserver import TIMED_OUT, ForkServers, ServerGone
-from kubemill.runners.lockfile import LockError, check_lock
+from kubemill.runners.lockfile import LOCKED_LANGUAGES, LockError, check_lock
 from kubemill.runners.runtimes import RuntimeMissing, cache_root, find_uv, local_command
 from kubemill.runners.validation import args_for_language, run_args, validate_args
 from kubemill.secrets import UnresolvedReference, has_references, substitute_references
@@ -99,8 +99,8 @@ def run_script(  # noqa: PLR0913 - complexity debt, docs/architecture.md
     the script's working directory has it as `./shared`. With `servers` (a flow's warm interpreters), a
     language that has a fork server starts from it instead of a new interpreter. `entrypoint` (from
     `engine.entrypoints.plan_call`) calls the script's preprocessor: its args are an event, not main's, and
-    are not checked against main's schema. With `lock` (a Python `.script.lock`), the runner installs exactly
-    its pins instead of what the script declares.
+    are not checked against main's schema. With `lock` (a Python or Bun `.script.lock`), the runner installs
+    exactly the lock instead of what the script declares or imports.
     """
     language = canonical_language(language)
     if lock is not None:
@@ -126,7 +126,7 @@ def run_script(  # noqa: PLR0913 - complexity debt, docs/architecture.md
     context = context or default_context("", "local")
     context = replace(context, entrypoint=entrypoint)
     try:
-        command = local_command(language)
+        command = local_command(language, locked=lock is not None)
     except RuntimeMissing as exc:
         raise InvalidRun(str(exc)) from exc
     with tempfile.TemporaryDirectory(prefix="kubemill-run-") as tmp:
@@ -257,9 +257,10 @@ def _language_of(file: Path, meta: Mapping[str, Any]) -> str:
 
 
 def lock_for(target: ScriptTarget, workspace: Path) -> str | None:
-    """A Python script's lock: its metadata's `lock` (text, or `!inline <file>` from the workspace root, as
-    `wmill sync pull` writes it), else `<name>.script.lock` beside it (`kubemill lock`); None without one."""
-    if target.language != "python3":
+    """A Python or Bun script's lock: its metadata's `lock` (text, or `!inline <file>` from the workspace
+    root, as `wmill sync pull` writes it), else `<name>.script.lock` beside it (`kubemill lock`); None
+    without one."""
+    if target.language not in LOCKED_LANGUAGES:
         return None
     value = target.meta.get("lock")
     if isinstance(value, str) and value.startswith("!inline "):

@@ -30,9 +30,14 @@ PATH_MESSAGE = (
 )
 
 
-def rule(expression: str, message: str, *, field_path: str | None = None) -> dict[str, str]:
-    """One CEL rule for `x-kubernetes-validations` (`field_path` points the error at a field)."""
+def rule(
+    expression: str, message: str, *, field_path: str | None = None, message_expression: str | None = None
+) -> dict[str, str]:
+    """One CEL rule for `x-kubernetes-validations` (`field_path` points the error at a field;
+    `message_expression`, CEL too, says more than `message` where the API server can evaluate it)."""
     out = {"rule": expression, "message": message}
+    if message_expression is not None:
+        out["messageExpression"] = message_expression
     if field_path is not None:
         out["fieldPath"] = field_path
     return out

@@ -61,12 +61,21 @@ EXACTLY_ONE_CONTENT = (
 )
 
 
-LOCK_IS_PYTHON = "lock is for python3 scripts only (the pinned requirements `kubemill lock` writes)"
+LOCKED = ("python3", "bun")
+"""The languages whose runner installs a lock (as runners.lockfile.LOCKED_LANGUAGES, which models do not
+import)."""
+LOCK_LANGUAGES = "lock is for python3 or bun scripts (the pinned dependencies `kubemill lock` writes)"
+LOCK_RULE = rule(
+    "!has(self.lock) || self.language in ['python3', 'bun']",
+    LOCK_LANGUAGES,
+    message_expression=f"'{LOCK_LANGUAGES}, not ' + self.language",
+    field_path=".lock",
+)
 
 
-def _python_lock(language: str, lock: str | None) -> None:
-    if lock is not None and language != "python3":
-        raise ValueError(LOCK_IS_PYTHON)
+def _locked_language(language: str, lock: str | None) -> None:
+    if lock is not None and language not in LOCKED:
+        raise ValueError(f"{LOCK_LANGUAGES}, not {language}")
 
 
 class ScriptSpec(KubemillModel):
@@ -75,7 +84,7 @@ class ScriptSpec(KubemillModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             rule("has(self.content) != has(self.contentFrom)", EXACTLY_ONE_CONTENT),
-            rule("!has(self.lock) || self.language == 'python3'", LOCK_IS_PYTHON, field_path=".lock"),
+            LOCK_RULE,
         )
     )
 
@@ -102,7 +111,7 @@ class ScriptSpec(KubemillModel):
     @model_validator(mode="after")
     def _one_content(self) -> ScriptSpec:
         exactly_one({"content": self.content, "contentFrom": self.content_from}, EXACTLY_ONE_CONTENT)
-        _python_lock(self.language, self.lock)
+        _locked_language(self.language, self.lock)
         return self
 
 
@@ -131,11 +140,7 @@ RunPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
 class InlineScript(KubemillModel):
     """A raw script carried by the run itself (no Script resource)."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            rule("!has(self.lock) || self.language == 'python3'", LOCK_IS_PYTHON, field_path=".lock")
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=validations(LOCK_RULE))
 
     language: ScriptLanguage
     content: str
@@ -145,7 +150,7 @@ class InlineScript(KubemillModel):
 
     @model_validator(mode="after")
     def _lock_language(self) -> InlineScript:
-        _python_lock(self.language, self.lock)
+        _locked_language(self.language, self.lock)
         return self
 
 

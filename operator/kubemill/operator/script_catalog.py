@@ -32,7 +32,7 @@ from kubemill.k8s.builders import RunIdentity, RunTarget
 from kubemill.k8s.client import holds
 from kubemill.models.scripts import Script, ScriptRun, runtime_of
 from kubemill.runners import canonical_language
-from kubemill.runners.lockfile import LockError, parse_python_lock
+from kubemill.runners.lockfile import LockError, check_lock
 from kubemill.signatures import SignatureError, derive_schema
 
 API = constants.API_VERSION
@@ -163,7 +163,7 @@ class ScriptCatalog:
         target, failure = self._target_for(run)
         if target is not None and target.lock is not None:
             try:
-                parse_python_lock(target.lock)
+                check_lock(target.language, target.lock)
             except LockError as exc:
                 field = "spec.script.lock" if run.spec.script is not None else "the Script's spec.lock"
                 return None, Failure("ScriptNotReady", f"{field}: {exc}")

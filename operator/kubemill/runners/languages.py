@@ -58,9 +58,13 @@ def code_filename(language: str) -> str:
     return LANGUAGES[canonical_language(language)].code_file
 
 
-def command_for(language: str) -> list[str]:
-    """The container command; its first word is the interpreter and the runner lives under RUNNER_DIR."""
-    return list(LANGUAGES[canonical_language(language)].command)
+def command_for(language: str, *, locked: bool = False) -> list[str]:
+    """The container command; its first word is the interpreter and the runner lives under RUNNER_DIR. A
+    `locked` Bun run (its Script has a lock) has Bun's auto-install off: the lock's install is all it gets."""
+    command = list(LANGUAGES[canonical_language(language)].command)
+    if locked and canonical_language(language) == "bun":
+        command.insert(2, "--no-install")
+    return command
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,11 @@ def find_uv() -> str | None:
         return shutil.which("uv")
 
 
-def local_command(language: str) -> list[str]:
+def local_command(language: str, *, locked: bool = False) -> list[str]:
     """`command_for(language)` with this machine's interpreter and this checkout's runner directory."""
     language = canonical_language(language)
     runner = str(runner_images_dir() / language)
-    command = [part.replace(RUNNER_DIR, runner) for part in command_for(language)]
+    command = [part.replace(RUNNER_DIR, runner) for part in command_for(language, locked=locked)]
     interpreter = find_interpreter(language)
     if command[0] == _INTERPRETERS[language]:
         command[0] = interpreter
