@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 export KUBEMILL_HOME ?= $(CURDIR)/.cache/kubemill
 PYTEST_ARGS ?=
 
-.PHONY: help install tools ui cluster-bin objectstore-bin images demo test unit integration lint bench fuzz cluster crds clean
+.PHONY: help install tools ui cluster-bin objectstore-bin argo-bin images demo test unit integration lint bench fuzz cluster crds clean
 
 help:
 	@echo "make demo | test | unit | integration | images | lint | bench | fuzz | cluster | crds | clean"
@@ -45,6 +45,11 @@ cluster-bin:
 # The tests' S3 server (SeaweedFS `weed`, from the Go module proxy), cached in ~/.cache/kubemill/objectstore.
 objectstore-bin:
 	scripts/build-objectstore >/dev/null
+
+# Argo Workflows' workflow-controller and argoexec (from the Go module proxy), cached in ~/.cache/kubemill/argo:
+# tests/bench/bench_argo.py builds them itself through this script; a failed build stops that bench saying why.
+argo-bin:
+	scripts/build-argo >/dev/null
 
 # The operator and runner images from this repository's Dockerfiles, with podman (a no-op when warm).
 images:

@@ -65,6 +65,58 @@ def worker_pids(pool: str) -> dict[str, list[int]]:
     return found
 
 
+def install(cluster: Any, ns: str, max_queued: int) -> None:
+    """In a new namespace `ns`: the RunnerPool `py` (WORKERS workers), the step Script by Job (`f/bench/step`)
+    and through the pool (`f/bench/step_pool`), and the 40-step Flows over each (`f/bench/forty`,
+    `f/bench/forty_pool`); returns once the pool's workers are ready."""
+    from tests.conftest import wait_for
+
+    cluster.kubectl("create", "namespace", ns)
+    pool = {
+        "apiVersion": API,
+        "kind": "RunnerPool",
+        "metadata": {"name": "py", "namespace": ns},
+        "spec": {
+            "language": "python3",
+            "replicas": WORKERS,
+            "maxQueued": max_queued,
+            "claimTimeoutSeconds": 3600,
+        },
+    }
+    cluster.apply(pool)
+    for name, path, runner in (
+        ("step", "f/bench/step", None),
+        ("step-pool", "f/bench/step_pool", "py"),
+    ):
+        spec: dict[str, Any] = {"path": path, "language": "python3", "content": bench_flows.STEP_CODE}
+        if runner:
+            spec["runner"] = {"pool": runner}
+        cluster.apply(
+            {
+                "apiVersion": API,
+                "kind": "Script",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": spec,
+            }
+        )
+    for name, path in (("forty", "f/bench/step"), ("forty-pool", "f/bench/step_pool")):
+        flow = {"modules": modules(path)}
+        cluster.apply(
+            {
+                "apiVersion": API,
+                "kind": "Flow",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"path": f"f/bench/{name.replace('-', '_')}", "value": flow},
+            }
+        )
+
+    def ready() -> bool:
+        status = cluster.get("runnerpool", "py", "-n", ns).get("status") or {}
+        return int(status.get("readyReplicas") or 0) >= WORKERS
+
+    wait_for(ready, 120, "the pool's workers")
+
+
 def throughput(cluster: Any, api: Any, namespace: str, count: int) -> float:
     """Seconds from the first create to the last of `count` pool runs Succeeded (watched)."""
     import kubernetes
@@ -117,7 +169,7 @@ def main() -> None:
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
     import kubernetes
 
-    from tests.conftest import Cluster, controlplane, wait_for
+    from tests.conftest import Cluster, controlplane
     from tests.operator_harness import Operator, install_operator_identity
 
     local = bench_flows.bench_local()
@@ -128,50 +180,7 @@ def main() -> None:
         operator.start()
         try:
             ns = "bench"
-            cluster.kubectl("create", "namespace", ns)
-            pool = {
-                "apiVersion": API,
-                "kind": "RunnerPool",
-                "metadata": {"name": "py", "namespace": ns},
-                "spec": {
-                    "language": "python3",
-                    "replicas": WORKERS,
-                    "maxQueued": count * 2,
-                    "claimTimeoutSeconds": 3600,
-                },
-            }
-            cluster.apply(pool)
-            for name, path, runner in (
-                ("step", "f/bench/step", None),
-                ("step-pool", "f/bench/step_pool", "py"),
-            ):
-                spec: dict[str, Any] = {"path": path, "language": "python3", "content": bench_flows.STEP_CODE}
-                if runner:
-                    spec["runner"] = {"pool": runner}
-                cluster.apply(
-                    {
-                        "apiVersion": API,
-                        "kind": "Script",
-                        "metadata": {"name": name, "namespace": ns},
-                        "spec": spec,
-                    }
-                )
-            for name, path in (("forty", "f/bench/step"), ("forty-pool", "f/bench/step_pool")):
-                flow = {"modules": modules(path)}
-                cluster.apply(
-                    {
-                        "apiVersion": API,
-                        "kind": "Flow",
-                        "metadata": {"name": name, "namespace": ns},
-                        "spec": {"path": f"f/bench/{name.replace('-', '_')}", "value": flow},
-                    }
-                )
-
-            def ready() -> bool:
-                status = cluster.get("runnerpool", "py", "-n", ns).get("status") or {}
-                return int(status.get("readyReplicas") or 0) >= WORKERS
-
-            wait_for(ready, 120, "the pool's workers")
+            install(cluster, ns, max_queued=count * 2)
             api = kubernetes.client.CustomObjectsApi(cluster.api_client("admin"))
             pool_walls, job_walls, gaps = [], [], []
             for run in range(runs):

@@ -182,3 +182,15 @@ def test_a_job_relabelled_after_the_fact_is_no_pool_job() -> None:
     moved = kpools.offered(job(), "py", NOW, "sealed")
     moved["metadata"]["labels"][kpools.LABEL_POOL] = "other"  # offered to py, relabelled to another pool
     assert kpools.pool_of(moved) is None
+
+
+def test_the_default_agent_image_is_the_image_the_operator_is_built_as() -> None:
+    """Without --pool-agent-image the workers' agent runs the operator image, as the Dockerfile, the chart and
+    scripts/build-images name it: a name nothing builds leaves a real node's workers in ImagePullBackOff."""
+    from pathlib import Path
+
+    from kubemill.operator.pools import AGENT_IMAGE
+
+    repo = Path(__file__).resolve().parents[2]
+    assert AGENT_IMAGE.format(version="1.2.3") == "ghcr.io/kubemill/operator:1.2.3"
+    assert 'tag="ghcr.io/kubemill/operator:$VERSION"' in (repo / "scripts/build-images").read_text()

@@ -81,7 +81,7 @@ def add_arguments_operator(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pool-agent-image",
         default="",
-        help="image of RunnerPool workers' agent container (default: ghcr.io/kubemill/kubemill:<version>)",
+        help="image of RunnerPool workers' agent container (default: ghcr.io/kubemill/operator:<version>)",
     )
     parser.add_argument(
         "--run-history-limit",

@@ -23,7 +23,7 @@ from kubemill.operator.pool_dispatch import BUSY_WORKERS, QUEUE_DEPTH, READY_WOR
 from kubemill.operator.runtime import Operator, of
 
 GROUP, VERSION = "kubemill.dev", "v1alpha1"
-AGENT_IMAGE = "ghcr.io/kubemill/kubemill:{version}"
+AGENT_IMAGE = "ghcr.io/kubemill/operator:{version}"  # the operator image (Dockerfile, chart, build-images)
 
 
 def _info_of(body: Any, ready: int = 0, queued: int = 0) -> PoolInfo:

@@ -41,7 +41,7 @@ class Settings:
     workers: int = 16
     runner_env: dict[str, str] = field(default_factory=dict)
     pool_agent_image: str = ""
-    """The image of RunnerPool workers' agent container (empty: ghcr.io/kubemill/kubemill:<version>)."""
+    """The image of RunnerPool workers' agent container (empty: ghcr.io/kubemill/operator:<version>)."""
 
 
 @dataclass
