@@ -71,7 +71,16 @@ export function installLock(lockFile: string): Installed {
   const what = `the lock's ${packages.join(" ")}`;
   process.stderr.write(`kubemill: installing ${what}\n`);
   const done = Bun.spawnSync({
-    cmd: [process.execPath, "install", "--frozen-lockfile", "--no-progress", "--no-summary"],
+    // No package's lifecycle scripts run (as uv installs wheels only): an install may fill the namespace's
+    // shared cache, which must hold only what the lock names.
+    cmd: [
+      process.execPath,
+      "install",
+      "--frozen-lockfile",
+      "--ignore-scripts",
+      "--no-progress",
+      "--no-summary",
+    ],
     cwd: staging,
     env: { ...process.env, BUN_INSTALL_CACHE_DIR: join(staging, ".bun-cache"), DO_NOT_TRACK: "1" },
     stdout: "pipe",

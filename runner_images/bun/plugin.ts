@@ -70,7 +70,7 @@ export function rewriteLocked(source: string, installed: Installed): string {
   return rewritten;
 }
 
-const LOCK_FILE = resolve(dirname(CODE_FILE), "script.lock");
+export const LOCK_FILE = resolve(dirname(CODE_FILE), "script.lock");
 let installed: Installed | undefined;
 
 plugin({

@@ -5,13 +5,15 @@ tampered integrity hash fail the run naming the package, and the API server refu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubemill.runners.lockfile import parse_bun_lock
 
 from tests.conftest import Cluster
-from tests.integration.test_locks import locked_and_synced
+from tests.integration.test_day2_cli import kubemill
+from tests.integration.test_locks import deps_cache, locked_and_synced  # noqa: F401 (deps_cache: a fixture)
 from tests.integration.test_operator import finished, script, script_run
 from tests.operator_harness import Operator
 
@@ -102,3 +104,52 @@ def test_a_lock_on_a_deno_script_is_refused_by_the_api_server_naming_the_languag
         "lock is for python3 or bun scripts (the pinned dependencies `kubemill lock` writes), not deno"
         in (done.stderr)
     )
+
+
+WRITES = (
+    'import isOdd from "npm:is-odd@3.0.1";\nimport { writeFileSync } from "node:fs";\n\n'
+    "export function main() {\n  try {\n"
+    '    writeFileSync(process.env.KUBEMILL_SHARED_DEPS_DIR + "/evil.js", "x");\n    return "wrote";\n'
+    "  } catch (error) {\n    return String((error as { code?: string }).code);\n  }\n}\n"
+)
+
+
+def test_a_shared_cache_serves_the_second_bun_pod_and_no_script_can_write_it(
+    running_operator: Operator,
+    cluster: Cluster,
+    restricted_namespace: str,
+    synced: dict[str, Any],
+    deps_cache: Path,  # noqa: F811 - the fixture
+) -> None:
+    """With the namespace's `kubemill-deps` claim, the init step installs the lock into it once; a second
+    pod finds it there (the cache is read-only to it: it could not install again) and the script's own
+    container cannot write the cache."""
+    ns = restricted_namespace
+    lock = synced["spec"]["lock"]
+    cluster.apply(script("odd", "f/demo/odd", "bun", CODE, lock=lock), "-n", ns)
+
+    def run(name: str) -> None:
+        cluster.apply(script_run(name, "f/demo/odd", {"n": 5}), "-n", ns)
+        status = finished(running_operator, ns, name, timeout=180)["status"]
+        assert status["phase"] == "Succeeded", status
+        assert status["result"] == {"odd": True, "n": 5}
+        logs = kubemill(cluster, "admin", "logs", name, "-n", ns)  # the init step installed, not the run
+        assert logs.returncode == 0, logs
+        assert "installing" not in logs.stdout, logs.stdout
+
+    run("bun-cached-1")
+    (install,) = deps_cache.glob("bun/lock-*")  # one install, under the lock's key
+    assert (install / "node_modules" / "is-odd" / "package.json").is_file()
+    for folder in (deps_cache, install.parent):  # the second pod could not install again
+        folder.chmod(0o555)
+    try:
+        run("bun-cached-2")
+    finally:
+        for folder in (deps_cache, install.parent):
+            folder.chmod(0o777)
+    cluster.apply(script("writer", "f/demo/writer", "bun", WRITES, lock=lock), "-n", ns)
+    cluster.apply(script_run("writer-1", "f/demo/writer"), "-n", ns)
+    status = finished(running_operator, ns, "writer-1", timeout=180)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["result"] in ("EROFS", "EACCES"), status  # read-only for scripts
+    assert not list(deps_cache.rglob("evil.js"))

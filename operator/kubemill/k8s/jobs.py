@@ -41,6 +41,7 @@ from kubemill.k8s.builders import (
 from kubemill.models.scripts import RunnerSpec
 from kubemill.runners import command_for, env_for
 from kubemill.runners.languages import RUN_ROOT, RunContext
+from kubemill.runners.lockfile import LOCKED_LANGUAGES
 from kubemill.secrets import MASK_FORMS_KEY, WORKSPACE_STORAGE_KEY
 
 
@@ -190,7 +191,7 @@ def build_job(
                 },
             }
         )
-    if deps_claim is not None and target.lock is not None and target.language == "python3":
+    if deps_claim is not None and target.lock is not None and target.language in LOCKED_LANGUAGES:
         share_deps_cache(container, pod_spec, deps_claim, options.extra_env)
     if shared_claim is not None:
         labels[LABEL_SHARED] = _digest(shared_claim, length=16)
@@ -219,8 +220,9 @@ def build_job(
 def share_deps_cache(
     container: dict[str, Any], pod_spec: dict[str, Any], claim: str, operator_env: Mapping[str, str]
 ) -> None:
-    """The namespace's dependency cache `claim` for a locked Python run: an init container that runs only
-    the runner's install step (uv, wheels only: `--no-build`, so no package code runs) with none of the
+    """The namespace's dependency cache `claim` for a locked Python or Bun run: an init container that runs
+    only the runner's install step (uv, wheels only: `--no-build`; bun `--ignore-scripts`: no package code
+    runs) with none of the
     Script's env, args or secrets (only the operator's own runner env, `operator_env`) writes the lock's
     install there; the script's container mounts it read-only, so no script can change what another run
     executes (docs/security.md)."""

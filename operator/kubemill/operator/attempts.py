@@ -29,6 +29,7 @@ from kubemill.operator.pool_dispatch import PoolDispatcher
 from kubemill.operator.run_inputs import run_secret_files
 from kubemill.operator.script_catalog import ScriptCatalog
 from kubemill.runners.languages import RunContext
+from kubemill.runners.lockfile import LOCKED_LANGUAGES
 from kubemill.runners.validation import args_for_language, run_args
 from kubemill.secrets import UnresolvedReference, decode_secret, masks_from_secret_data
 
@@ -118,8 +119,9 @@ class Attempts:
         return Started(masks=masks)
 
     def _deps_claim(self, namespace: str, target: RunTarget) -> str | None:
-        """The namespace's shared dependency cache, for a locked Python run, when its claim is Bound."""
-        if target.lock is None or target.language != "python3":
+        """The namespace's shared dependency cache, for a locked Python or Bun run, when its claim is
+        Bound."""
+        if target.lock is None or target.language not in LOCKED_LANGUAGES:
             return None
         claim = self.kube.get_or_none("v1", "PersistentVolumeClaim", namespace, builders.DEPS_CLAIM)
         bound = claim is not None and (claim.get("status") or {}).get("phase") == "Bound"
