@@ -161,7 +161,7 @@ def test_a_previous_bun_lock_is_given_to_bun_without_its_integrity() -> None:
 
 
 def test_a_locked_bun_job_runs_with_auto_install_off() -> None:
-    from kubemill.k8s.builders import DEPS_CLAIM, RunIdentity
+    from kubemill.k8s.builders import DEPS_CLAIM, DEPS_DIR, RunIdentity
     from kubemill.k8s.jobs import build_job
     from kubemill.runners import RunContext, command_for
 
@@ -174,7 +174,10 @@ def test_a_locked_bun_job_runs_with_auto_install_off() -> None:
     )
     pod = job["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"][:3] == ["bun", "run", "--no-install"]
-    assert "initContainers" not in pod  # the namespace's shared cache holds Python installs only
+    (init,) = pod["initContainers"]  # the namespace's shared cache: the install step alone writes it
+    assert init["command"] == pod["containers"][0]["command"]
+    assert {"name": "KUBEMILL_INSTALL_ONLY", "value": "1"} in init["env"]
+    assert {"name": "deps", "mountPath": DEPS_DIR, "readOnly": True} in pod["containers"][0]["volumeMounts"]
 
 
 def test_the_lock_travels_in_the_code_configmap_and_changes_its_name() -> None:
