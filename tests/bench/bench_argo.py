@@ -288,8 +288,11 @@ def flowrun(name: str, flow_path: str, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def timed(api: Any, ref: tuple[str, str], plural: str, manifest: dict[str, Any]) -> float:
-    """Seconds from just before the create to the moment a watch sees the object's phase `Succeeded`."""
+def timed(
+    api: Any, ref: tuple[str, str], plural: str, manifest: dict[str, Any]
+) -> tuple[float, dict[str, Any]]:
+    """Seconds from just before the create to the moment a watch sees the object's phase `Succeeded`, and the
+    status it had then."""
     import kubernetes
 
     name = manifest["metadata"]["name"]
@@ -324,7 +327,7 @@ def timed(api: Any, ref: tuple[str, str], plural: str, manifest: dict[str, Any])
         raise SystemExit(
             f"{plural}/{name} ended {seen['status']['phase']}: {json.dumps(seen['status'])[:3000]}"
         )
-    return float(seen["at"] - started)
+    return float(seen["at"] - started), seen["status"]
 
 
 def quiesce(cluster: Any, kind: str, name: str) -> None:
@@ -344,12 +347,19 @@ def quiesce(cluster: Any, kind: str, name: str) -> None:
     print(f"[bench_argo] {len(others)} pods still there after deleting {kind}/{name}", file=sys.stderr)
 
 
-def argo_pass(cluster: Any, api: Any, runs: int, label: str) -> dict[str, list[float]]:
+def argo_pass(cluster: Any, api: Any, runs: range, label: str) -> dict[str, list[float]]:
     figures: dict[str, list[float]] = {"seq": [], "fan": []}
-    for run in range(runs):
-        for what, make in (("seq", argo_sequence), ("fan", argo_fanout)):
+    for run in runs:
+        for what, make, pods in (("seq", argo_sequence, bench_flows.STEPS), ("fan", argo_fanout, WIDTH)):
             name = f"{label}-{what}-{run}"
-            wall = timed(api, ARGO, "workflows", make(name))
+            wall, status = timed(api, ARGO, "workflows", make(name))
+            ran = [
+                n
+                for n in status.get("nodes", {}).values()
+                if n["type"] == "Pod" and n["phase"] == "Succeeded"
+            ]
+            if len(ran) != pods:
+                raise SystemExit(f"workflow {name}: {len(ran)} pods succeeded, not {pods}")
             figures[what].append(wall)
             print(f"argo ({label}) {what} run {run}: {wall:.1f} s", flush=True)
             quiesce(cluster, "workflow", name)
@@ -358,14 +368,17 @@ def argo_pass(cluster: Any, api: Any, runs: int, label: str) -> dict[str, list[f
 
 def kubemill_round(cluster: Any, api: Any, run: int, figures: dict[str, list[float]]) -> None:
     items = {"items": list(range(WIDTH))}
-    for key, flow_path, args in (
-        ("pool seq", "f/bench/forty_pool", {}),
-        ("job seq", "f/bench/forty", {}),
-        ("pool fan", "f/bench/fan_pool", items),
-        ("job fan", "f/bench/fan", items),
+    fanned = [i + 1 for i in range(WIDTH)]  # each step returns n + 1
+    for key, flow_path, args, result in (
+        ("pool seq", "f/bench/forty_pool", {}, bench_flows.STEPS),
+        ("job seq", "f/bench/forty", {}, bench_flows.STEPS),
+        ("pool fan", "f/bench/fan_pool", items, fanned),
+        ("job fan", "f/bench/fan", items, fanned),
     ):
         name = f"{key.replace(' ', '-')}-{run}"
-        wall = timed(api, KM, "flowruns", flowrun(name, flow_path, args))
+        wall, status = timed(api, KM, "flowruns", flowrun(name, flow_path, args))
+        if status.get("result") != result:
+            raise SystemExit(f"flowrun {name}: result {json.dumps(status.get('result'))[:300]}, not {result}")
         figures.setdefault(key, []).append(wall)
         print(f"kubemill {key} run {run}: {wall:.1f} s", flush=True)
         quiesce(cluster, "flowrun", name)
@@ -452,7 +465,7 @@ def main() -> int:
             kubemill: dict[str, list[float]] = {}
             argo: dict[str, list[float]] = {"seq": [], "fan": []}
             for run in range(runs):  # interleaved, so a change of the machine's load falls on both
-                one = argo_pass(cluster, api, 1, "argo")
+                one = argo_pass(cluster, api, range(run, run + 1), "argo")
                 argo["seq"] += one["seq"]
                 argo["fan"] += one["fan"]
                 kubemill_round(cluster, api, run, kubemill)
@@ -460,7 +473,7 @@ def main() -> int:
             if requeue:
                 controller.stop()
                 controller.start(requeue)
-                lowered = argo_pass(cluster, api, runs, f"requeue-{requeue}")
+                lowered = argo_pass(cluster, api, range(runs), f"requeue-{requeue}")
         except BaseException:
             print(operator.log()[-3000:], file=sys.stderr)
             print(controller.log()[-5000:], file=sys.stderr)
