@@ -112,10 +112,9 @@ def key_from_secret_data(data: Mapping[str, str] | None) -> bytes | None:
     if not text:
         return None
     try:
-        key = base64.b64decode(base64.b64decode(text, validate=True), validate=True)
-    except ValueError:
+        return key_from_file_text(base64.b64decode(text, validate=True).decode())
+    except (ValueError, UnicodeDecodeError):
         return None
-    return key if len(key) == KEY_BYTES else None
 
 
 def key_secret_value(key: bytes) -> str:

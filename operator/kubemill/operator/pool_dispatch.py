@@ -85,10 +85,6 @@ class PoolDispatcher:
         with self._guard:
             self._keys[(namespace, name)] = key
 
-    def has_key(self, namespace: str, name: str) -> bool:
-        with self._guard:
-            return (namespace, name) in self._keys
-
     def cache_sizes(self) -> dict[str, int]:
         with self._guard:
             return {"pool_claims_seen": len(self._claims_seen), "pool_done": len(self._done)}
